@@ -1,0 +1,147 @@
+"""Causal long convolution along the sequence axis, per channel.
+
+For inputs x [B, T, *C] and a kernel of K taps [K, *Ck] whose channel dims Ck broadcast to C
+(against x [B, T, H, D]: a kernel [K, H, D] per head, or [K, D] shared by the heads):
+
+    y_t = Σ_{j=0}^{min(t, K−1)} kernel_j ⊙ x_{t−j}
+
+Only the first min(K, T) taps touch a sequence of length T. This is the causal replacement for
+the seed's spectral gate (rfft over time → gate → irfft), which multiplies the whole sequence's
+spectrum and so convolves *circularly*: output 0 sees the last token.
+
+Three forms, all returning (y, final_state):
+- `causal_conv_ref`: the definition, a loop over t.
+- `causal_fft_conv`: both signals zero padded to a fast FFT size n >= T + min(K, T) − 1, the
+  length of the linear convolution, so the circular wrap of the FFT product lands only on
+  padding and never on y_0 .. y_{T−1}. O(T log T) per channel.
+- `causal_conv_step`: one token for decoding.
+
+State: the K − 1 most recent inputs [B, K − 1, *C], oldest first, zeros before the start of the
+sequence. Zeros stand in for x_{t<0}, so y_t needs no position, and the buffer keeps its size
+K − 1 however long decoding runs (for a kernel of max_seq_len taps, a window of max_seq_len
+inputs). A caller keeps it like a KV cache of fixed size:
+
+    y, state = causal_fft_conv(prompt, kernel)                       # prefill
+    y_t, state = causal_conv_step(x_t, kernel, state)                # then one token at a time
+    y, state = causal_fft_conv(chunk, kernel, initial_state=state)   # or a chunk at a time
+
+Dtypes: float16 / bfloat16 / float32 inputs compute in float32 (torch's CPU FFT has no
+bfloat16); float64 in any input computes in float64. Outputs and the state have the compute
+dtype; `initial_state` must have it (or a wider one).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hololm.ops._validate import require_state, require_tensor
+
+
+def _fast_fft_size(m: int) -> int:
+    """The smallest 2·3·5-smooth number >= m: FFT sizes that pocketfft / cuFFT do fast."""
+    best = 1 << max(m - 1, 0).bit_length()  # next power of two
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            n = p35
+            while n < m:
+                n *= 2
+            best = min(best, n)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _check_kernel(kernel: torch.Tensor, channels: torch.Size, name_x: str) -> torch.Tensor:
+    """Validate kernel [K, *Ck] against the channel shape C of `name_x` and return it viewed as
+    [K, *C'] with len(C') = len(C) (leading ones added), ready to broadcast."""
+    require_tensor("kernel", kernel)
+    if kernel.dim() == 0 or kernel.shape[0] == 0:
+        raise ValueError(f"kernel must have shape [K, *channels] with K >= 1, got "
+                         f"{tuple(kernel.shape)}")
+    taps, ck = kernel.shape[0], kernel.shape[1:]
+    pad = len(channels) - len(ck)
+    if pad < 0 or any(k not in (1, c) for k, c in zip(ck, channels[pad:], strict=True)):
+        raise ValueError(f"kernel channel dims {tuple(ck)} do not broadcast to the channel dims "
+                         f"{tuple(channels)} of {name_x}")
+    return kernel.reshape(taps, *([1] * pad), *ck)
+
+
+def _prepare(x: torch.Tensor, kernel: torch.Tensor, initial_state: torch.Tensor | None,
+             name_x: str = "x", ndim_lead: int = 2
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Validate and cast to the compute dtype: (x, kernel [K, *C'], state or None)."""
+    require_tensor(name_x, x)
+    if x.dim() < ndim_lead:
+        lead = "[B, T, *channels]" if ndim_lead == 2 else "[B, *channels]"
+        raise ValueError(f"{name_x} must have shape {lead}, got {tuple(x.shape)}")
+    if ndim_lead == 2 and x.shape[1] == 0:
+        raise ValueError(f"{name_x} must have a positive sequence length, got {tuple(x.shape)}")
+    channels = x.shape[ndim_lead:]
+    kernel = _check_kernel(kernel, channels, name_x)
+    work = torch.float64 if torch.float64 in (x.dtype, kernel.dtype) else torch.float32
+    if initial_state is not None:
+        shape = (x.shape[0], kernel.shape[0] - 1, *channels)
+        initial_state = require_state("initial_state", initial_state, shape, work).to(work)
+    return x.to(work), kernel.to(work), initial_state
+
+
+def _recent(past: torch.Tensor | None, x: torch.Tensor, size: int) -> torch.Tensor:
+    """The `size` most recent entries of the stream `past ++ x` along dim 1 (`past` None means
+    zeros), as a new tensor: the state never keeps the whole input alive."""
+    if x.shape[1] >= size:
+        return x[:, x.shape[1] - size:].clone()
+    if past is None:
+        past = x.new_zeros((x.shape[0], size, *x.shape[2:]))
+    return torch.cat([past, x], dim=1)[:, -size:]
+
+
+def causal_conv_ref(x: torch.Tensor, kernel: torch.Tensor,
+                    initial_state: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: y_t = Σ_{j<K} kernel_j ⊙ x_{t−j}, with x_{t<0} taken from `initial_state`
+    (zeros when None). x [B, T, *C], kernel [K, *Ck] → (y [B, T, *C], state [B, K−1, *C])."""
+    x, kernel, past = _prepare(x, kernel, initial_state)
+    batch, seq, channels = x.shape[0], x.shape[1], x.shape[2:]
+    taps = kernel.shape[0]
+    if past is None:
+        past = x.new_zeros((batch, taps - 1, *channels))
+    stream = torch.cat([past, x], dim=1)  # [B, K−1+T, *C]; x_t is stream[:, K−1+t]
+    reversed_kernel = kernel.flip(0)  # [K, *C']: kernel_{K−1}, …, kernel_0
+    ys = []
+    for t in range(seq):
+        window = stream[:, t:t + taps]  # [B, K, *C]: x_{t−K+1}, …, x_t (a view: no copy kept)
+        ys.append((reversed_kernel * window).sum(1))
+    return torch.stack(ys, dim=1), stream[:, seq:].clone()
+
+
+def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor,
+                    initial_state: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal convolution by FFT: same contract as `causal_conv_ref`, O(T log T) per channel."""
+    x, kernel, past = _prepare(x, kernel, initial_state)
+    seq, taps = x.shape[1], kernel.shape[0]
+    # continuing a stream: convolve past ++ x and keep the outputs of x
+    stream = x if past is None else torch.cat([past, x], dim=1)  # [B, P+T, *C]
+    n_past = stream.shape[1] - seq  # P: 0 or K − 1
+    used = min(taps, stream.shape[1])  # later taps only ever meet zeros
+    n = _fast_fft_size(stream.shape[1] + used - 1)
+    xf = torch.fft.rfft(stream, n=n, dim=1)  # [B, n//2+1, *C]
+    kf = torch.fft.rfft(kernel[:used], n=n, dim=0)  # [n//2+1, *C']
+    y = torch.fft.irfft(xf * kf, n=n, dim=1)[:, n_past:n_past + seq]  # [B, T, *C]
+    return y, _recent(past, x, taps - 1)
+
+
+def causal_conv_step(x_t: torch.Tensor, kernel: torch.Tensor,
+                     initial_state: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step: x_t [B, *C] and the state of the K − 1 previous inputs [B, K−1, *C]
+    (None: start of the sequence) → (y_t [B, *C], the state shifted by one)."""
+    x_t, kernel, past = _prepare(x_t, kernel, initial_state, name_x="x_t", ndim_lead=1)
+    taps = kernel.shape[0]
+    if past is None:
+        past = x_t.new_zeros((x_t.shape[0], taps - 1, *x_t.shape[1:]))
+    window = torch.cat([past, x_t.unsqueeze(1)], dim=1)  # [B, K, *C], oldest first
+    y_t = (kernel.flip(0) * window).sum(1)
+    return y_t, window[:, 1:]

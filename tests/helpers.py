@@ -1,0 +1,22 @@
+"""Comparison helpers for tests: relative RMS error ‖a−b‖/‖b‖, computed in float64."""
+
+from __future__ import annotations
+
+import torch
+
+
+def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    a = torch.view_as_real(a) if a.is_complex() else a
+    b = torch.view_as_real(b) if b.is_complex() else b
+    a, b = a.detach().double(), b.detach().double()
+    if a.shape != b.shape:
+        raise AssertionError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
+    denom = b.norm().item()
+    num = (a - b).norm().item()
+    return num / denom if denom > 0 else num
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float, what: str = "") -> None:
+    """Relative-RMS closeness; `b` is the reference."""
+    err = rel_rms(a, b)
+    assert err <= tol, f"{what}: relative RMS error {err:.3e} > {tol:.1e}"

@@ -1,0 +1,229 @@
+"""The three forms of the gated diagonal scan agree (outputs, final state, gradients) for any decay
+strength, with bf16 inputs, over long sequences, token by token, and causally."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hololm.ops.diagonal_scan import (
+    gated_diagonal_scan,
+    gated_diagonal_scan_ref,
+    gated_diagonal_scan_step,
+)
+from tests.helpers import assert_close
+
+B, H, D = 2, 4, 8
+
+
+def _inputs(T: int, dtype: torch.dtype = torch.float32):
+    """x [B, T, H, D]; log_decay = logsigmoid(...) whose per-head mean decays run from 0.5 to
+    0.9999 (memory time scales 2 to 10^4 steps, spaced geometrically), jittered per token and
+    channel as the layer's decay projection does; a float32 state [B, H, D]."""
+    mean = 1 - torch.logspace(math.log10(0.5), -4, H, dtype=torch.float64)
+    logit = torch.log(mean / (1 - mean)).view(1, 1, H, 1)
+    log_decay = F.logsigmoid(logit + 0.3 * torch.randn(B, T, H, D, dtype=torch.float64))
+    x = torch.randn(B, T, H, D, dtype=torch.float64)
+    return x.to(dtype), log_decay.to(dtype), torch.randn(B, H, D)
+
+
+def _f64(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(t.double() for t in tensors)
+
+
+def _outputs_and_grads(fn, x, log_decay, state, **kwargs):
+    """(h, final state, ∂L/∂x, ∂L/∂log_decay, ∂L/∂state) for a random linear loss of h and the
+    final state, so that every output and every input is checked."""
+    x, log_decay, state = (t.detach().requires_grad_() for t in (x, log_decay, state))
+    h, final = fn(x, log_decay, state, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    w_h, w_final = (torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype)
+                    for t in (h, final))
+    loss = (h * w_h).sum() + (final * w_final).sum()
+    return (h, final, *torch.autograd.grad(loss, (x, log_decay, state)))
+
+
+NAMES = ("h", "final state", "grad x", "grad log_decay", "grad initial_state")
+
+
+def _assert_all_close(got, want, tol: float, label: str = "") -> None:
+    for name, a, b in zip(NAMES, got, want, strict=True):
+        assert_close(a, b, tol, f"{label} {name}")
+
+
+@pytest.mark.parametrize("T", [1, 2, 63, 64, 65, 257])
+@pytest.mark.parametrize("chunk_size", [4, 16, 64])
+def test_fast_matches_reference(T, chunk_size):
+    x, log_decay, state = _inputs(T)
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
+    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state,
+                             chunk_size=chunk_size)
+    assert got[0].dtype == got[1].dtype == torch.float32
+    _assert_all_close(got, want, 1e-5, f"T={T} C={chunk_size}")
+
+
+@pytest.mark.parametrize("chunk_size", [2, 7, 64, 1000])
+def test_float64_agrees_to_rounding(chunk_size):
+    x, log_decay, state = _inputs(100)
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
+    got = _outputs_and_grads(gated_diagonal_scan, *_f64(x, log_decay, state),
+                             chunk_size=chunk_size)
+    assert got[0].dtype == torch.float64
+    _assert_all_close(got, want, 1e-12, f"C={chunk_size}")
+
+
+def _clamped_whole_sequence_scan(x, log_decay):
+    """The seed's approach: h_t = exp(G_t) Σ_{s<=t} exp(-G_s) x_s with G the cumsum of log γ
+    over the whole sequence, clamped to ±50 to avoid overflow."""
+    G = log_decay.cumsum(1).clamp(-50, 50)
+    return G.exp() * (torch.exp(-G) * x).cumsum(1)
+
+
+def test_strong_decays_are_exact():
+    # log γ = -60 wipes the state in one step; mixed with channels that keep it (γ ~ 0.9999)
+    x, log_decay, state = _inputs(130)
+    strong = torch.rand(log_decay.shape) < 0.3
+    log_decay = torch.where(strong, torch.full_like(log_decay, -60.0), log_decay)
+    log_decay[:, 40:45, 0] = -1e4
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
+    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state, chunk_size=16)
+    assert all(torch.isfinite(g).all() for g in got)
+    _assert_all_close(got, want, 1e-5, "strong decays")
+    # the inputs do break the clamped approach: this test can tell exact from approximate
+    clamped = _clamped_whole_sequence_scan(x.double(), log_decay.double())
+    zero_state_ref = gated_diagonal_scan_ref(x.double(), log_decay.double())[0]
+    assert not torch.allclose(clamped, zero_state_ref, rtol=0.1, atol=0.1)
+
+
+def test_every_step_strong():
+    # γ = exp(-60) ≈ 9e-27 every step: in float32 each state is exactly its own input
+    x, _, state = _inputs(70)
+    h, final = gated_diagonal_scan(x, torch.full_like(x, -60.0), state, chunk_size=8)
+    assert torch.equal(h, x)
+    assert torch.equal(final, x[:, -1])
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_half_inputs(half):
+    # half inputs are computed in float32: compare with the float64 reference on the same
+    # (rounded) inputs. Gradients come back in the input dtype, so they carry its rounding.
+    x, log_decay, state = _inputs(65, half)
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
+    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state, chunk_size=16)
+    assert got[0].dtype == got[1].dtype == torch.float32
+    assert got[2].dtype == got[3].dtype == half
+    for name, a, b, tol in zip(NAMES, got, want, (1e-5, 1e-5, 1e-2, 1e-2, 1e-5), strict=True):
+        assert_close(a, b, tol, f"{half} {name}")
+
+
+def test_long_sequence_is_stable():
+    # decays near 1 keep ~10^4 steps in memory; T = 100_000 crosses three recursion levels
+    T = 100_000
+    x = torch.randn(1, T, 2, 2)
+    log_decay = torch.log(0.999 + 0.0009 * torch.rand(1, T, 2, 2))
+    state = torch.randn(1, 2, 2)
+    with torch.no_grad():
+        h_ref, final_ref = gated_diagonal_scan_ref(*_f64(x, log_decay, state))
+    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state)
+    wide = _outputs_and_grads(gated_diagonal_scan, *_f64(x, log_decay, state))
+    assert all(torch.isfinite(g).all() for g in got)
+    assert_close(wide[0], h_ref, 1e-12, "float64 h")
+    assert_close(wide[1], final_ref, 1e-12, "float64 final state")
+    _assert_all_close(got, wide, 1e-5, "float32 vs float64")
+
+
+def test_step_chain_equals_full():
+    x, log_decay, state = _inputs(20)
+    h_full, final_full = gated_diagonal_scan(x, log_decay, state, chunk_size=4)
+    s = state
+    for t in range(20):
+        h_t, s = gated_diagonal_scan_step(x[:, t], log_decay[:, t], s)
+        assert_close(h_t, h_full[:, t], 1e-6, f"h at t={t}")
+    assert_close(s, final_full, 1e-6, "final state")
+
+
+def test_prefix_then_steps_equals_full():
+    x, log_decay, _ = _inputs(40)
+    h_full, final_full = gated_diagonal_scan(x, log_decay, chunk_size=8)
+    h, s = gated_diagonal_scan(x[:, :27], log_decay[:, :27], chunk_size=8)
+    assert_close(h, h_full[:, :27], 1e-6, "prefix h")
+    for t in range(27, 40):
+        h_t, s = gated_diagonal_scan_step(x[:, t], log_decay[:, t], s)
+        assert_close(h_t, h_full[:, t], 1e-6, f"h at t={t}")
+    assert_close(s, final_full, 1e-6, "final state")
+
+
+def test_step_gradients_match_reference():
+    x, log_decay, state = _inputs(1)
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
+
+    def one_step(x, log_decay, state):
+        h, new_state = gated_diagonal_scan_step(x[:, 0], log_decay[:, 0], state)
+        return h[:, None], new_state
+
+    got = _outputs_and_grads(one_step, x, log_decay, state)
+    _assert_all_close(got, want, 1e-6, "step")
+
+
+@pytest.mark.parametrize("t", [0, 15, 16, 40])
+def test_causal(t):
+    x, log_decay, state = _inputs(50)
+    h, _ = gated_diagonal_scan(x, log_decay, state, chunk_size=16)
+    x2, log_decay2 = x.clone(), log_decay.clone()
+    x2[:, t + 1:] += torch.randn_like(x2[:, t + 1:])
+    log_decay2[:, t + 1:] = -30.0
+    h2, _ = gated_diagonal_scan(x2, log_decay2, state, chunk_size=16)
+    assert torch.equal(h[:, :t + 1], h2[:, :t + 1])
+    assert not torch.equal(h[:, t + 1:], h2[:, t + 1:])
+
+
+def test_gradcheck():
+    x, log_decay, state = _inputs(9)
+    x, log_decay, state = (t.double().requires_grad_() for t in
+                           (x[:1, :, :1, :2], log_decay[:1, :, :1, :2], state[:1, :1, :2]))
+    assert torch.autograd.gradcheck(lambda *a: gated_diagonal_scan(*a, chunk_size=2),
+                                    (x, log_decay, state))
+
+
+def test_non_contiguous_inputs_and_expanded_gradient():
+    x, log_decay, _ = _f64(*_inputs(9))
+    x_t = x.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()  # [B, H, T, D] storage
+    h, final = gated_diagonal_scan(x_t, log_decay.transpose(1, 2).contiguous().transpose(1, 2),
+                                   chunk_size=4)
+    (h.sum() + final.sum()).backward()  # the upstream gradient of a sum is an expanded tensor
+    x_r = x.clone().requires_grad_()
+    h_ref, final_ref = gated_diagonal_scan_ref(x_r, log_decay)
+    (h_ref.sum() + final_ref.sum()).backward()
+    assert_close(h, h_ref, 1e-12, "h")
+    assert_close(x_t.grad, x_r.grad, 1e-12, "grad x")
+
+
+def _bad_calls():
+    x, a, s = torch.zeros(2, 5, 3, 4), torch.zeros(2, 5, 3, 4), torch.zeros(2, 3, 4)
+    scan, ref, step = gated_diagonal_scan, gated_diagonal_scan_ref, gated_diagonal_scan_step
+    return [
+        (scan, (x.numpy(), a), {}, TypeError, "x"),
+        (ref, (x.long(), a), {}, TypeError, "x"),
+        (scan, (x[0], a[0]), {}, ValueError, "x"),
+        (scan, (x, a[:, :4]), {}, ValueError, "log_decay"),
+        (ref, (x, a.int()), {}, TypeError, "log_decay"),
+        (scan, (x, a, s[:, :2]), {}, ValueError, "initial_state"),
+        (ref, (x, a, s.bfloat16()), {}, TypeError, "initial_state"),
+        (scan, (x, a, s), {"chunk_size": 0}, ValueError, "chunk_size"),
+        (scan, (x, a, s), {"chunk_size": 1}, ValueError, "chunk_size"),
+        (scan, (x, a, s), {"chunk_size": 4.0}, ValueError, "chunk_size"),
+        (scan, (x[:, :0], a[:, :0]), {}, ValueError, "x"),
+        (step, (x, a, s), {}, ValueError, "x"),
+        (step, (x[:, 0], a[:, 0, :2]), {}, ValueError, "log_decay"),
+        (step, (x[:, 0], a[:, 0], s[:1]), {}, ValueError, "state"),
+        (step, (x[:, 0], a[:, 0], s.half()), {}, TypeError, "state"),
+    ]
+
+
+@pytest.mark.parametrize("fn, args, kwargs, error, name", _bad_calls())
+def test_bad_arguments(fn, args, kwargs, error, name):
+    with pytest.raises(error, match=rf"\b{name}\b"):
+        fn(*args, **kwargs)

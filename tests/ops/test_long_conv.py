@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hololm.ops.long_conv import (
+    _fast_fft_size,
+    causal_conv_ref,
+    causal_conv_step,
+    causal_fft_conv,
+)
+from tests.helpers import assert_close, rel_rms
+
+B, H, D = 2, 2, 3
+SEQ_LENS = [1, 2, 63, 64, 65, 257]
+
+
+def _taps(seq: int, which: str) -> int:
+    return {"short": 4, "equal": seq, "long": seq + 5}[which]
+
+
+def _inputs(seq: int, taps: int, dtype=torch.float32, with_state: bool = False):
+    x = torch.randn(B, seq, H, D, dtype=dtype, requires_grad=True)
+    kernel = (torch.randn(taps, H, D, dtype=dtype) / taps**0.5).requires_grad_()
+    state = None
+    if with_state:
+        state = torch.randn(B, taps - 1, H, D, dtype=dtype, requires_grad=True)
+    return x, kernel, state
+
+
+def _chained_steps(x, kernel, state):
+    ys = []
+    for t in range(x.shape[1]):
+        y_t, state = causal_conv_step(x[:, t], kernel, state)
+        ys.append(y_t)
+    return torch.stack(ys, dim=1), state
+
+
+def _outputs_and_grads(fn, x, kernel, state, wy, ws):
+    y, final = fn(x, kernel, state)
+    leaves = [v for v in (x, kernel, state) if v is not None]
+    grads = torch.autograd.grad((y * wy).sum() + (final * ws).sum(), leaves)
+    return y, final, grads
+
+
+@pytest.mark.parametrize("seq,taps", [(6, 3), (6, 6), (5, 9), (1, 1)])
+def test_ref_is_the_definition(seq, taps):
+    """y_t = Σ_{j=0}^{min(t, K−1)} kernel_j ⊙ x_{t−j}, written as a double loop."""
+    x, kernel, _ = _inputs(seq, taps, torch.float64)
+    want = torch.zeros_like(x)
+    for t in range(seq):
+        for j in range(min(t, taps - 1) + 1):
+            want[:, t] += kernel[j] * x[:, t - j]
+    y, state = causal_conv_ref(x, kernel)
+    assert_close(y, want, 1e-15, "ref")
+    assert state.shape == (B, taps - 1, H, D)
+    assert_close(causal_fft_conv(x, kernel)[0], want, 1e-13, "fft")
+
+
+@pytest.mark.parametrize("seq", SEQ_LENS)
+@pytest.mark.parametrize("which", ["short", "equal", "long"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_three_forms_agree(seq, which, with_state):
+    """ref, fft and chained steps: outputs, final state and gradients wrt x, kernel and the
+    initial state, in float32."""
+    taps = _taps(seq, which)
+    x, kernel, state = _inputs(seq, taps, with_state=with_state)
+    wy, ws = torch.randn(B, seq, H, D), torch.randn(B, taps - 1, H, D)
+    y_ref, s_ref, g_ref = _outputs_and_grads(causal_conv_ref, x, kernel, state, wy, ws)
+    for fn in (causal_fft_conv, _chained_steps):
+        y, s, grads = _outputs_and_grads(fn, x, kernel, state, wy, ws)
+        what = f"{fn.__name__} T={seq} K={taps}"
+        assert y.dtype == s.dtype == torch.float32
+        assert_close(y, y_ref, 1e-5, what)
+        assert_close(s, s_ref, 1e-6, what + " state")
+        for name, g, g0 in zip(["x", "kernel", "state"], grads, g_ref, strict=False):
+            assert_close(g, g0, 1e-5, f"{what} grad {name}")
+
+
+@pytest.mark.parametrize("seq", [65, 257])
+def test_float64_agrees_exactly(seq):
+    x, kernel, state = _inputs(seq, seq, torch.float64, with_state=True)
+    y_ref, s_ref = causal_conv_ref(x, kernel, state)
+    y, s = causal_fft_conv(x, kernel, state)
+    assert y.dtype == torch.float64
+    assert_close(y, y_ref, 1e-13, "fft")
+    assert_close(s, s_ref, 0.0, "state")
+
+
+@pytest.mark.parametrize("taps", [1, 5, 40])
+def test_prefill_then_steps_then_chunk(taps):
+    """A prompt through the fft form, a few decoding steps, then a chunk with the carried state:
+    the same outputs and state as one pass over the whole sequence."""
+    x, kernel, _ = _inputs(30, taps)
+    y_full, s_full = causal_conv_ref(x, kernel)
+    y_a, state = causal_fft_conv(x[:, :12], kernel)
+    y_b, state = _chained_steps(x[:, 12:17], kernel, state)
+    y_c, state = causal_fft_conv(x[:, 17:], kernel, state)
+    assert state.shape == (B, taps - 1, H, D)
+    assert_close(torch.cat([y_a, y_b, y_c], dim=1), y_full, 1e-5, "outputs")
+    assert_close(state, s_full, 1e-6, "state")
+
+
+def test_taps_beyond_the_sequence_are_ignored():
+    x, kernel, _ = _inputs(10, 25)
+    changed = kernel.detach().clone()
+    changed[10:] = torch.randn(15, H, D)
+    assert_close(causal_fft_conv(x, changed)[0], causal_fft_conv(x, kernel)[0], 1e-6, "fft")
+    assert_close(causal_conv_ref(x, changed)[0], causal_conv_ref(x, kernel)[0], 0.0, "ref")
+
+
+@pytest.mark.parametrize("kernel_shape", [(7, D), (7, 1, D), (7, H, 1), (7, 1, 1)])
+def test_kernel_broadcasts_over_channels(kernel_shape):
+    x = torch.randn(B, 20, H, D)
+    kernel = torch.randn(kernel_shape)
+    full = kernel.reshape(7, *[1] * (3 - len(kernel_shape)), *kernel_shape[1:]).expand(7, H, D)
+    want = causal_conv_ref(x, full)[0]
+    for fn in (causal_conv_ref, causal_fft_conv, _chained_steps):
+        assert_close(fn(x, kernel, None)[0], want, 1e-5, f"{fn.__name__} {kernel_shape}")
+
+
+def test_channel_free_input():
+    """x [B, T] with kernel [K]: no channel dims at all."""
+    x, kernel = torch.randn(B, 33), torch.randn(9)
+    y, state = causal_fft_conv(x, kernel)
+    assert y.shape == (B, 33) and state.shape == (B, 8)
+    assert_close(y, causal_conv_ref(x, kernel)[0], 1e-5, "fft")
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
+@pytest.mark.parametrize("which", ["short", "equal"])
+def test_causality_by_perturbation(dtype, tol, which):
+    """Changing x after t leaves y up to t unchanged up to FFT rounding, which is relative to the
+    size of the whole signal, hence the scale max |y|."""
+    seq = 65
+    x, kernel, _ = _inputs(seq, _taps(seq, which), dtype)
+    y = causal_fft_conv(x, kernel)[0].detach()
+    for t in [0, 1, 31, 63]:
+        x2 = x.detach().clone()
+        x2[:, t + 1:] = torch.randn(B, seq - t - 1, H, D, dtype=dtype)
+        y2 = causal_fft_conv(x2, kernel)[0].detach()
+        change = (y2[:, :t + 1] - y[:, :t + 1]).abs().max() / y.abs().max()
+        assert change <= tol, (t, change)
+        assert rel_rms(y2[:, t + 1:], y[:, t + 1:]) > 0.1, t
+
+
+def _seed_spectral_gate(x: torch.Tensor, freq_gate: torch.Tensor) -> torch.Tensor:
+    """The seed's SpectralGate: rfft over time, gate, irfft."""
+    x_freq = torch.fft.rfft(x, dim=1)
+    x_gated = x_freq * torch.sigmoid(freq_gate)
+    return torch.fft.irfft(x_gated, n=x.shape[1], dim=1)
+
+
+def test_seed_spectral_gate_leaks_the_future_and_ours_does_not():
+    """Gating the spectrum of the whole sequence is a circular convolution with the impulse
+    response h = irfft(sigmoid(gate)): output 0 mixes in the last tokens. It is exactly our causal
+    convolution run over the sequence repeated twice (the second copy sees the first as its past),
+    and causal_fft_conv with the same h is its causal counterpart."""
+    seq = 64
+    x = torch.randn(B, seq, H * D, dtype=torch.float64)
+    freq_gate = torch.randn(seq // 2 + 1, 1, dtype=torch.float64)
+    h = torch.fft.irfft(torch.sigmoid(freq_gate), n=seq, dim=0)  # [T, 1]
+
+    x2 = x.clone()
+    x2[:, -1] += 1.0  # perturb the last token only
+    seed_first, seed_first2 = (_seed_spectral_gate(v, freq_gate)[:, 0] for v in (x, x2))
+    leak = rel_rms(seed_first2, seed_first)
+    assert leak > 1e-2, leak
+    ours = rel_rms(causal_fft_conv(x2, h)[0][:, 0], causal_fft_conv(x, h)[0][:, 0])
+    assert ours <= 1e-14, ours
+
+    periodic = causal_fft_conv(torch.cat([x, x], dim=1), h)[0][:, seq:]
+    assert_close(_seed_spectral_gate(x, freq_gate), periodic, 1e-12, "seed = circular conv")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs(dtype):
+    """Half inputs compute in float32 and return float32 outputs and state: against the float64
+    reference on the same (rounded) inputs only float32 FFT rounding is left."""
+    seq, taps = 65, 65
+    x, kernel, state = _inputs(seq, taps, dtype, with_state=True)
+    x64, k64 = x.detach().double(), kernel.detach().double()
+    s64 = state.detach().double()
+    y_ref, s_ref = causal_conv_ref(x64, k64, s64)
+    y, s = causal_fft_conv(x, kernel, state.detach().float())
+    assert y.dtype == s.dtype == torch.float32
+    assert_close(y, y_ref, 1e-5, "fft")
+    assert_close(s, s_ref, 0.0, "state")
+    y_steps, s_steps = _chained_steps(x[:, :5], kernel, None)
+    assert y_steps.dtype == s_steps.dtype == torch.float32
+    assert_close(y_steps, causal_conv_ref(x64[:, :5], k64)[0], 1e-6, "steps")
+
+    y.square().sum().backward()
+    assert x.grad.dtype == kernel.grad.dtype == dtype
+
+
+def test_fast_fft_size():
+    def smooth(n: int) -> bool:
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for m in range(1, 2000):
+        n = _fast_fft_size(m)
+        assert n >= m and smooth(n) and not any(smooth(k) for k in range(m, n)), m
+
+
+@pytest.mark.parametrize("fn", [causal_conv_ref, causal_fft_conv])
+def test_bad_arguments(fn):
+    x, kernel = torch.randn(B, 8, H, D), torch.randn(4, H, D)
+    with pytest.raises(ValueError, match="kernel channel dims"):
+        fn(x, torch.randn(4, H, D + 1))
+    with pytest.raises(ValueError, match="kernel channel dims"):
+        fn(x, torch.randn(4, 5, H, D))
+    with pytest.raises(ValueError, match="kernel must have shape"):
+        fn(x, torch.randn(0, H, D))
+    with pytest.raises(ValueError, match="kernel must have shape"):
+        fn(x, torch.tensor(1.0))
+    with pytest.raises(ValueError, match="x must have a positive sequence length"):
+        fn(torch.randn(B, 0, H, D), kernel)
+    with pytest.raises(ValueError, match="x must have shape"):
+        fn(torch.randn(8), torch.randn(4))
+    with pytest.raises(TypeError, match="x must be a real floating"):
+        fn(x.long(), kernel)
+    with pytest.raises(TypeError, match="kernel must be a real floating"):
+        fn(x, kernel.int())
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        fn(x.tolist(), kernel)
+    with pytest.raises(ValueError, match="initial_state must have shape"):
+        fn(x, kernel, torch.randn(B, 4, H, D))
+    with pytest.raises(TypeError, match="initial_state must have dtype"):
+        fn(x, kernel, torch.randn(B, 3, H, D).bfloat16())
+    with pytest.raises(TypeError, match="initial_state must be a torch.Tensor"):
+        fn(x, kernel, 0.0)
+
+
+def test_step_bad_arguments():
+    x_t, kernel = torch.randn(B, H, D), torch.randn(4, H, D)
+    with pytest.raises(ValueError, match="initial_state must have shape"):
+        causal_conv_step(x_t, kernel, torch.randn(B, 4, H, D))
+    with pytest.raises(ValueError, match="kernel channel dims"):
+        causal_conv_step(x_t, torch.randn(4, D, H))
+    with pytest.raises(ValueError, match="x_t must have shape"):
+        causal_conv_step(torch.tensor(1.0), torch.randn(4))
+    with pytest.raises(TypeError, match="x_t must be a real floating"):
+        causal_conv_step(x_t.long(), kernel)

@@ -1,0 +1,254 @@
+"""Gated outer-product matrix memory: the sequential reference (`holo_scan`), the chunked form and
+the step form agree on outputs, final states and gradients; causality; extreme decays; bad
+arguments. Every comparison is against a reference computed here, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hololm.ops.matrix_memory import gated_matrix_memory, gated_matrix_memory_step, holo_scan
+from tests.helpers import assert_close
+
+B, H, DK, DV = 2, 2, 8, 6
+NAMES = ("q", "k", "v", "log_forget", "write", "initial_state")
+
+
+def make_inputs(T: int, log_forget: torch.Tensor | None = None, write: bool = True,
+                state: bool = True) -> dict[str, torch.Tensor | None]:
+    """Inputs shaped like the HoloGPT layer makes them: unit q, k; tanh v; sigmoid gates."""
+    return {
+        "q": F.normalize(torch.randn(B, T, H, DK), dim=-1),
+        "k": F.normalize(torch.randn(B, T, H, DK), dim=-1),
+        "v": torch.tanh(torch.randn(B, T, H, DV)),
+        "log_forget": F.logsigmoid(torch.randn(B, T, H) + 2) if log_forget is None else log_forget,
+        "write": torch.rand(B, T, H) if write else None,
+        "initial_state": torch.randn(B, H, DK, DV) if state else None,
+    }
+
+
+def run(fn, inputs: dict, dtype: torch.dtype = torch.float32, **kwargs):
+    """Call `fn` on leaf copies of `inputs` cast to `dtype` (the state stays float32 unless dtype
+    is float64), back-propagate fixed random cotangents of y and the final state.
+    Returns (y, final state, {name: gradient})."""
+    leaves = {}
+    for name, x in inputs.items():
+        if x is not None:
+            wide = dtype == torch.float64 or name != "initial_state"
+            x = x.to(dtype if wide else torch.float32).detach().requires_grad_()
+        leaves[name] = x
+    y, S = fn(**leaves, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    gS = torch.randn(S.shape, generator=gen, dtype=torch.float64)
+    ((y.double() * gy).sum() + (S.double() * gS).sum()).backward()
+    grads = {name: x.grad for name, x in leaves.items() if x is not None}
+    return y.detach(), S.detach(), grads
+
+
+def step_scan(q, k, v, log_forget, write=None, initial_state=None, read_before_write=False):
+    """The full sequence through `gated_matrix_memory_step`, token by token."""
+    S, ys = initial_state, []
+    for t in range(q.shape[1]):
+        w_t = None if write is None else write[:, t]
+        y, S = gated_matrix_memory_step(q[:, t], k[:, t], v[:, t], log_forget[:, t], w_t, S,
+                                        read_before_write)
+        ys.append(y)
+    return torch.stack(ys, dim=1), S
+
+
+def assert_same(got, ref, tol: float, grad_tol: float | None = None) -> None:
+    y, S, grads = got
+    y_ref, S_ref, grads_ref = ref
+    assert_close(y, y_ref, tol, "y")
+    assert_close(S, S_ref, tol, "final state")
+    assert grads.keys() == grads_ref.keys()
+    for name in grads:
+        assert torch.isfinite(grads[name]).all(), f"grad {name} not finite"
+        assert_close(grads[name], grads_ref[name], grad_tol or tol, f"grad {name}")
+
+
+@pytest.mark.parametrize("read_before_write", [False, True])
+@pytest.mark.parametrize("chunk_size", [7, 16, 64])
+@pytest.mark.parametrize("T", [1, 2, 63, 64, 65, 257])
+def test_chunked_matches_reference(T, chunk_size, read_before_write):
+    inputs = make_inputs(T)
+    ref = run(holo_scan, inputs, torch.float64, read_before_write=read_before_write)
+    got = run(gated_matrix_memory, inputs, read_before_write=read_before_write,
+              chunk_size=chunk_size)
+    assert got[0].dtype == got[1].dtype == torch.float32
+    assert_same(got, ref, 1e-5)
+
+
+@pytest.mark.parametrize("read_before_write", [False, True])
+@pytest.mark.parametrize("T", [1, 65])
+def test_step_matches_reference(T, read_before_write):
+    inputs = make_inputs(T)
+    ref = run(holo_scan, inputs, torch.float64, read_before_write=read_before_write)
+    assert_same(run(step_scan, inputs, read_before_write=read_before_write), ref, 1e-5)
+    assert_same(run(holo_scan, inputs, read_before_write=read_before_write), ref, 1e-5)
+
+
+@pytest.mark.parametrize("read_before_write", [False, True])
+def test_prefill_then_steps(read_before_write):
+    inputs, split = make_inputs(50), 37
+    y_full, S_full = gated_matrix_memory(**inputs, read_before_write=read_before_write,
+                                         chunk_size=16)
+    head = {n: x if n == "initial_state" else x[:, :split] for n, x in inputs.items()}
+    y, S = gated_matrix_memory(**head, read_before_write=read_before_write, chunk_size=16)
+    ys = [y]
+    for t in range(split, 50):
+        y_t, S = gated_matrix_memory_step(*(inputs[n][:, t] for n in NAMES[:5]), state=S,
+                                          read_before_write=read_before_write)
+        ys.append(y_t[:, None])
+    assert_close(torch.cat(ys, dim=1), y_full, 1e-5, "y")
+    assert_close(S, S_full, 1e-5, "final state")
+
+
+@pytest.mark.parametrize("fn", [holo_scan, gated_matrix_memory, step_scan])
+def test_defaults_mean_unit_write_and_zero_state(fn):
+    inputs = make_inputs(20, write=False, state=False)
+    explicit = dict(inputs, write=torch.ones(B, 20, H), initial_state=torch.zeros(B, H, DK, DV))
+    y, S = fn(**inputs)
+    y_ref, S_ref = fn(**explicit)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(S, S_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("read_before_write", [False, True])
+def test_causal(read_before_write):
+    T, t0 = 70, 40
+    inputs = make_inputs(T)
+    y, _ = gated_matrix_memory(**inputs, read_before_write=read_before_write, chunk_size=16)
+    later = {n: x.clone() for n, x in inputs.items()}
+    for name in NAMES[:5]:
+        later[name][:, t0 + 1:] = inputs[name][:, t0 + 1:] + 1
+    y_later, _ = gated_matrix_memory(**later, read_before_write=read_before_write, chunk_size=16)
+    assert (y_later[:, :t0 + 1] - y[:, :t0 + 1]).abs().max() <= 1e-6
+    assert (y_later[:, t0 + 1:] - y[:, t0 + 1:]).abs().max() > 1e-3
+
+
+def test_read_before_write_ignores_the_current_write():
+    T, t0 = 30, 12
+    inputs = make_inputs(T)
+    changed = {n: x.clone() for n, x in inputs.items()}
+    for name in ("k", "v", "log_forget", "write"):
+        changed[name][:, t0] = inputs[name][:, t0] - 1
+    for fn in (holo_scan, gated_matrix_memory):
+        y, _ = fn(**inputs, read_before_write=True)
+        y_changed, _ = fn(**changed, read_before_write=True)
+        assert (y_changed[:, :t0 + 1] - y[:, :t0 + 1]).abs().max() <= 1e-6
+        assert (y_changed[:, t0 + 1] - y[:, t0 + 1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("fn", [gated_matrix_memory, step_scan])
+def test_half_inputs(fn, dtype):
+    """Half inputs are upcast and computed in float32: against the float64 reference on the same
+    (rounded) inputs, y and the state match to float32 accuracy; gradients come back in the
+    inputs' dtype, so they match to its rounding (2^-8 relative for bfloat16)."""
+    inputs = {n: x.to(dtype) if n != "initial_state" else x for n, x in make_inputs(65).items()}
+    ref = run(holo_scan, inputs, torch.float64)
+    y, S, grads = got = run(fn, inputs, dtype)
+    assert y.dtype == S.dtype == torch.float32
+    assert all(g.dtype == dtype for n, g in grads.items() if n != "initial_state")
+    assert_same(got, ref, 1e-5, grad_tol=5e-3)
+
+
+def test_float64_in_float64_out():
+    inputs = make_inputs(65)
+    ref = run(holo_scan, inputs, torch.float64)
+    for fn in (gated_matrix_memory, step_scan):
+        y, S, grads = got = run(fn, inputs, torch.float64)
+        assert y.dtype == S.dtype == torch.float64
+        assert_same(got, ref, 1e-12)
+    y, S = gated_matrix_memory(**dict(inputs, initial_state=inputs["initial_state"].double()))
+    assert y.dtype == S.dtype == torch.float64
+
+
+@pytest.mark.parametrize("chunk_size", [64, 128])
+@pytest.mark.parametrize("decays", ["all -50", "mixed"])
+def test_strong_decays(decays, chunk_size):
+    """log f down to -50 per step: Γ reaches -6400 within a chunk, so exp(-Γ) overflows and
+    float32 Γ loses the small differences; outputs and gradients stay finite and exact."""
+    T = 257
+    if decays == "all -50":
+        log_forget = torch.full((B, T, H), -50.0)
+    else:  # strong decays between runs of weak ones
+        strong = torch.rand(B, T, H) < 0.5
+        log_forget = torch.where(strong, -50 * torch.rand(B, T, H), -0.01 * torch.rand(B, T, H))
+    assert torch.isinf(torch.exp(-log_forget[:, :chunk_size].sum(1))).all()
+    inputs = make_inputs(T, log_forget=log_forget)
+    for read_before_write in (False, True):
+        ref = run(holo_scan, inputs, torch.float64, read_before_write=read_before_write)
+        got = run(gated_matrix_memory, inputs, read_before_write=read_before_write,
+                  chunk_size=chunk_size)
+        assert_same(got, ref, 2e-6, grad_tol=1e-5)
+
+
+def test_no_decay_long_sequence():
+    """log f = 0: plain causal linear attention, y = tril(Q Kᵀ ⊙ w) V + Q S_0 (closed form)."""
+    T = 1024
+    inputs = make_inputs(T, log_forget=torch.zeros(B, T, H))
+    y, S = gated_matrix_memory(**inputs, chunk_size=64)
+    q, k, v, _, w, s0 = (inputs[n].double() for n in NAMES)
+    scores = torch.einsum("bthd,bshd->bhts", q, k) * w.permute(0, 2, 1)[:, :, None, :]
+    y_ref = torch.einsum("bhts,bshe->bthe", scores.tril(), v)
+    y_ref = y_ref + torch.einsum("bthd,bhde->bthe", q, s0)
+    S_ref = s0 + torch.einsum("bth,bthd,bthe->bhde", w, k, v)
+    assert_close(y, y_ref, 1e-5, "y")
+    assert_close(S, S_ref, 1e-5, "final state")
+    ref = run(holo_scan, inputs, torch.float64)
+    assert_same(run(gated_matrix_memory, inputs), ref, 1e-5)
+
+
+def _seq(**changes):
+    return dict(make_inputs(5), **changes)
+
+
+BAD_SEQUENCE_ARGS = [
+    (dict(q=[[0.0]]), TypeError, "^q "),
+    (dict(q=torch.zeros(B, 5, H, DK, dtype=torch.int64)), TypeError, "^q "),
+    (dict(q=torch.zeros(B, 5, DK)), ValueError, "^q "),
+    (dict(q=torch.zeros(B, 0, H, DK), k=torch.zeros(B, 0, H, DK), v=torch.zeros(B, 0, H, DV),
+          log_forget=torch.zeros(B, 0, H), write=torch.zeros(B, 0, H)), ValueError, "^q "),
+    (dict(k=torch.zeros(B, 5, H, DK + 1)), ValueError, "^k "),
+    (dict(v=torch.zeros(B, 6, H, DV)), ValueError, "^v "),
+    (dict(v=torch.zeros(B, 5, H)), ValueError, "^v "),
+    (dict(log_forget=torch.zeros(B, 5, H, 1)), ValueError, "^log_forget "),
+    (dict(log_forget=torch.zeros(B, 5, H + 1)), ValueError, "^log_forget "),
+    (dict(log_forget=torch.zeros(B, 5, H, dtype=torch.int32)), TypeError, "^log_forget "),
+    (dict(write=torch.zeros(B, 4, H)), ValueError, "^write "),
+    (dict(initial_state=torch.zeros(B, H, DV, DK)), ValueError, "^initial_state "),
+    (dict(initial_state=torch.zeros(B, H, DK, DV, dtype=torch.bfloat16)), TypeError,
+     "^initial_state "),
+    (dict(read_before_write=1), TypeError, "^read_before_write "),
+]
+
+
+@pytest.mark.parametrize("fn", [holo_scan, gated_matrix_memory])
+@pytest.mark.parametrize("changes, error, match", BAD_SEQUENCE_ARGS)
+def test_bad_sequence_arguments(fn, changes, error, match):
+    with pytest.raises(error, match=match):
+        fn(**_seq(**changes))
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 2.0, True])
+def test_bad_chunk_size(chunk_size):
+    with pytest.raises(ValueError, match="^chunk_size "):
+        gated_matrix_memory(**_seq(), chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    (dict(q=torch.zeros(B, 5, H, DK)), ValueError, "^q "),
+    (dict(v=torch.zeros(B, H + 1, DV)), ValueError, "^v "),
+    (dict(log_forget=torch.zeros(B, 5, H)), ValueError, "^log_forget "),
+    (dict(write=torch.zeros(B)), ValueError, "^write "),
+    (dict(state=torch.zeros(B, H, DK, DV + 1)), ValueError, "^state "),
+    (dict(state=torch.zeros(B, H, DK, DV, dtype=torch.float16)), TypeError, "^state "),
+])
+def test_bad_step_arguments(changes, error, match):
+    token = {n: x[:, 0] for n, x in make_inputs(5).items() if n in NAMES[:5]}
+    with pytest.raises(error, match=match):
+        gated_matrix_memory_step(**{**token, "state": None, **changes})
