@@ -1,6 +1,23 @@
-"""hololm: holographic and associative-memory language models in PyTorch."""
+"""hololm: holographic and associative-memory language models in PyTorch.
+
+Importing registers every family with `AutoConfig` / `AutoModelForCausalLM`."""
 
 from hololm import ops
+from hololm.data.tokenizers import byte_tokenizer, load_tokenizer
+from hololm.layers.attention import CausalSelfAttention
+from hololm.layers.long import LongAttentionV5
+from hololm.layers.phasor import PhasorAttention
+from hololm.layers.rotary import RotaryEmbedding
+from hololm.models import (
+    HoloCache,
+    HoloConfig,
+    HoloForCausalLM,
+    HoloTransformer,
+    LongConfig,
+    LongForCausalLM,
+    build_model,
+    get_model_and_tokenizer,
+)
 from hololm.ops import (
     fft_circular_conv,
     fft_circular_corr,
@@ -11,10 +28,24 @@ from hololm.ops import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CausalSelfAttention",
+    "HoloCache",
+    "HoloConfig",
+    "HoloForCausalLM",
+    "HoloTransformer",
+    "LongAttentionV5",
+    "LongConfig",
+    "LongForCausalLM",
+    "PhasorAttention",
+    "RotaryEmbedding",
     "__version__",
+    "build_model",
+    "byte_tokenizer",
     "fft_circular_conv",
     "fft_circular_corr",
     "generate_random_phasors",
+    "get_model_and_tokenizer",
     "holo_scan",
+    "load_tokenizer",
     "ops",
 ]

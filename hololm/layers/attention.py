@@ -1,0 +1,49 @@
+"""Causal multi-head softmax attention with RoPE, through `F.scaled_dot_product_attention`
+(FlashAttention / memory-efficient kernels on GPU), with a KV cache. The baseline every
+holographic mixer is compared against, and the anchor layer of the hybrids."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hololm.layers.base import Mixer, State
+from hololm.layers.rotary import RotaryEmbedding
+
+
+class CausalSelfAttention(Mixer):
+    def __init__(self, d_model: int, n_heads: int, *, rope_base: float = 10000.0,
+                 bias: bool = False):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.o_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.rotary = RotaryEmbedding(self.head_dim, base=rope_base)
+
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                position: int = 0) -> tuple[torch.Tensor, State]:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # [B, T, H, D]
+        q, k = self.rotary(q, position), self.rotary(k, position)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
+        if state is not None:
+            k = torch.cat([state["k"].to(k.dtype), k], dim=2)
+            v = torch.cat([state["v"].to(v.dtype), v], dim=2)
+        past = k.shape[2] - T
+        if T == 1:
+            y = F.scaled_dot_product_attention(q, k, v)
+        elif past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # a chunk after a cached prefix: query i sees keys j <= past + i
+            rows = torch.arange(T, device=x.device)[:, None] + past
+            mask = torch.arange(past + T, device=x.device)[None, :] <= rows  # [T, past + T]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(B, T, -1)
+        return self.o_proj(y), {"k": k, "v": v}
+
+    def state_bytes(self, batch_size: int, context_len: int) -> int:
+        itemsize = self.o_proj.weight.element_size()
+        return 2 * batch_size * self.n_heads * context_len * self.head_dim * itemsize

@@ -1,0 +1,158 @@
+"""PhasorAttention: the Holo-Transformer "LongAttention" layer (seeds 000/001, DESIGN §1.1).
+
+hd_dim complex channels split over H heads of Dh = hd_dim / H. For token t at absolute
+position p_t (p_t = position + t, `position` = tokens already in the state):
+
+    x̃_t = ShortConv_k(x)_t                   causal depthwise conv (k = key_conv_size; k = 1: x̃ = x)
+    v_t = W_v x_t                             value, real
+    φ_t = π tanh(W_k x̃_t)                    key content phase
+    ψ_t = π tanh(W_q x_t)                     query content phase ("Dynamic Query Head")
+    M_t = M_{t-1} + v_t ⊙ e^{i(φ_t + p_t ω)}                 key = content ⊙ position
+    r_t = M_t ⊙ e^{-i(ψ_t + (p_t − δ_h) ω)} / sqrt(p_t + 1)   retrieval
+    y_t = o_proj(LayerNorm([Re r_t, Im r_t]))                 ("real" mode: Re r_t only)
+
+ω: fixed random Fourier frequencies `generate_random_phasors(hd_dim, phasor_seed)` viewed
+[H, Dh] (always float64; `multi_scale` scales head h by 2^-h so heads resolve position at 1, 2,
+4, ... tokens; `use_position=False` drops the position term). δ_h: learned per-head query offset
+(`learned_query_offset`, init 0) — a query at p_t reads the key written at p_t − δ_h.
+
+`dual_path` adds a content-only associative memory (the induction-head construction): the key
+of token s is the content of the *previous* token, so a query with the content of x_t reads the
+value of the token that followed an earlier occurrence of x_t:
+
+    A_t = A_{t-1} + v'_t ⊙ e^{iφ'_t},  φ'_t = π tanh(W'_k x_{t-1}),  v'_t = W'_v x_t
+    a_t = A_t ⊙ e^{-iψ'_t} / sqrt(p_t + 1),  ψ'_t = π tanh(W'_q x_t)
+
+and both retrievals are concatenated before the LayerNorm.
+
+State: {"memory": M [B, H, Dh] complex64, "assoc": A [B, H, Dh] complex64 (dual_path),
+"prev": x_{T-1} [B, 1, d] (dual_path), "conv": last k−1 inputs [B, k−1, d] (k > 1)}.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from hololm.layers.base import Mixer, State
+from hololm.layers.short_conv import ShortConv
+from hololm.ops.phasor import generate_random_phasors, phasor_memory, phasor_memory_step
+
+
+def _memory(v: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor, freqs: torch.Tensor | None,
+            shift: torch.Tensor | None, state: torch.Tensor | None, position: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """phasor_memory for T > 1, its step form for T == 1 (same numbers): → r [B, T, H, Dh]."""
+    if v.shape[1] == 1:
+        r, m = phasor_memory_step(v[:, 0], phi[:, 0], psi[:, 0], state, position, freqs, shift)
+        return r[:, None], m
+    return phasor_memory(v, phi, psi, freqs, offset=position, query_shift=shift,
+                         initial_state=state)
+
+
+class PhasorAttention(Mixer):
+    def __init__(self, d_model: int, hd_dim: int, n_heads: int, *, phasor_seed: int = 0,
+                 multi_scale: bool = False, use_position: bool = True, dual_path: bool = False,
+                 key_conv_size: int = 4, learned_query_offset: bool = False,
+                 output_mode: str = "complex"):
+        super().__init__()
+        if hd_dim % n_heads:
+            raise ValueError(f"hd_dim ({hd_dim}) must be divisible by n_heads ({n_heads})")
+        if output_mode not in ("complex", "real"):
+            raise ValueError(f"output_mode must be 'complex' or 'real', got {output_mode!r}")
+        if key_conv_size < 1:
+            raise ValueError(f"key_conv_size must be >= 1, got {key_conv_size}")
+        if learned_query_offset and not use_position:
+            raise ValueError("learned_query_offset needs use_position=True")
+        self.d_model, self.hd_dim, self.n_heads = d_model, hd_dim, n_heads
+        self.head_dim = hd_dim // n_heads
+        self.phasor_seed, self.multi_scale = phasor_seed, multi_scale
+        self.use_position = use_position
+        self.dual_path, self.key_conv_size, self.output_mode = dual_path, key_conv_size, output_mode
+
+        self.v_proj = nn.Linear(d_model, hd_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, hd_dim, bias=False)
+        self.q_proj = nn.Linear(d_model, hd_dim, bias=False)
+        self.key_conv = ShortConv(d_model, key_conv_size) if key_conv_size > 1 else None
+        # saved with the weights, so a checkpoint carries the exact frequencies it was trained with
+        self.register_buffer("freqs", self._frequencies() if use_position else None)
+        self.query_offset = nn.Parameter(torch.zeros(n_heads)) if learned_query_offset else None
+        if dual_path:
+            self.assoc_v_proj = nn.Linear(d_model, hd_dim, bias=False)
+            self.assoc_k_proj = nn.Linear(d_model, hd_dim, bias=False)
+            self.assoc_q_proj = nn.Linear(d_model, hd_dim, bias=False)
+        n_features = hd_dim * (2 if output_mode == "complex" else 1) * (2 if dual_path else 1)
+        self.norm = nn.LayerNorm(n_features)
+        self.o_proj = nn.Linear(n_features, d_model, bias=False)
+
+    def _frequencies(self) -> torch.Tensor:
+        """ω, float64 [H, Dh]; multi_scale: head h scaled by 2^-h."""
+        freqs = generate_random_phasors(self.hd_dim, seed=self.phasor_seed)
+        freqs = freqs.view(self.n_heads, self.head_dim)
+        if self.multi_scale:
+            freqs = freqs * 2.0 ** -torch.arange(self.n_heads, dtype=torch.float64)[:, None]
+        return freqs
+
+    def reset_frequencies(self) -> None:
+        """Rebuild ω from the seed, in float64, on its current device."""
+        if self.freqs is not None:
+            self.freqs = self._frequencies().to(self.freqs.device)
+
+    def _apply(self, fn, recurse=True):
+        # .to(dtype) / .bfloat16() cast floating buffers too, and .to_empty() leaves them
+        # uninitialised: rebuild ω afterwards
+        super()._apply(fn, recurse)
+        self.reset_frequencies()
+        return self
+
+    def reset_parameters(self) -> None:
+        """δ = 0 and ω rebuilt from the seed."""
+        if self.query_offset is not None:
+            nn.init.zeros_(self.query_offset)
+        self.reset_frequencies()
+
+    def _heads(self, z: torch.Tensor) -> torch.Tensor:
+        return z.view(*z.shape[:2], self.n_heads, self.head_dim)  # [B, T, H, Dh]
+
+    def _features(self, r: torch.Tensor) -> list[torch.Tensor]:
+        r = r.flatten(2)  # [B, T, hd_dim] complex
+        return [r.real, r.imag] if self.output_mode == "complex" else [r.real]
+
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                position: int = 0) -> tuple[torch.Tensor, State]:
+        state = state or {}
+        new_state: State = {}
+        x_key = x
+        if self.key_conv is not None:
+            x_key, new_state["conv"] = self.key_conv(x, state.get("conv"))  # [B, T, d]
+        v = self._heads(self.v_proj(x))  # [B, T, H, Dh]
+        phi = math.pi * torch.tanh(self._heads(self.k_proj(x_key)))  # [B, T, H, Dh]
+        psi = math.pi * torch.tanh(self._heads(self.q_proj(x)))  # [B, T, H, Dh]
+        r, new_state["memory"] = _memory(v, phi, psi, self.freqs, self.query_offset,
+                                         state.get("memory"), position)  # [B, T, H, Dh]
+        features = self._features(r)
+        if self.dual_path:
+            prev = state.get("prev")  # [B, 1, d]: the token before this chunk (zeros at start)
+            prev = x.new_zeros(x.shape[0], 1, x.shape[2]) if prev is None else prev.to(x.dtype)
+            x_prev = torch.cat([prev, x[:, :-1]], dim=1)  # [B, T, d]: x_{t-1}
+            v2 = self._heads(self.assoc_v_proj(x))
+            phi2 = math.pi * torch.tanh(self._heads(self.assoc_k_proj(x_prev)))
+            psi2 = math.pi * torch.tanh(self._heads(self.assoc_q_proj(x)))
+            a, new_state["assoc"] = _memory(v2, phi2, psi2, None, None, state.get("assoc"),
+                                            position)  # [B, T, H, Dh]
+            new_state["prev"] = x[:, -1:].clone()
+            features += self._features(a)
+        h = torch.cat(features, dim=-1).to(x.dtype)  # [B, T, n_features]
+        return self.o_proj(self.norm(h)), new_state
+
+    def state_bytes(self, batch_size: int, context_len: int) -> int:
+        act = self.o_proj.weight.element_size()  # conv / prev buffers: activation dtype
+        mem = 2 * max(act, 4)  # complex64 (complex128 for a float64 module)
+        per_row = self.hd_dim * mem
+        if self.key_conv is not None:
+            per_row += (self.key_conv_size - 1) * self.d_model * act
+        if self.dual_path:
+            per_row += self.hd_dim * mem + self.d_model * act
+        return batch_size * per_row

@@ -1,0 +1,31 @@
+"""Rotary position embedding (RoFormer), parameter-free. Angles are computed in float64 from
+integer positions, so position 131 072 is rotated as precisely as position 1."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotates pairs (x[..., j], x[..., j + dim/2]) by angle p·θ_j, θ_j = base^(-2j/dim)."""
+
+    def __init__(self, dim: int, base: float = 10000.0):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"RotaryEmbedding needs an even dim, got {dim}")
+        self.dim, self.base = dim, base
+
+    def forward(self, x: torch.Tensor, position: int = 0) -> torch.Tensor:
+        """x: [B, T, ..., dim] with time at dim 1; `position` is the absolute index of x[:, 0]."""
+        T = x.shape[1]
+        pos = torch.arange(position, position + T, device=x.device, dtype=torch.float64)
+        # no buffer: recomputing θ is cheap, and it cannot be lost or cast by .to() / loading
+        inv_freq = self.base ** (-torch.arange(0, self.dim, 2, device=x.device,
+                                               dtype=torch.float64) / self.dim)  # [dim/2]
+        angles = torch.outer(pos, inv_freq)  # [T, dim/2]
+        angles = angles.view(T, *([1] * (x.dim() - 3)), -1)  # broadcast over middle dims
+        cos, sin = angles.cos().float(), angles.sin().float()
+        x1, x2 = x.float().chunk(2, dim=-1)
+        out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+        return out.to(x.dtype)

@@ -1,0 +1,28 @@
+"""Causal depthwise convolution over a few tokens (Mamba / fla "short conv"), with a state that
+holds the last `kernel_size - 1` inputs so that decoding continues exactly."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ShortConv(nn.Module):
+    """y_t = Σ_{j<k} w_j ⊙ x_{t-j} per channel (+ bias). x: [B, T, C]; state: [B, k-1, C]."""
+
+    def __init__(self, channels: int, kernel_size: int = 4, bias: bool = True):
+        super().__init__()
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        self.channels, self.kernel_size = channels, kernel_size
+        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        k = self.kernel_size
+        if state is None:
+            state = x.new_zeros(B, k - 1, C)
+        window = torch.cat([state.to(x.dtype), x], dim=1)  # [B, k-1+T, C]
+        y = self.conv(window.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
+        return y, window[:, window.shape[1] - (k - 1):]

@@ -1,0 +1,32 @@
+"""Configs, HF models, cache and presets. Importing registers the families with AutoConfig
+and AutoModelForCausalLM."""
+
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hololm.models.cache import HoloCache
+from hololm.models.configs import HoloConfig, HoloLMConfig, LongConfig
+from hololm.models.modeling import (
+    HoloForCausalLM,
+    HoloLMForCausalLM,
+    HoloTransformer,
+    LongForCausalLM,
+)
+from hololm.models.presets import SIZES, build_model, get_model_and_tokenizer
+
+for _config, _model in ((HoloConfig, HoloForCausalLM), (LongConfig, LongForCausalLM)):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModelForCausalLM.register(_config, _model, exist_ok=True)
+
+__all__ = [
+    "SIZES",
+    "HoloCache",
+    "HoloConfig",
+    "HoloForCausalLM",
+    "HoloLMConfig",
+    "HoloLMForCausalLM",
+    "HoloTransformer",
+    "LongConfig",
+    "LongForCausalLM",
+    "build_model",
+    "get_model_and_tokenizer",
+]

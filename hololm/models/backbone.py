@@ -1,0 +1,88 @@
+"""One backbone for every family: embeddings, a stack of pre-norm blocks (token mixer + MLP, each
+a residual branch), a final norm. The mixer of each layer is chosen by `config.mixer_types`."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from hololm.layers.attention import CausalSelfAttention
+from hololm.layers.base import Mixer, State
+from hololm.layers.long import LongAttentionV5
+from hololm.layers.mlp import MLPS, swiglu_width
+from hololm.layers.phasor import PhasorAttention
+from hololm.models.configs import HoloLMConfig
+
+
+def build_mixer(kind: str, config: HoloLMConfig) -> Mixer:
+    d, heads = config.hidden_size, config.num_attention_heads
+    if kind == "attention":
+        return CausalSelfAttention(d, heads, rope_base=config.rope_theta)
+    if kind == "phasor":
+        return PhasorAttention(d, config.hd_dim, heads, phasor_seed=config.phasor_seed,
+                               multi_scale=config.multi_scale, use_position=config.use_position,
+                               dual_path=config.dual_path, key_conv_size=config.key_conv_size,
+                               learned_query_offset=config.learned_query_offset,
+                               output_mode=config.output_mode)
+    if kind == "long":
+        return LongAttentionV5(d, heads, conv_size=config.conv_size,
+                               gate_init_bias=config.gate_init_bias,
+                               decay_min=config.decay_min, decay_max=config.decay_max,
+                               norm_eps=config.norm_eps)
+    raise ValueError(f"unknown mixer kind {kind!r}")
+
+
+def build_norm(config: HoloLMConfig) -> nn.Module:
+    if config.norm_type == "rmsnorm":
+        return nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
+
+
+def mlp_width(config: HoloLMConfig) -> int:
+    if config.mlp_type == "swiglu":
+        return swiglu_width(config.hidden_size, config.expansion_ratio)
+    return round(config.hidden_size * config.expansion_ratio)
+
+
+class Block(nn.Module):
+    def __init__(self, kind: str, config: HoloLMConfig):
+        super().__init__()
+        self.kind = kind
+        self.mixer_norm = build_norm(config)
+        self.mixer = build_mixer(kind, config)
+        self.mlp_norm = build_norm(config)
+        self.mlp = MLPS[config.mlp_type](config.hidden_size, mlp_width(config))
+
+    def forward(self, x: torch.Tensor, state: State | None, position: int
+                ) -> tuple[torch.Tensor, State]:
+        y, state = self.mixer(self.mixer_norm(x), state, position)
+        x = x + y
+        return x + self.mlp(self.mlp_norm(x)), state
+
+
+class Backbone(nn.Module):
+    """input_ids [B, T] → hidden states [B, T, d], continuing from per-layer `states`."""
+
+    def __init__(self, config: HoloLMConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(kind, config) for kind in config.mixer_types)
+        self.norm = build_norm(config)
+        # both set by PreTrainedModel.activation_checkpointing_enable
+        self.gradient_checkpointing = False
+        self._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+
+    def forward(self, input_ids: torch.Tensor, states: list[State | None], position: int
+                ) -> tuple[torch.Tensor, list[State]]:
+        x = self.embed_tokens(input_ids)  # [B, T, d]
+        new_states = []
+        for layer, state in zip(self.layers, states, strict=True):
+            if self.gradient_checkpointing and self.training:
+                x, state = self._gradient_checkpointing_func(layer, x, state, position)
+            else:
+                x, state = layer(x, state, position)
+            new_states.append(state)
+        return self.norm(x), new_states

@@ -1,0 +1,42 @@
+"""The recurrent cache of a hololm model: one state dict per layer (constant-size memories for
+holographic layers, a growing KV cache for attention layers) and the number of tokens seen."""
+
+from __future__ import annotations
+
+import torch
+
+from hololm.layers.base import State, state_nbytes
+
+
+class HoloCache:
+    """Passed as `past_key_values`. `seen_tokens` is the position of the next token."""
+
+    def __init__(self, n_layers: int):
+        self.states: list[State | None] = [None] * n_layers
+        self.seen_tokens = 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    @property
+    def batch_size(self) -> int | None:
+        for state in self.states:
+            if state:
+                return next(iter(state.values())).shape[0]
+        return None
+
+    def nbytes(self) -> int:
+        """Bytes held by all layers' states."""
+        return sum(state_nbytes(s) for s in self.states if s)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Select batch rows (beam search)."""
+        self.states = [None if s is None else
+                       {k: t.index_select(0, beam_idx.to(t.device)) for k, t in s.items()}
+                       for s in self.states]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __repr__(self) -> str:
+        return f"HoloCache(layers={len(self.states)}, seen_tokens={self.seen_tokens})"

@@ -1,0 +1,81 @@
+"""Named sizes and `get_model_and_tokenizer` (seed 002's loader): hololm families and the HF
+baselines (GPT-2, Llama, Mamba-2) built from configs at matched width and depth — no download."""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Mamba2Config,
+    Mamba2ForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from hololm.data.tokenizers import load_tokenizer
+from hololm.layers.mlp import swiglu_width
+from hololm.models.configs import HoloConfig, LongConfig
+from hololm.models.modeling import HoloForCausalLM, LongForCausalLM
+
+SIZES = {
+    "tiny": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4},
+    "small": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
+    "medium": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
+}
+MODEL_TYPES = ("holo", "long", "gpt2", "llama", "mamba2")
+
+
+def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
+                **overrides) -> PreTrainedModel:
+    """A freshly initialised model of a family at a named size; `overrides` go to its config."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown model_type {model_type!r}; choose from {MODEL_TYPES}")
+    if model_size not in SIZES:
+        raise ValueError(f"unknown model_size {model_size!r}; choose from {tuple(SIZES)}")
+    size = SIZES[model_size]
+    d, n_layers, heads = (size["hidden_size"], size["num_hidden_layers"],
+                          size["num_attention_heads"])
+    if model_type == "holo":  # hd_dim = 2·d: seed 001's "expansion factor 2x for capacity"
+        config = HoloConfig(vocab_size=vocab_size, max_position_embeddings=seq_len,
+                            hd_dim=2 * d, **size, **overrides)
+        return HoloForCausalLM(config)
+    if model_type == "long":
+        config = LongConfig(vocab_size=vocab_size, max_position_embeddings=seq_len, **size,
+                            **overrides)
+        return LongForCausalLM(config)
+    if model_type == "gpt2":
+        overrides = {"bos_token_id": None, "eos_token_id": None, **overrides}  # 50256 may not fit
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=d,
+                                          n_layer=n_layers, n_head=heads, **overrides))
+    if model_type == "llama":
+        config = LlamaConfig(vocab_size=vocab_size, hidden_size=d, num_hidden_layers=n_layers,
+                             num_attention_heads=heads, num_key_value_heads=heads,
+                             intermediate_size=swiglu_width(d, 8 / 3),
+                             max_position_embeddings=seq_len, tie_word_embeddings=True,
+                             **overrides)
+        return LlamaForCausalLM(config)
+    head_dim = 64  # Mamba-2 defaults: expand 2, 64-wide heads, one group
+    config = Mamba2Config(vocab_size=vocab_size, hidden_size=d, num_hidden_layers=n_layers,
+                          num_heads=2 * d // head_dim, head_dim=head_dim, n_groups=1,
+                          state_size=64, chunk_size=64, tie_word_embeddings=True, **overrides)
+    return Mamba2ForCausalLM(config)
+
+
+def get_model_and_tokenizer(model_type: str, model_size: str, vocab_size: int | None = None,
+                            seq_len: int = 2048, device: str | torch.device = "cpu",
+                            tokenizer: str | PreTrainedTokenizerBase = "gpt2", **overrides
+                            ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Seed 002's loader. `tokenizer` is "gpt2" (needs the hub once), "byte" (offline), a
+    directory, or a tokenizer object; `vocab_size` defaults to the tokenizer's size and must be
+    at least that."""
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    vocab_size = len(tok) if vocab_size is None else vocab_size
+    if vocab_size < len(tok):
+        raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer's {len(tok)} "
+                         "tokens")
+    model = build_model(model_type, model_size, vocab_size, seq_len, **overrides)
+    return model.to(device), tok
+

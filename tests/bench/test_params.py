@@ -1,0 +1,29 @@
+import torch
+
+from hololm.bench.params import cache_bytes, main, parameter_table
+from hololm.models.presets import build_model
+
+
+def test_meta_counts_equal_real_counts_and_cache_sizes():
+    table = parameter_table(vocab_size=300, seq_len=64, contexts=(10, 100))
+    for model_type in ("holo", "long", "gpt2", "llama", "mamba2"):
+        model = build_model(model_type, "tiny", 300, 64)
+        total = sum(p.numel() for p in model.parameters())
+        assert f"| {model_type} | tiny | {total / 1e6:,.1f}M |" in table
+        grows = cache_bytes(model, 100) > cache_bytes(model, 10)
+        assert grows == (model_type in ("long", "gpt2", "llama"))  # long tiny has attention
+
+
+def test_mamba2_cache_formula_matches_its_real_cache():
+    model = build_model("mamba2", "tiny", 300, 64).eval()
+    with torch.no_grad():
+        cache = model(torch.randint(0, 300, (1, 20)), use_cache=True).cache_params
+    real = sum(t.numel() * t.element_size() for layer in cache.layers
+               for states in (layer.conv_states, layer.recurrent_states)
+               for t in states.values() if t is not None)
+    assert real == cache_bytes(model, 20)
+
+
+def test_cli(capsys):
+    main(["--vocab_size", "1000", "--seq_len", "128"])
+    assert "| mamba2 | medium |" in capsys.readouterr().out
