@@ -9,9 +9,13 @@ from hololm.layers.long import LongAttentionV5
 from hololm.layers.phasor import PhasorAttention
 from hololm.layers.rotary import RotaryEmbedding
 from hololm.models import (
+    FastHoloBlock,
     HoloCache,
     HoloConfig,
     HoloForCausalLM,
+    HoloGPT,
+    HoloGPTConfig,
+    HoloGPTForCausalLM,
     HoloTransformer,
     LongConfig,
     LongForCausalLM,
@@ -29,6 +33,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CausalSelfAttention",
+    "FastHoloBlock",
+    "HoloGPT",
+    "HoloGPTConfig",
+    "HoloGPTForCausalLM",
     "HoloCache",
     "HoloConfig",
     "HoloForCausalLM",

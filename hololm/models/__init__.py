@@ -4,24 +4,31 @@ and AutoModelForCausalLM."""
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hololm.models.cache import HoloCache
-from hololm.models.configs import HoloConfig, HoloLMConfig, LongConfig
+from hololm.models.configs import HoloConfig, HoloGPTConfig, HoloLMConfig, LongConfig
+from hololm.models.hologpt import FastHoloBlock, HoloGPT
 from hololm.models.modeling import (
     HoloForCausalLM,
+    HoloGPTForCausalLM,
     HoloLMForCausalLM,
     HoloTransformer,
     LongForCausalLM,
 )
 from hololm.models.presets import SIZES, build_model, get_model_and_tokenizer
 
-for _config, _model in ((HoloConfig, HoloForCausalLM), (LongConfig, LongForCausalLM)):
+for _config, _model in ((HoloConfig, HoloForCausalLM), (LongConfig, LongForCausalLM),
+                        (HoloGPTConfig, HoloGPTForCausalLM)):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModelForCausalLM.register(_config, _model, exist_ok=True)
 
 __all__ = [
     "SIZES",
+    "FastHoloBlock",
     "HoloCache",
     "HoloConfig",
     "HoloForCausalLM",
+    "HoloGPT",
+    "HoloGPTConfig",
+    "HoloGPTForCausalLM",
     "HoloLMConfig",
     "HoloLMForCausalLM",
     "HoloTransformer",

@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from hololm.layers.attention import CausalSelfAttention
 from hololm.layers.base import Mixer, State
 from hololm.layers.long import LongAttentionV5
+from hololm.layers.matrix import MatrixMemory
 from hololm.layers.mlp import MLPS, swiglu_width
 from hololm.layers.phasor import PhasorAttention
 from hololm.models.configs import HoloLMConfig
@@ -32,6 +33,10 @@ def build_mixer(kind: str, config: HoloLMConfig) -> Mixer:
                                gate_init_bias=config.gate_init_bias,
                                decay_min=config.decay_min, decay_max=config.decay_max,
                                norm_eps=config.norm_eps)
+    if kind == "matrix":
+        return MatrixMemory(d, config.matrix_dim, heads, forget_bias=config.forget_bias,
+                            write_bias=config.write_bias,
+                            read_before_write=config.read_before_write)
     raise ValueError(f"unknown mixer kind {kind!r}")
 
 

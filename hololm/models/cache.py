@@ -29,6 +29,13 @@ class HoloCache:
         """Bytes held by all layers' states."""
         return sum(state_nbytes(s) for s in self.states if s)
 
+    def copy(self) -> HoloCache:
+        """A cache that continues from the same point without sharing future updates (layer
+        states are replaced, never written in place, so their tensors can be shared)."""
+        new = HoloCache(len(self.states))
+        new.states, new.seen_tokens = list(self.states), self.seen_tokens
+        return new
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Select batch rows (beam search)."""
         self.states = [None if s is None else

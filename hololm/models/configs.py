@@ -14,12 +14,13 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-MIXER_KINDS = ("phasor", "long", "attention")
+MIXER_KINDS = ("phasor", "long", "matrix", "attention")
 MLP_KINDS = ("swiglu", "gelu", "gated_gelu")
 NORM_KINDS = ("layernorm", "rmsnorm")
 
 # seed spelling -> HF spelling
-ALIASES = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+ALIASES = {"dim": "hidden_size", "embed_dim": "hidden_size", "n_layers": "num_hidden_layers",
+           "layers": "num_hidden_layers", "n_heads": "num_attention_heads",
            "num_heads": "num_attention_heads", "max_seq_len": "max_position_embeddings"}
 
 SHARED_DEFAULTS: dict[str, Any] = {
@@ -160,3 +161,38 @@ class LongConfig(HoloLMConfig):
     @property
     def num_heads(self) -> int:
         return self.num_attention_heads
+
+
+class HoloGPTConfig(HoloLMConfig):
+    """HoloGPT (seed 003): gated outer-product matrix memories (`matrix_dim` x `matrix_dim` per
+    head; heads default to hidden_size // matrix_dim), each followed by a gated GELU FFN
+    (`FastHoloBlock`), LayerNorm, no attention unless `hybrid_ratio` asks for it. Seed
+    spellings: `embed_dim`, `layers`."""
+
+    model_type = "hologpt"
+    mixer = "matrix"
+    defaults = {
+        "vocab_size": 50257,
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "hybrid_ratio": 0,
+        "matrix_dim": 64,
+        "forget_bias": 2.0,
+        "write_bias": -2.0,
+        "read_before_write": False,
+        "mlp_type": "gated_gelu",
+        "expansion_ratio": 4.0,
+        "norm_type": "layernorm",
+    }
+
+    def __init__(self, **kwargs):
+        if not {"num_attention_heads", "n_heads", "num_heads"} & kwargs.keys():
+            hidden = kwargs.get("hidden_size", kwargs.get("embed_dim", kwargs.get(
+                "dim", self.defaults["hidden_size"])))
+            kwargs["num_attention_heads"] = max(
+                1, hidden // kwargs.get("matrix_dim", self.defaults["matrix_dim"]))
+        super().__init__(**kwargs)
+
+    def validate_fields(self) -> None:
+        super().validate_fields()
+        _positive_int("matrix_dim", self.matrix_dim)

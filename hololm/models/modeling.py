@@ -14,7 +14,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from hololm.layers.base import Mixer
 from hololm.models.backbone import Backbone, Block
 from hololm.models.cache import HoloCache
-from hololm.models.configs import HoloConfig, HoloLMConfig, LongConfig
+from hololm.models.configs import HoloConfig, HoloGPTConfig, HoloLMConfig, LongConfig
 from hololm.models.inputs import validate_attention_mask, validate_input_ids
 
 
@@ -30,17 +30,22 @@ class HoloLMPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["Block"]
 
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        # HF skips modules without direct parameters in custom code; blocks and mixers need
+        # their turn (after their children's) for the residual scaling and gate biases
+        if isinstance(module, (Block, Mixer)):
+            is_custom_code = False
+        super()._initialize_weights(module, is_custom_code)
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # normal(0, 0.02) Linear / Conv / Embedding, unit norms
-        # residual branches: std / sqrt(2·n_layers) (GPT-2); runs after the children's init
-        if isinstance(module, Block):
+        if isinstance(module, Block):  # residual branches: std / sqrt(2·n_layers) (GPT-2)
             std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
             for branch in (module.mixer, module.mlp):
-                if not getattr(branch.o_proj.weight, "_is_hf_initialized", False):
-                    nn.init.normal_(branch.o_proj.weight, std=std)
+                nn.init.normal_(branch.o_proj.weight, std=std)  # HF's guard keeps loaded ones
         if isinstance(module, Mixer) and hasattr(module, "reset_parameters") \
                 and not _fully_loaded(module):
-            module.reset_parameters()
+            module.reset_parameters()  # gate / decay biases, phasor frequencies
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -122,6 +127,12 @@ class LongForCausalLM(HoloLMForCausalLM):
     """LongAttention V5 causal LM (seed 002)."""
 
     config_class = LongConfig
+
+
+class HoloGPTForCausalLM(HoloLMForCausalLM):
+    """HoloGPT causal LM (seed 003): gated outer-product matrix memories, O(1) decode state."""
+
+    config_class = HoloGPTConfig
 
 
 class HoloTransformer(HoloForCausalLM):

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from hololm.models import HoloConfig, HoloForCausalLM, LongConfig, LongForCausalLM
+from hololm.models import (
+    HoloConfig,
+    HoloForCausalLM,
+    HoloGPTConfig,
+    HoloGPTForCausalLM,
+    LongConfig,
+    LongForCausalLM,
+)
 
 VOCAB = 61
 
@@ -13,12 +20,14 @@ def tiny_model(family: str, hybrid: bool, **overrides) -> torch.nn.Module:
     kwargs.update(overrides)
     if family == "holo":
         model = HoloForCausalLM(HoloConfig(**{"hd_dim": 64, **kwargs}))
+    elif family == "hologpt":
+        model = HoloGPTForCausalLM(HoloGPTConfig(**{"matrix_dim": 16, **kwargs}))
     else:
         model = LongForCausalLM(LongConfig(**kwargs))
     return model.eval()
 
 
-FAMILIES = [("holo", False), ("holo", True), ("long", False), ("long", True)]
+FAMILIES = [(family, hybrid) for family in ("holo", "long", "hologpt") for hybrid in (False, True)]
 
 
 @pytest.fixture(params=FAMILIES, ids=lambda p: f"{p[0]}-{'hybrid' if p[1] else 'pure'}")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hololm.models import HoloCache, HoloForCausalLM, LongForCausalLM
+from hololm.models import HoloCache
 from tests.helpers import assert_close
 from tests.models.conftest import VOCAB, tiny_model
 
@@ -87,6 +87,8 @@ def test_state_size_constant_for_memories_growing_for_attention(model):
 
 @torch.no_grad()
 def test_save_and_load_through_auto_classes(model, tmp_path):
+    for p in model.parameters():  # trained-like weights: loading must not re-initialise any
+        p.add_(torch.randn_like(p) * 0.05)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     loaded_config = AutoConfig.from_pretrained(tmp_path).to_dict()
@@ -143,7 +145,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(model):
             assert_close(p.grad, plain[n], 1e-5, n)
 
 
-@pytest.mark.parametrize("family", ["holo", "long"])
+@pytest.mark.parametrize("family", ["holo", "long", "hologpt"])
 @pytest.mark.parametrize("hybrid", [False, True], ids=["pure", "hybrid"])
 @torch.no_grad()
 def test_cache_exact_at_65k_context(family, hybrid):
@@ -165,9 +167,9 @@ def test_cache_exact_at_65k_context(family, hybrid):
     assert_close(torch.cat(steps, 1), full, 1e-4, f"{family} decode after 65k context")
 
 
-@pytest.mark.parametrize("cls", [HoloForCausalLM, LongForCausalLM])
-def test_bad_input_ids_are_refused(cls):
-    model = tiny_model("holo" if cls is HoloForCausalLM else "long", hybrid=True)
+@pytest.mark.parametrize("family", ["holo", "long", "hologpt"])
+def test_bad_input_ids_are_refused(family):
+    model = tiny_model(family, hybrid=True)
     with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 61\)"):
         model(torch.tensor([[1, 2, VOCAB]]))
     with pytest.raises(ValueError, match=r"\[0, 61\)"):
@@ -198,3 +200,16 @@ def test_holo_cache_reorder_selects_rows(model):
     for old, new in zip(before, cache.states, strict=True):
         for key in old:
             assert torch.equal(new[key], old[key][[2, 0]])
+
+
+def test_residual_projections_are_scaled_at_init():
+    model = tiny_model("long", hybrid=True, num_hidden_layers=8, hidden_size=256,
+                       num_attention_heads=4)
+    expected = model.config.initializer_range / math.sqrt(2 * 8)
+    decay_bias = model.model.layers[0].mixer.gate_proj.bias.view(3, 4, -1)[1, :, 0]
+    assert torch.sigmoid(decay_bias[0]).item() == pytest.approx(0.5, abs=1e-4)
+    assert torch.sigmoid(decay_bias[-1]).item() == pytest.approx(0.9999, abs=1e-6)
+    for layer in model.model.layers:
+        for branch in (layer.mixer, layer.mlp):
+            assert abs(branch.o_proj.weight.std().item() - expected) < 0.1 * expected
+    assert abs(model.model.layers[0].mlp.gate_up.weight.std().item() - 0.02) < 0.002

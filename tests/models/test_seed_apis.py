@@ -21,6 +21,7 @@ from hololm import (
 )
 from hololm.data.tokenizers import TokenizerUnavailableError
 from hololm.models.presets import SIZES, build_model
+from tests.helpers import assert_close
 
 
 def test_seed000_quick_start_holo_transformer_returns_logits():
@@ -118,3 +119,29 @@ def test_explicit_layer_list_and_auto_config():
     assert [layer.kind for layer in model.model.layers] == ["attention", "long", "attention"]
     assert type(AutoConfig.for_model("holo")) is HoloConfig
     assert type(AutoConfig.for_model("long")) is LongConfig
+
+
+def test_seed003_hologpt_continues_from_states():
+    model = hololm.HoloGPT(vocab_size=200, embed_dim=64, matrix_dim=16, layers=2).eval()
+    idx = torch.randint(0, 200, (2, 50))
+    with torch.no_grad():
+        full, states = model(idx)
+        first, mid = model(idx[:, :23])
+        second, end = model(idx[:, 23:], mid)
+        again, _ = model(idx[:, 23:], mid)  # the same states continue twice: not mutated
+    assert full.shape == (2, 50, 200) and states.seen_tokens == 50 and mid.seen_tokens == 23
+    assert_close(torch.cat([first, second], 1), full, 1e-5, "split with states")
+    assert torch.equal(again, second)
+    for a, b in zip(end.states, states.states, strict=True):
+        assert_close(a["memory"], b["memory"], 1e-5, "final memory")
+    assert model.config.num_attention_heads == 4  # embed_dim // matrix_dim
+    with pytest.raises(TypeError, match="HoloCache"):
+        model(idx, states=[torch.zeros(1)])
+
+
+def test_fast_holo_block_is_pre_norm_memory_plus_gated_ffn():
+    block = hololm.FastHoloBlock(64, matrix_dim=16)
+    assert block.kind == "matrix" and block.mlp.activation is torch.nn.functional.gelu
+    x = torch.randn(2, 9, 64)
+    y, state = block(x, None, 0)
+    assert y.shape == x.shape and state["memory"].shape == (2, 4, 16, 16)
