@@ -17,15 +17,15 @@ from transformers import (
 
 from hololm.data.tokenizers import load_tokenizer
 from hololm.layers.mlp import swiglu_width
-from hololm.models.configs import HoloConfig, LongConfig
-from hololm.models.modeling import HoloForCausalLM, LongForCausalLM
+from hololm.models.configs import HoloConfig, HoloGPTConfig, LongConfig
+from hololm.models.modeling import HoloForCausalLM, HoloGPTForCausalLM, LongForCausalLM
 
 SIZES = {
     "tiny": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4},
     "small": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
     "medium": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
 }
-MODEL_TYPES = ("holo", "long", "gpt2", "llama", "mamba2")
+MODEL_TYPES = ("holo", "long", "hologpt", "gpt2", "llama", "mamba2")
 
 
 def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
@@ -46,6 +46,10 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
         config = LongConfig(vocab_size=vocab_size, max_position_embeddings=seq_len, **size,
                             **overrides)
         return LongForCausalLM(config)
+    if model_type == "hologpt":  # 64 x 64 memories, one per 64 channels
+        config = HoloGPTConfig(vocab_size=vocab_size, max_position_embeddings=seq_len, **size,
+                               **overrides)
+        return HoloGPTForCausalLM(config)
     if model_type == "gpt2":
         overrides = {"bos_token_id": None, "eos_token_id": None, **overrides}  # 50256 may not fit
         return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=d,

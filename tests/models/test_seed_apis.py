@@ -63,6 +63,7 @@ def test_seed002_quick_start_long_config_and_loader():
 
 
 @pytest.mark.parametrize("model_type,cls", [("holo", HoloForCausalLM), ("long", LongForCausalLM),
+                                            ("hologpt", hololm.HoloGPTForCausalLM),
                                             ("gpt2", GPT2LMHeadModel),
                                             ("llama", LlamaForCausalLM),
                                             ("mamba2", Mamba2ForCausalLM)])
