@@ -8,6 +8,12 @@ from hololm.layers.attention import CausalSelfAttention
 from hololm.layers.long import LongAttentionV5
 from hololm.layers.phasor import PhasorAttention
 from hololm.layers.rotary import RotaryEmbedding
+from hololm.layers.spectral import (
+    HolographicMixer,
+    HoloSpectralBlock,
+    LiteChannelMix,
+    SpectralGate,
+)
 from hololm.models import (
     FastHoloBlock,
     HoloCache,
@@ -16,11 +22,17 @@ from hololm.models import (
     HoloGPT,
     HoloGPTConfig,
     HoloGPTForCausalLM,
+    HoloSpectralConfig,
+    HoloSpectralForCausalLM,
+    HoloSpectralNet,
     HoloTransformer,
     LongConfig,
     LongForCausalLM,
     build_model,
     get_model_and_tokenizer,
+    hsn_base,
+    hsn_small,
+    hsn_tiny,
 )
 from hololm.ops import (
     fft_circular_conv,
@@ -34,18 +46,25 @@ __version__ = "0.1.0"
 __all__ = [
     "CausalSelfAttention",
     "FastHoloBlock",
-    "HoloGPT",
-    "HoloGPTConfig",
-    "HoloGPTForCausalLM",
     "HoloCache",
     "HoloConfig",
     "HoloForCausalLM",
+    "HoloGPT",
+    "HoloGPTConfig",
+    "HoloGPTForCausalLM",
+    "HoloSpectralBlock",
+    "HoloSpectralConfig",
+    "HoloSpectralForCausalLM",
+    "HoloSpectralNet",
     "HoloTransformer",
+    "HolographicMixer",
+    "LiteChannelMix",
     "LongAttentionV5",
     "LongConfig",
     "LongForCausalLM",
     "PhasorAttention",
     "RotaryEmbedding",
+    "SpectralGate",
     "__version__",
     "build_model",
     "byte_tokenizer",
@@ -54,6 +73,9 @@ __all__ = [
     "generate_random_phasors",
     "get_model_and_tokenizer",
     "holo_scan",
+    "hsn_base",
+    "hsn_small",
+    "hsn_tiny",
     "load_tokenizer",
     "ops",
 ]

@@ -69,13 +69,18 @@ class Block(nn.Module):
 
 
 class Backbone(nn.Module):
-    """input_ids [B, T] → hidden states [B, T, d], continuing from per-layer `states`."""
+    """input_ids [B, T] → hidden states [B, T, d], continuing from per-layer `states`.
+    Layers are `Block`s built from `config.mixer_types` unless given (HoloSpectralNet passes
+    its own); `rotary` optionally rotates the embeddings by position (HoloSpectralNet's RoPE)."""
 
-    def __init__(self, config: HoloLMConfig):
+    def __init__(self, config, layers: list[nn.Module] | None = None,
+                 norm: nn.Module | None = None, rotary: nn.Module | None = None):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Block(kind, config) for kind in config.mixer_types)
-        self.norm = build_norm(config)
+        self.rotary = rotary
+        self.layers = nn.ModuleList(layers if layers is not None else
+                                    [Block(kind, config) for kind in config.mixer_types])
+        self.norm = norm if norm is not None else build_norm(config)
         # both set by PreTrainedModel.activation_checkpointing_enable
         self.gradient_checkpointing = False
         self._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
@@ -83,6 +88,8 @@ class Backbone(nn.Module):
     def forward(self, input_ids: torch.Tensor, states: list[State | None], position: int
                 ) -> tuple[torch.Tensor, list[State]]:
         x = self.embed_tokens(input_ids)  # [B, T, d]
+        if self.rotary is not None:
+            x = self.rotary(x, position)
         new_states = []
         for layer, state in zip(self.layers, states, strict=True):
             if self.gradient_checkpointing and self.training:

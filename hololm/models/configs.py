@@ -45,6 +45,18 @@ def hybrid_mixer_types(n_layers: int, mixer: str, hybrid_ratio: int) -> list[str
             for i in range(n_layers)]
 
 
+def resolve_aliases(kwargs: dict, aliases: dict[str, str]) -> dict:
+    """Rename seed spellings to HF names in `kwargs`; refuse two different values for one field."""
+    for alias, name in aliases.items():
+        if alias in kwargs:
+            value = kwargs.pop(alias)
+            if name in kwargs and kwargs[name] != value:
+                raise ValueError(f"{name}={kwargs[name]} and {alias}={value} disagree; "
+                                 "pass one of them")
+            kwargs[name] = value
+    return kwargs
+
+
 def _positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -60,13 +72,7 @@ class HoloLMConfig(PretrainedConfig):
 
     def __init__(self, mixer_types: list[str] | None = None, tie_word_embeddings: bool = True,
                  **kwargs):
-        for alias, name in ALIASES.items():
-            if alias in kwargs:
-                value = kwargs.pop(alias)
-                if name in kwargs and kwargs[name] != value:
-                    raise ValueError(f"{name}={kwargs[name]} and {alias}={value} disagree; "
-                                     "pass one of them")
-                kwargs[name] = value
+        resolve_aliases(kwargs, ALIASES)
         for name, default in {**SHARED_DEFAULTS, **self.defaults}.items():
             setattr(self, name, kwargs.pop(name, default))
         self.mixer_types = (list(mixer_types) if mixer_types is not None else

@@ -11,11 +11,14 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from hololm.layers.base import Mixer
 from hololm.models.backbone import Backbone, Block
 from hololm.models.cache import HoloCache
 from hololm.models.configs import HoloConfig, HoloGPTConfig, HoloLMConfig, LongConfig
 from hololm.models.inputs import validate_attention_mask, validate_input_ids
+
+
+def _ours(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("hololm.")
 
 
 def _fully_loaded(module: nn.Module) -> bool:
@@ -31,9 +34,9 @@ class HoloLMPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Block"]
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
-        # HF skips modules without direct parameters in custom code; blocks and mixers need
+        # HF skips modules without direct parameters in custom code; our blocks and layers need
         # their turn (after their children's) for the residual scaling and gate biases
-        if isinstance(module, (Block, Mixer)):
+        if _ours(module):
             is_custom_code = False
         super()._initialize_weights(module, is_custom_code)
 
@@ -43,9 +46,8 @@ class HoloLMPreTrainedModel(PreTrainedModel):
             std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
             for branch in (module.mixer, module.mlp):
                 nn.init.normal_(branch.o_proj.weight, std=std)  # HF's guard keeps loaded ones
-        if isinstance(module, Mixer) and hasattr(module, "reset_parameters") \
-                and not _fully_loaded(module):
-            module.reset_parameters()  # gate / decay biases, phasor frequencies
+        if _ours(module) and hasattr(module, "reset_parameters") and not _fully_loaded(module):
+            module.reset_parameters()  # gate / decay biases, phasor frequencies, filters
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:

@@ -18,6 +18,8 @@ from transformers import (
 from hololm.data.tokenizers import load_tokenizer
 from hololm.layers.mlp import swiglu_width
 from hololm.models.configs import HoloConfig, HoloGPTConfig, LongConfig
+from hololm.models.hsn import PRESETS as HSN_SIZES
+from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
 from hololm.models.modeling import HoloForCausalLM, HoloGPTForCausalLM, LongForCausalLM
 
 SIZES = {
@@ -25,7 +27,8 @@ SIZES = {
     "small": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
     "medium": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
 }
-MODEL_TYPES = ("holo", "long", "hologpt", "gpt2", "llama", "mamba2")
+MODEL_TYPES = ("holo", "long", "hologpt", "hsn", "gpt2", "llama", "mamba2")
+HSN_PRESETS = {"tiny": "tiny", "small": "small", "medium": "base"}  # seed 004's names
 
 
 def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
@@ -50,6 +53,11 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
         config = HoloGPTConfig(vocab_size=vocab_size, max_position_embeddings=seq_len, **size,
                                **overrides)
         return HoloGPTForCausalLM(config)
+    if model_type == "hsn":  # the seed's own sizes; max_seq_len = gate filter length
+        dim, depth, rank = HSN_SIZES[HSN_PRESETS[model_size]]
+        config = HoloSpectralConfig(vocab_size=vocab_size, dim=dim, depth=depth, rank=rank,
+                                    max_seq_len=seq_len, **overrides)
+        return HoloSpectralForCausalLM(config)
     if model_type == "gpt2":
         overrides = {"bos_token_id": None, "eos_token_id": None, **overrides}  # 50256 may not fit
         return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=d,

@@ -6,7 +6,7 @@ from hololm.models.presets import build_model
 
 def test_meta_counts_equal_real_counts_and_cache_sizes():
     table = parameter_table(vocab_size=300, seq_len=64, contexts=(10, 100))
-    for model_type in ("holo", "long", "hologpt", "gpt2", "llama", "mamba2"):
+    for model_type in ("holo", "long", "hologpt", "hsn", "gpt2", "llama", "mamba2"):
         model = build_model(model_type, "tiny", 300, 64)
         total = sum(p.numel() for p in model.parameters())
         assert f"| {model_type} | tiny | {total / 1e6:,.1f}M |" in table

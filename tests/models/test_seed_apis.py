@@ -64,12 +64,14 @@ def test_seed002_quick_start_long_config_and_loader():
 
 @pytest.mark.parametrize("model_type,cls", [("holo", HoloForCausalLM), ("long", LongForCausalLM),
                                             ("hologpt", hololm.HoloGPTForCausalLM),
+                                            ("hsn", hololm.HoloSpectralForCausalLM),
                                             ("gpt2", GPT2LMHeadModel),
                                             ("llama", LlamaForCausalLM),
                                             ("mamba2", Mamba2ForCausalLM)])
 def test_every_model_type_builds_and_trains_one_step(model_type, cls):
     model = build_model(model_type, "tiny", vocab_size=300, seq_len=64)
-    assert type(model) is cls and model.config.hidden_size == SIZES["tiny"]["hidden_size"]
+    width = 128 if model_type == "hsn" else SIZES["tiny"]["hidden_size"]  # hsn: the seed's sizes
+    assert type(model) is cls and model.config.hidden_size == width
     ids = torch.randint(0, 300, (2, 64))
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()

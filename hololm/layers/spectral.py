@@ -1,0 +1,246 @@
+"""HoloSpectralNet layers (seed 004, DESIGN §1.4): holographic mixer, causal spectral gate, lite
+channel mix, and the block that chains them.
+
+HolographicMixer — for x [B, T, d], keys b (bind) and u (unbind) in R^d, ⊛ / ⋆ circular
+convolution / correlation over the feature dim (`hololm.ops.circular`), p_t = position + t:
+
+    bound_t     = b ⊛ x_t                                  bind
+    hologram_t  = λ · hologram_{t−1} + bound_t             bundle (λ = 1 without decay: a cumsum)
+    y_t         = (u ⋆ hologram_t) / sqrt(n_t)             unbind
+    n_t         = Σ_{k=0}^{p_t} λ^{2k}                     = p_t + 1 without decay
+
+The 1/sqrt(n_t) deviates from the seed, which divides by nothing: a sum of t roughly independent
+items has a norm growing like sqrt(t), so the seed's output grows with context (decoding at
+position 100 000 would feed the next layer inputs ~10× those seen in training at 1 000).
+Dividing by sqrt(n_t) — the root of the sum of the squared bundle weights — keeps the retrieval
+of uncorrelated items at unit scale at every position, as PhasorAttention does (a component
+shared by all tokens still grows like sqrt(t)).
+Note that with one key pair the mixer is linear: in Fourier space y_t = conj(U)·B·Σ λ^{t−s} X_s,
+one learned circular filter over features applied to a (decayed) running sum of the inputs.
+
+SpectralGate — g: max_seq_len // 2 + 1 learned gate logits (the seed's count). The seed computes
+irfft(rfft(x over time) · σ(g)): a *circular* convolution over the sequence, so y_0 sees the last
+token. Ours keeps the frequency response and makes the convolution causal:
+
+    h   = irfft(σ(g), n=N)                     real kernel of N = max_seq_len taps
+    y_t = Σ_{j=0}^{min(t, N−1)} h_j · x_{t−j}   shared by all channels (`causal_fft_conv`)
+
+σ(g) is real (zero phase), so h is symmetric: h_j = h_{N−j}. A tap j > t, which in the seed wraps
+around to the future token x_{t−j+N}, here reads x_{t−j} (zero before the start), so the gate
+weighs x_{t−j} and x_{t−N+j} alike. Sequences longer than N work: taps beyond N are
+zero, so the gate sees the last N tokens and the hologram carries everything older. Decoding
+keeps a buffer of the last N − 1 inputs (`causal_conv_step`), so per-token cost and state never
+grow past N. Init: g = 0, σ(g) = ½ at every frequency, h = ½·δ_0 — a scaled identity that mixes
+nothing across time until the gates learn which frequencies to pass.
+
+LiteChannelMix — down: d → rank, up: rank → d (no biases), s ∈ R^d initialised to 0.1:
+
+    branch(x) = s ⊙ up(GELU(down(x)))          forward(x) = x + branch(x)
+
+HoloSpectralBlock (pre-LN, three residual branches):
+
+    x = x + Mixer(LN1(x));   x = x + Gate(LN2(x));   x = x + branch(LN3(x))
+
+Parameters: mixer 2d, gate N // 2 + 1, channel mix 2·d·rank + d, block 9d + 2·d·rank + N // 2 + 1
+(three LayerNorms add 6d).
+
+State (dicts of tensors, batch first; float32, float64 for a float64 layer, whatever x's dtype):
+mixer {"hologram": [B, d]}, gate {"buffer": [B, N − 1, d]} (the last N − 1 gate inputs, zeros
+before the start), block: both keys in one dict.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hololm.layers.base import Mixer, State
+from hololm.ops._validate import require_positive_int, require_state
+from hololm.ops.circular import fft_circular_conv, fft_circular_corr
+from hololm.ops.cumsum import cumsum
+from hololm.ops.diagonal_scan import gated_diagonal_scan, gated_diagonal_scan_step
+from hololm.ops.long_conv import causal_conv_step, causal_fft_conv
+
+SCALE_INIT = 0.1  # LiteChannelMix's per-channel scale at init
+
+
+def _work_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 for float64 activations, float32 otherwise (bf16 / fp16 models included)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _state_size(param: torch.Tensor) -> int:
+    """Bytes per state element: float32, or float64 in a float64 layer."""
+    return max(param.element_size(), 4)
+
+
+def _check_input(x: torch.Tensor, dim: int | None, position: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 3 or x.shape[1] == 0 or (dim is not None and x.shape[2] != dim):
+        want = f"[B, T, {dim}]" if dim is not None else "[B, T, d]"
+        raise ValueError(f"x must have shape {want} with T >= 1, got {tuple(x.shape)}")
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise ValueError(f"position must be an int >= 0, got {position!r}")
+
+
+class HolographicMixer(Mixer):
+    """Bind with a learned key, bundle causally over time, unbind with another key (2·dim
+    parameters). `decay` in (0, 1) makes the bundle forget: h_t = decay·h_{t−1} + bound_t."""
+
+    def __init__(self, dim: int, decay: float | None = None):
+        super().__init__()
+        self.dim = require_positive_int("dim", dim)
+        if decay is not None and not (isinstance(decay, float | int) and 0.0 < decay < 1.0):
+            raise ValueError(f"decay must be None or a number in (0, 1), got {decay!r}")
+        self.decay = None if decay is None else float(decay)
+        self.bind_key = nn.Parameter(torch.empty(dim))
+        self.unbind_key = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Keys ~ N(0, 1/dim): unit expected norm, so unbind(bind(x)) ≈ x (Plate's HRR)."""
+        nn.init.normal_(self.bind_key, std=self.dim ** -0.5)
+        nn.init.normal_(self.unbind_key, std=self.dim ** -0.5)
+
+    def _bundle(self, bound: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+        """All holograms [B, T, d] of h_t = λ h_{t−1} + bound_t from h_{−1} = h0 (None: zeros)."""
+        if self.decay is None:
+            h = cumsum(bound, dim=1)  # [B, T, d]
+            return h if h0 is None else h + h0.unsqueeze(1)
+        log_decay = torch.full_like(bound, math.log(self.decay)).unsqueeze(2)  # [B, T, 1, d]
+        h0 = None if h0 is None else h0.unsqueeze(1)  # [B, 1, d]: one "head"
+        if bound.shape[1] == 1:  # the step's [B, H, D] layout with H = 1 is our [B, T=1, d]
+            h, _ = gated_diagonal_scan_step(bound, log_decay[:, 0], h0)
+            return h
+        h, _ = gated_diagonal_scan(bound.unsqueeze(2), log_decay, h0)
+        return h.squeeze(2)
+
+    def _norm(self, position: int, T: int, device: torch.device) -> torch.Tensor:
+        """1 / sqrt(n_t) for the T positions from `position`, [T, 1], in float64."""
+        p = torch.arange(position, position + T, device=device, dtype=torch.float64)
+        if self.decay is None:
+            n = p + 1
+        else:  # Σ_{k≤p} λ^{2k} = (1 − λ^{2(p+1)}) / (1 − λ²), via expm1 for λ near 1
+            two_log = 2 * math.log(self.decay)
+            n = torch.expm1((p + 1) * two_log) / math.expm1(two_log)
+        return n.rsqrt().unsqueeze(1)
+
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                position: int = 0) -> tuple[torch.Tensor, State]:
+        _check_input(x, self.dim, position)
+        B, T, _ = x.shape
+        work = _work_dtype(x)
+        h0 = None
+        if state:
+            h0 = require_state("state['hologram']", state["hologram"], (B, self.dim), work)
+        bound = fft_circular_conv(self.bind_key.to(work), x.to(work))  # [B, T, d]
+        h = self._bundle(bound, h0)  # [B, T, d]
+        y = fft_circular_corr(self.unbind_key.to(work), h)  # [B, T, d]
+        y = y * self._norm(position, T, x.device).to(work)
+        return y.to(x.dtype), {"hologram": h[:, -1].clone()}
+
+    def state_bytes(self, batch_size: int, context_len: int) -> int:
+        """The hologram: batch_size · dim floats, constant in context."""
+        return batch_size * self.dim * _state_size(self.bind_key)
+
+
+class SpectralGate(nn.Module):
+    """Causal spectral gate over time with max_seq_len // 2 + 1 gate logits, shared by all
+    channels. Mixer-like: forward(x, state, position) → (y, {"buffer": [B, N − 1, d]});
+    `position` is unused (the buffer holds zeros before the start of the sequence)."""
+
+    def __init__(self, max_seq_len: int):
+        super().__init__()
+        self.max_seq_len = require_positive_int("max_seq_len", max_seq_len)
+        self.gate = nn.Parameter(torch.empty(max_seq_len // 2 + 1))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Gate logits 0: σ = ½ everywhere, kernel ½·δ_0 (see the module docstring)."""
+        nn.init.zeros_(self.gate)
+
+    def kernel(self) -> torch.Tensor:
+        """h = irfft(σ(g), n=max_seq_len): [max_seq_len] taps, float32 (float64 for a float64
+        gate), h_0 weighting the current token."""
+        g = self.gate.to(torch.promote_types(self.gate.dtype, torch.float32))
+        return torch.fft.irfft(torch.sigmoid(g), n=self.max_seq_len)
+
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                position: int = 0) -> tuple[torch.Tensor, State]:
+        _check_input(x, None, position)
+        kernel = self.kernel()  # [N], broadcast over the channels of x
+        buffer = state["buffer"] if state else None  # [B, N − 1, d]; the op checks it
+        if x.shape[1] == 1:
+            y, buffer = causal_conv_step(x[:, 0], kernel, buffer)
+            y = y.unsqueeze(1)  # [B, 1, d]
+        else:
+            y, buffer = causal_fft_conv(x, kernel, buffer)  # [B, T, d]
+        return y.to(x.dtype), {"buffer": buffer}
+
+    def state_bytes(self, batch_size: int, context_len: int, dim: int) -> int:
+        """The last max_seq_len − 1 inputs of `dim` channels, constant in context."""
+        return batch_size * (self.max_seq_len - 1) * dim * _state_size(self.gate)
+
+
+class LiteChannelMix(nn.Module):
+    """x + scale ⊙ up(GELU(down(x))): 2·dim·rank + dim parameters."""
+
+    def __init__(self, dim: int, rank: int):
+        super().__init__()
+        self.dim = require_positive_int("dim", dim)
+        self.rank = require_positive_int("rank", rank)
+        self.down = nn.Linear(dim, rank, bias=False)
+        self.up = nn.Linear(rank, dim, bias=False)
+        self.scale = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """scale = SCALE_INIT (0.1); down / up keep their Linear (or the backbone's) init."""
+        nn.init.constant_(self.scale, SCALE_INIT)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch scale ⊙ up(GELU(down(x))), [B, T, d] → [B, T, d]."""
+        return self.scale * self.up(F.gelu(self.down(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+class HoloSpectralBlock(nn.Module):
+    """Pre-LN HolographicMixer, SpectralGate and LiteChannelMix, each a residual branch.
+    forward(x, state, position) → (x, {"hologram": …, "buffer": …})."""
+
+    def __init__(self, dim: int, max_seq_len: int, rank: int, decay: float | None = None,
+                 norm_eps: float = 1e-5):
+        super().__init__()
+        self.dim = dim
+        self.mixer_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.mixer = HolographicMixer(dim, decay)
+        self.gate_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.gate = SpectralGate(max_seq_len)
+        self.channel_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.channel_mix = LiteChannelMix(dim, rank)
+
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                position: int = 0) -> tuple[torch.Tensor, State]:
+        _check_input(x, self.dim, position)
+        state = state or {}
+        mixer_state = {"hologram": state["hologram"]} if "hologram" in state else None
+        gate_state = {"buffer": state["buffer"]} if "buffer" in state else None
+        y, mixer_state = self.mixer(self.mixer_norm(x), mixer_state, position)
+        x = x + y
+        y, gate_state = self.gate(self.gate_norm(x), gate_state, position)
+        x = x + y
+        x = x + self.channel_mix.branch(self.channel_norm(x))
+        return x, {**mixer_state, **gate_state}
+
+    def state_bytes(self, batch_size: int, context_len: int) -> int:
+        return (self.mixer.state_bytes(batch_size, context_len)
+                + self.gate.state_bytes(batch_size, context_len, self.dim))
