@@ -8,6 +8,7 @@ import argparse
 import torch
 from transformers import Mamba2ForCausalLM, PreTrainedModel
 
+from hololm.models.hsn import hsn_base, hsn_small, hsn_tiny
 from hololm.models.presets import MODEL_TYPES, SIZES, build_model
 
 
@@ -40,8 +41,29 @@ def parameter_table(vocab_size: int, seq_len: int, contexts: tuple[int, ...] = (
             layout = (", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))
                       if kinds else str(model.config.num_hidden_layers))
             caches = " | ".join(f"{cache_bytes(model, n) / 2**20:,.2f} MiB" for n in contexts)
-            lines.append(f"| {model_type} | {size} | {total / 1e6:,.1f}M | "
-                         f"{(total - embed) / 1e6:,.1f}M | {layout} | {caches} |")
+            lines.append(f"| {model_type} | {size} | {total / 1e6:,.2f}M | "
+                         f"{(total - embed) / 1e6:,.2f}M | {layout} | {caches} |")
+    return "\n".join(lines)
+
+
+SEED_004_CLAIMS = {"hsn_tiny": "~400K", "hsn_small": "~1.5M", "hsn_base": "~8M"}  # its README
+
+
+def hsn_table(vocabs: tuple[int, ...] = (32000, 1000)) -> str:
+    """True parameter counts of the HoloSpectralNet presets next to seed 004's claims."""
+    head = ("| preset | seed 004 claims (vocab 32000) | "
+            + " | ".join(f"parameters @ vocab {v}" for v in vocabs) + " | without embeddings |")
+    lines = [head, "|" + "---|" * (3 + len(vocabs))]
+    for name, preset in (("hsn_tiny", hsn_tiny), ("hsn_small", hsn_small),
+                         ("hsn_base", hsn_base)):
+        counts = []
+        for vocab in vocabs:
+            with torch.device("meta"):
+                model = preset(vocab_size=vocab)
+            counts.append(model.count_parameters())
+        body = model.count_parameters() - model.get_input_embeddings().weight.numel()
+        lines.append(f"| {name} | {SEED_004_CLAIMS[name]} | "
+                     + " | ".join(f"{c:,}" for c in counts) + f" | {body:,} |")
     return "\n".join(lines)
 
 
@@ -54,8 +76,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="vocabulary size (default: 50257, GPT-2's)")
     parser.add_argument("--seq_len", type=int, default=2048,
                         help="context length the models are built for (default: 2048)")
+    parser.add_argument("--hsn", action="store_true",
+                        help="print the HoloSpectralNet presets at vocab 32000 and 1000 next to "
+                             "seed 004's claimed counts instead")
     args = parser.parse_args(argv)
-    print(parameter_table(args.vocab_size, args.seq_len))
+    print(hsn_table() if args.hsn else parameter_table(args.vocab_size, args.seq_len))
 
 
 if __name__ == "__main__":

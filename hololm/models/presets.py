@@ -41,18 +41,14 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
     size = SIZES[model_size]
     d, n_layers, heads = (size["hidden_size"], size["num_hidden_layers"],
                           size["num_attention_heads"])
+    # hololm families: overrides win over the named size (e.g. a narrower test model)
+    fields = {"vocab_size": vocab_size, "max_position_embeddings": seq_len, **size, **overrides}
     if model_type == "holo":  # hd_dim = 2·d: seed 001's "expansion factor 2x for capacity"
-        config = HoloConfig(vocab_size=vocab_size, max_position_embeddings=seq_len,
-                            hd_dim=2 * d, **size, **overrides)
-        return HoloForCausalLM(config)
+        return HoloForCausalLM(HoloConfig(**{"hd_dim": 2 * fields["hidden_size"], **fields}))
     if model_type == "long":
-        config = LongConfig(vocab_size=vocab_size, max_position_embeddings=seq_len, **size,
-                            **overrides)
-        return LongForCausalLM(config)
+        return LongForCausalLM(LongConfig(**fields))
     if model_type == "hologpt":  # 64 x 64 memories, one per 64 channels
-        config = HoloGPTConfig(vocab_size=vocab_size, max_position_embeddings=seq_len, **size,
-                               **overrides)
-        return HoloGPTForCausalLM(config)
+        return HoloGPTForCausalLM(HoloGPTConfig(**fields))
     if model_type == "hsn":  # the seed's own sizes; max_seq_len = gate filter length
         dim, depth, rank = HSN_SIZES[HSN_PRESETS[model_size]]
         config = HoloSpectralConfig(vocab_size=vocab_size, dim=dim, depth=depth, rank=rank,

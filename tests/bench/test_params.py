@@ -9,7 +9,7 @@ def test_meta_counts_equal_real_counts_and_cache_sizes():
     for model_type in ("holo", "long", "hologpt", "hsn", "gpt2", "llama", "mamba2"):
         model = build_model(model_type, "tiny", 300, 64)
         total = sum(p.numel() for p in model.parameters())
-        assert f"| {model_type} | tiny | {total / 1e6:,.1f}M |" in table
+        assert f"| {model_type} | tiny | {total / 1e6:,.2f}M |" in table
         grows = cache_bytes(model, 100) > cache_bytes(model, 10)
         assert grows == (model_type in ("long", "gpt2", "llama"))  # long tiny has attention
 
@@ -27,3 +27,12 @@ def test_mamba2_cache_formula_matches_its_real_cache():
 def test_cli(capsys):
     main(["--vocab_size", "1000", "--seq_len", "128"])
     assert "| mamba2 | medium |" in capsys.readouterr().out
+
+
+def test_hsn_table_counts_match_real_models(capsys):
+    from hololm import hsn_tiny
+
+    main(["--hsn"])
+    out = capsys.readouterr().out
+    assert f"| hsn_tiny | ~400K | {hsn_tiny(32000).count_parameters():,} |" in out
+    assert f"{hsn_tiny(1000).count_parameters():,}" in out
