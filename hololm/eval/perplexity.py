@@ -1,0 +1,227 @@
+"""Held-out loss, perplexity and bits per byte as a function of context length.
+
+For each context length L the token stream is cut into non-overlapping windows of L + 1 tokens
+(L inputs, their L next-token targets); the loss is the mean next-token negative log-likelihood
+over every position of every window, so it falls with L as far as the model uses its context —
+evaluating past the training length (train on 4k, evaluate on 16k) shows whether it
+extrapolates. Bits per byte = loss / ln 2 / (UTF-8 bytes per token), comparable across
+tokenizers.
+
+`chunk_size` evaluates long windows in streaming mode for hololm models: the window goes through
+the model chunk by chunk, carried by the recurrent `HoloCache`, so activations and logits stay
+bounded by the chunk (holographic memories are constant-size; attention layers keep a KV cache).
+The result equals one full forward pass; other models always take the full pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from hololm.data.packing import load_token_data
+from hololm.errors import ConfigError
+from hololm.eval.checkpoints import load_model_and_tokenizer, resolve_checkpoint
+from hololm.models.modeling import HoloLMForCausalLM
+
+DEFAULT_CONTEXT_LENGTHS = (256, 512, 1024, 2048, 4096)
+COLUMNS = ("context_length", "mode", "windows", "tokens", "loss", "perplexity", "bits_per_byte")
+
+
+def _windows(tokens: torch.Tensor, length: int, max_windows: int | None) -> torch.Tensor:
+    """Indices [N, length + 1] of non-overlapping windows (consecutive windows share no
+    target)."""
+    count = (tokens.numel() - 1) // length
+    if max_windows is not None:
+        count = min(count, max_windows)
+    if count == 0:
+        raise ConfigError(f"context length {length} needs at least {length + 1} held-out tokens, "
+                          f"got {tokens.numel()}")
+    return (torch.arange(count) * length)[:, None] + torch.arange(length + 1)
+
+
+def _nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                           reduction="sum").item()
+
+
+def _window_nll(model: PreTrainedModel, inputs: torch.Tensor, targets: torch.Tensor,
+                chunk_size: int | None) -> float:
+    """Summed NLL of `targets` [B, L] (-100 = not scored) after `inputs` [B, L], in one pass or
+    in chunks of `chunk_size` carried by the cache."""
+    if chunk_size is None or inputs.shape[1] <= chunk_size:
+        return _nll_sum(model(input_ids=inputs, use_cache=False).logits, targets)
+    total, cache = 0.0, None
+    for start in range(0, inputs.shape[1], chunk_size):
+        piece = slice(start, start + chunk_size)
+        out = model(input_ids=inputs[:, piece], past_key_values=cache, use_cache=True)
+        total += _nll_sum(out.logits, targets[:, piece])
+        cache = out.past_key_values
+    return total
+
+
+@torch.no_grad()
+def evaluate_perplexity(model: PreTrainedModel, tokens: torch.Tensor,
+                        context_lengths: Sequence[int], *, batch_size: int = 1,
+                        max_windows: int | None = None, bytes_per_token: float | None = None,
+                        chunk_size: int | None = None,
+                        loss_mask: torch.Tensor | None = None) -> list[dict]:
+    """One row per context length: context_length, mode ("full" or "streaming"), windows,
+    tokens (targets scored), loss (nats/token), perplexity, bits_per_byte (None without
+    `bytes_per_token`). `tokens` is a 1-D tensor of token ids; at most `max_windows` windows
+    per length are used, `batch_size` at a time; `loss_mask` (1-D bool, as `TokenData`'s)
+    scores only the tokens where it is True."""
+    if tokens.dim() != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
+    if loss_mask is not None and loss_mask.shape != tokens.shape:
+        raise ValueError(f"loss_mask has shape {tuple(loss_mask.shape)}, tokens "
+                         f"{tuple(tokens.shape)}")
+    for name, value in (("batch_size", batch_size), ("max_windows", max_windows),
+                        ("chunk_size", chunk_size), *(("context length", n)
+                                                      for n in context_lengths)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if bytes_per_token is not None and not bytes_per_token > 0:
+        raise ValueError(f"bytes_per_token must be > 0, got {bytes_per_token!r}")
+    # absolute position tables (GPT-2) cannot go past their size; RoPE and hololm models can
+    limit = getattr(model.config, "n_positions", None)
+    too_long = [n for n in context_lengths if limit is not None and n > limit]
+    if too_long:
+        raise ConfigError(f"context lengths {too_long} exceed the model's {limit} positions")
+    streaming = chunk_size is not None and isinstance(model, HoloLMForCausalLM)
+    device = next(model.parameters()).device
+    tokens = tokens.long()
+    rows = []
+    for length in context_lengths:
+        total, count, index = 0.0, 0, _windows(tokens, length, max_windows)
+        for batch in index.split(batch_size):
+            windows = tokens[batch]
+            targets = windows[:, 1:].clone()
+            if loss_mask is not None:
+                targets[~loss_mask[batch[:, 1:]]] = -100
+            count += int((targets != -100).sum())
+            total += _window_nll(model, windows[:, :-1].to(device), targets.to(device),
+                                 chunk_size if streaming else None)
+        if count == 0:
+            raise ConfigError(f"no scored tokens in the windows of context length {length}")
+        loss = total / count
+        rows.append({
+            "context_length": length,
+            "mode": "streaming" if streaming and length > chunk_size else "full",
+            "windows": index.shape[0],
+            "tokens": count,
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),  # exp overflows past ~709
+            "bits_per_byte": (loss / math.log(2) / bytes_per_token
+                              if bytes_per_token is not None else None),
+        })
+    return rows
+
+
+def write_csv(rows: Iterable[dict], path: str | Path) -> Path:
+    """The rows as CSV with `COLUMNS` first (then any extra keys, e.g. a label)."""
+    rows = list(rows)
+    extra = [key for row in rows for key in row if key not in COLUMNS]
+    fields = [*COLUMNS, *dict.fromkeys(extra)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def plot_perplexity(rows: Iterable[dict], path: str | Path, *, metric: str = "loss",
+                    train_context: int | None = None, title: str | None = None) -> Path:
+    """PNG of `metric` ("loss", "perplexity" or "bits_per_byte") against context length on a
+    log-2 x axis; one line per distinct row "label" (rows without one form a single line), and
+    a dashed vertical line at `train_context` when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    if metric not in ("loss", "perplexity", "bits_per_byte"):
+        raise ValueError(f"metric must be loss, perplexity or bits_per_byte, got {metric!r}")
+    lines: dict[str, list[dict]] = {}
+    for row in rows:
+        lines.setdefault(str(row.get("label", "")), []).append(row)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    try:
+        for label, points in lines.items():
+            points = sorted(points, key=lambda r: r["context_length"])
+            ax.plot([r["context_length"] for r in points], [r[metric] for r in points],
+                    marker="o", label=label or None)
+        if train_context is not None:
+            ax.axvline(train_context, color="grey", linestyle="--", label="training context")
+        ax.set_xscale("log", base=2)
+        lengths = sorted({r["context_length"] for points in lines.values() for r in points})
+        ax.set_xticks(lengths, labels=[str(n) for n in lengths])  # 4096, not 2^12
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel({"loss": "loss (nats/token)", "perplexity": "perplexity",
+                       "bits_per_byte": "bits per byte"}[metric])
+        if metric == "perplexity":
+            ax.set_yscale("log")
+        if title:
+            ax.set_title(title)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def evaluate_checkpoint(checkpoint: str | Path, dataset: str, split: str = "validation",
+                        context_lengths: Sequence[int] = DEFAULT_CONTEXT_LENGTHS, *,
+                        data_dir: str | None = None, streaming: bool = False,
+                        max_tokens: int | None = None, batch_size: int = 1,
+                        max_windows: int | None = None, chunk_size: int | None = None,
+                        device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                        cache_dir: str | os.PathLike | None = None,
+                        output_dir: str | Path | None = None) -> list[dict]:
+    """`evaluate_perplexity` of a checkpoint (a step directory, or a checkpoint directory:
+    its latest step) on the held-out split of `dataset`, tokenized with the checkpoint's own
+    tokenizer. Without `max_tokens`, only the tokens the windows need are read when
+    `max_windows` is given (max length × max_windows + 1), else the whole split. With
+    `output_dir`, also writes perplexity.csv and perplexity.png (loss against context length,
+    the training length marked when the checkpoint records it)."""
+    model, tokenizer = load_model_and_tokenizer(checkpoint, device, dtype)
+    if max_tokens is None and max_windows is not None and context_lengths:
+        max_tokens = max(context_lengths) * max_windows + 1
+    data = load_token_data(dataset, split, tokenizer, data_dir=data_dir, streaming=streaming,
+                           max_tokens=max_tokens, cache_dir=cache_dir)
+    rows = evaluate_perplexity(model, data.tokens, context_lengths, batch_size=batch_size,
+                               max_windows=max_windows, bytes_per_token=data.bytes_per_token,
+                               chunk_size=chunk_size, loss_mask=data.loss_mask)
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        write_csv(rows, output_dir / "perplexity.csv")
+        plot_perplexity(rows, output_dir / "perplexity.png",
+                        train_context=training_context(resolve_checkpoint(checkpoint)),
+                        title=f"{dataset} ({split})")
+    return rows
+
+
+def training_context(step_dir: Path) -> int | None:
+    """The seq_len a trainer checkpoint was trained with (from trainer_state.json), if any."""
+    try:
+        state = json.loads((step_dir / "trainer_state.json").read_text(encoding="utf-8"))
+        return int(state["train_config"]["seq_len"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,261 @@
+"""Training checkpoints: atomic on disk, validated on load, enough to resume a run exactly.
+
+Layout of `<checkpoint_dir>/step_<N>/`:
+
+    model.safetensors, config.json, generation_config.json   model.save_pretrained
+    tokenizer.json, tokenizer_config.json, ...                tokenizer.save_pretrained
+    optimizer.pt, scheduler.pt                                torch.save of the state_dicts
+    trainer_state.json                                        step, loss history, sampler state,
+                                                              RNG states (one per process), the
+                                                              TrainConfig, SHA-256 of the files
+
+Everything is written into `<checkpoint_dir>/.tmp-step_<N>-<pid>/`, flushed to disk, and then
+renamed to `step_<N>` with `os.replace`, so a run killed while saving leaves the previous
+checkpoints untouched and only a temp directory, which `latest_checkpoint` never returns.
+`load_checkpoint` checks the files against their recorded checksums and reads the tensors with
+safetensors and `torch.load(weights_only=True)` (no pickled code runs); any problem raises
+`CheckpointError` with one line.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from hololm.errors import CheckpointError
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+STATE_FILE = "trainer_state.json"
+CHECKSUMMED = (MODEL_FILE, "config.json", OPTIMIZER_FILE, SCHEDULER_FILE)
+STEP_DIR = re.compile(r"step_(\d+)")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint (tensors on CPU)."""
+
+    path: Path
+    step: int
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    scheduler_state: dict[str, Any]
+    sampler_state: Any
+    rng_states: list[dict[str, Any]]  # index = process rank at save time
+    history: list[dict[str, Any]]
+    train_config: dict[str, Any]
+
+    def load_model_state(self, model: nn.Module) -> None:
+        """Copy the weights into `model`; a tied weight saved once (the head sharing the
+        embedding) is not missing. Any other missing or unexpected key is an error."""
+        missing, unexpected = model.load_state_dict(self.model_state, strict=False)
+        params = model.state_dict()
+        loaded = {params[name].data_ptr() for name in self.model_state if name in params}
+        missing = [name for name in missing if params[name].data_ptr() not in loaded]
+        if missing or unexpected:
+            raise CheckpointError(f"checkpoint {self.path} does not fit the model: missing "
+                                  f"{missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's python, numpy, torch (and CUDA) generator states, JSON-ready."""
+    version, internal, gauss = random.getstate()
+    key, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [key, _b64(keys.tobytes()), pos, has_gauss, cached],
+        "torch": _b64(torch.get_rng_state().numpy().tobytes()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [_b64(s.numpy().tobytes()) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of `capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    key, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((key, np.frombuffer(_unb64(keys), dtype=np.uint32), pos, has_gauss,
+                         cached))
+    torch.set_rng_state(_bytes_tensor(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_bytes_tensor(s) for s in state["cuda"]])
+
+
+def save_checkpoint(checkpoint_dir: str | Path, model: PreTrainedModel,
+                    tokenizer: PreTrainedTokenizerBase, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, sampler_state: Any,
+                    step: int, train_config: dict[str, Any], *,
+                    history: list[dict[str, Any]] | None = None,
+                    rng_states: list[dict[str, Any]] | None = None,
+                    keep: int | None = None) -> Path:
+    """Write `<checkpoint_dir>/step_<step>` atomically and return its path. `model` is the
+    unwrapped model; `rng_states` defaults to this process's; with `keep`, only the newest
+    `keep` checkpoints up to this step remain (later ones, from an abandoned run, are left)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_dir / f"step_{step}"
+    tmp = checkpoint_dir / f".tmp-step_{step}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    with _no_hf_progress_bars():
+        model.save_pretrained(tmp, max_shard_size="1000GB")  # one file: model.safetensors
+    tokenizer.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+    state = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "history": history or [],
+        "sampler_state": sampler_state,
+        "rng_states": rng_states or [capture_rng_state()],
+        "train_config": train_config,
+        "sha256": {name: _sha256(tmp / name) for name in CHECKSUMMED},
+    }
+    (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+    _fsync_tree(tmp)
+    if final.exists():  # saving a step again (e.g. after resuming): swap the old copy out
+        old = checkpoint_dir / f".old-step_{step}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(checkpoint_dir)
+    if keep is not None:
+        older = [path for s, path in _checkpoints(checkpoint_dir) if s <= step]
+        for path in older[:-keep]:
+            shutil.rmtree(path)
+    return final
+
+
+def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (`step_<N>` with a trainer_state.json), oldest first."""
+    return [path for _, path in _checkpoints(Path(checkpoint_dir))]
+
+
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step, or None; temp directories are ignored."""
+    found = list_checkpoints(checkpoint_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint directory; CheckpointError names what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    missing = [name for name in (*CHECKSUMMED, STATE_FILE) if not (path / name).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        step, checksums = state["step"], state["sha256"]
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {path}: invalid JSON metadata ({err})") from None
+    for name in CHECKSUMMED:
+        if checksums.get(name) != _sha256(path / name):
+            raise CheckpointError(f"checkpoint {path}: {name} is corrupt (checksum mismatch)")
+    try:
+        model_state = load_file(path / MODEL_FILE)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"checkpoint {path}: {MODEL_FILE} is corrupt ({err})") from None
+    optimizer_state, scheduler_state = (_torch_load(path / name)
+                                        for name in (OPTIMIZER_FILE, SCHEDULER_FILE))
+    try:
+        return Checkpoint(path=path, step=int(step), model_state=model_state,
+                          optimizer_state=optimizer_state, scheduler_state=scheduler_state,
+                          sampler_state=state["sampler_state"], rng_states=state["rng_states"],
+                          history=state["history"], train_config=state["train_config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path}: {STATE_FILE} lacks {err}") from None
+
+
+def _checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
+    if not checkpoint_dir.is_dir():
+        return []
+    found = []
+    for path in checkpoint_dir.iterdir():
+        match = STEP_DIR.fullmatch(path.name)
+        if match and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many exception types on a bad file
+        raise CheckpointError(f"checkpoint {path.parent}: {path.name} is corrupt "
+                              f"({type(err).__name__})") from None
+
+
+@contextlib.contextmanager
+def _no_hf_progress_bars() -> Iterator[None]:
+    """save_pretrained draws a "Writing model shards" bar, which would break the training bar."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file, so a crash right after the rename cannot leave empty files behind it."""
+    for path in directory.iterdir():
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+def _bytes_tensor(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(_unb64(text)), dtype=torch.uint8)

@@ -1,0 +1,374 @@
+"""`train(cfg)`: the training loop, on one CPU or GPU or on many processes through accelerate.
+
+One step is one optimizer update over `grad_accum_steps` micro-batches per process; every
+process reads its own batches (the sampler takes its rank and world size from accelerate) and
+accelerate's DDP averages the gradients, so the replicas stay identical. Launch several
+processes with accelerate, e.g. `accelerate launch --multi_gpu --num_processes 2 ...` (on a
+machine without GPUs as well: the processes then train on CPU over gloo).
+
+Resuming is exact: a checkpoint holds the model, optimizer, scheduler, sampler position, every
+process's RNG states and the loss history, and nothing between two checkpoints draws from a
+generator the training step uses (samples are drawn under `torch.random.fork_rng`), so a run
+interrupted and resumed reproduces the losses of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from hololm.data.corpora import load_documents
+from hololm.data.packing import (
+    IGNORE_INDEX,
+    BatchSampler,
+    TokenData,
+    eval_batches,
+    load_token_data,
+)
+from hololm.data.tokenizers import get_tokenizer
+from hololm.errors import CheckpointError, ConfigError
+from hololm.models.presets import build_model
+from hololm.optim import build_optimizer
+from hololm.train.checkpoint import (
+    STATE_FILE,
+    Checkpoint,
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from hololm.train.config import TrainConfig
+from hololm.train.logging import RunLogger
+from hololm.train.schedule import build_scheduler
+
+VOCAB_MULTIPLE = 64  # embedding rows padded to a multiple of 64: faster matmuls on GPUs
+# settings a resumed run must share with its checkpoint, or the weights would not fit
+ARCHITECTURE_KEYS = ("model_type", "model_size", "model_overrides", "seq_len", "tokenizer",
+                     "bpe_vocab_size")
+ADAMW_BETAS = (0.9, 0.95)
+LR_FLOOR = 0.1  # the cosine decays to 10 % of the peak lr
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train as `cfg` says. Returns {"final_loss", "steps", "checkpoint" (path of the last
+    checkpoint), "history" (one record per step: step, loss, lr, tokens_per_s, and val_loss,
+    val_ppl, val_bpb at evaluations), "val_loss", "val_ppl", "val_bpb" (the last evaluation's),
+    "model" (the trained model, unwrapped)}."""
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision),
+                              gradient_accumulation_steps=cfg.grad_accum_steps,
+                              cpu=_cpu_processes())
+    set_seed(cfg.seed)
+    resume = _resume_checkpoint(cfg)
+    with accelerator.main_process_first():  # the first process fills the token caches
+        tokenizer, train_data, val_data = load_data(cfg)
+    try:
+        model = build_model(cfg.model_type, cfg.model_size, vocab_size=padded_vocab(tokenizer),
+                            seq_len=cfg.seq_len, **cfg.model_overrides)
+    except (TypeError, ValueError) as err:  # the model's config refuses an override
+        raise ConfigError(f"{cfg.model_type}-{cfg.model_size} with model_overrides "
+                          f"{cfg.model_overrides}: {str(err).splitlines()[0]}") from None
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    if resume is not None:
+        resume.load_model_state(model)
+    optimizer = build_optimizer(model, cfg.optimizer, muon_lr=cfg.muon_lr, adamw_lr=cfg.lr,
+                                weight_decay=cfg.weight_decay, adamw_betas=ADAMW_BETAS)
+    # not passed to accelerate.prepare: its wrapper steps the schedule once per process
+    scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, LR_FLOOR)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    sampler = BatchSampler(train_data, cfg.seq_len, cfg.batch_size, cfg.seed,
+                           rank=accelerator.process_index, world_size=accelerator.num_processes)
+    history: list[dict[str, Any]] = []
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer_state)
+        scheduler.load_state_dict(resume.scheduler_state)
+        sampler.load_state_dict(resume.sampler_state)
+        history = resume.history
+        restore_rng_state(resume.rng_states[accelerator.process_index % len(resume.rng_states)])
+    run = _Run(cfg, accelerator, model, optimizer, scheduler, sampler, tokenizer, val_data,
+               history, resume.path if resume is not None else None)
+    try:
+        return run.loop(resume.step if resume is not None else 0)
+    finally:
+        run.close()
+
+
+def resolve_precision(precision: str) -> str:
+    """accelerate's mixed_precision for a config precision: "auto" is bf16 on a CUDA GPU that
+    supports it, else full fp32."""
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
+            else "fp32"
+    return "bf16" if precision == "bf16" else "no"
+
+
+def padded_vocab(tokenizer: PreTrainedTokenizerBase) -> int:
+    return math.ceil(len(tokenizer) / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def load_data(cfg: TrainConfig) -> tuple[PreTrainedTokenizerBase, TokenData, TokenData]:
+    """The tokenizer (a BPE is trained on the training split) and the tokenized training and
+    validation splits, both cached under cfg.cache_dir."""
+    documents = None
+    if cfg.tokenizer == "bpe":
+        documents = load_documents(cfg.dataset, "train", data_dir=cfg.data_dir,
+                                   streaming=cfg.streaming)
+    tokenizer = get_tokenizer(cfg.tokenizer, documents=documents, cache_dir=cfg.cache_dir,
+                              vocab_size=cfg.bpe_vocab_size)
+    train_data, val_data = (
+        load_token_data(cfg.dataset, split, tokenizer, data_dir=cfg.data_dir,
+                        streaming=cfg.streaming, max_tokens=max_tokens, cache_dir=cfg.cache_dir)
+        for split, max_tokens in (("train", cfg.max_train_tokens),
+                                  ("validation", cfg.max_eval_tokens)))
+    return tokenizer, train_data, val_data
+
+
+def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed next-token cross-entropy in fp32, number of targets): token t predicts label
+    t + 1; labels of IGNORE_INDEX (prompt tokens of instruction data) are no targets."""
+    labels = batch["labels"][:, 1:].to(device)
+    logits = model(input_ids=batch["input_ids"].to(device), use_cache=False).logits[:, :-1]
+    loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss_sum, (labels != IGNORE_INDEX).sum()
+
+
+class _Run:
+    """The state of a run while it trains; `loop` does the steps."""
+
+    def __init__(self, cfg: TrainConfig, accelerator: Accelerator, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
+                 sampler: BatchSampler, tokenizer: PreTrainedTokenizerBase,
+                 val_data: TokenData, history: list[dict[str, Any]],
+                 checkpoint: Path | None) -> None:
+        self.cfg, self.accelerator, self.model = cfg, accelerator, model
+        self.optimizer, self.scheduler, self.sampler = optimizer, scheduler, sampler
+        self.tokenizer, self.val_data, self.history = tokenizer, val_data, history
+        self.tokens_per_step = (cfg.batch_size * cfg.seq_len * cfg.grad_accum_steps
+                                * accelerator.num_processes)
+        # eval_batches batches of batch_size windows per process: the same held-out windows
+        # for any number of processes at a given global batch, each process reading its share
+        world, rank = accelerator.num_processes, accelerator.process_index
+        shares = ({k: v.tensor_split(world)[rank] for k, v in batch.items()}
+                  for batch in eval_batches(val_data, cfg.seq_len, cfg.batch_size * world,
+                                            cfg.eval_batches))
+        self.eval_windows = [share for share in shares if len(share["input_ids"])]
+        self.prompt = self._sample_prompt()
+        self.checkpoint = checkpoint  # the last one saved (or resumed from)
+        self.logger = None
+        if accelerator.is_main_process:
+            start = history[-1]["step"] if history else 0
+            rows = [r for r in history if self._logged(r["step"], "val_loss" in r)]
+            self.logger = RunLogger(cfg.output_dir, rows, start_step=start)
+
+    def loop(self, start: int) -> dict[str, Any]:
+        cfg, accelerator = self.cfg, self.accelerator
+        bar = tqdm(total=cfg.max_steps, initial=start, desc="train", dynamic_ncols=True,
+                   disable=None if accelerator.is_main_process else True)
+        with bar, _interrupts_trigger(accelerator):
+            for step in range(start + 1, cfg.max_steps + 1):
+                record = self._train_step(step)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                                tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+                bar.update()
+                evaluate = step % cfg.eval_steps == 0 or step == cfg.max_steps
+                logged = self._logged(step, evaluate)
+                if bar.disable and logged:  # no bar (not a terminal): a line instead
+                    self._print(f"step {step}/{cfg.max_steps}: loss {record['loss']:.4f}  lr "
+                                f"{record['lr']:.2e}  {record['tokens_per_s']:.0f} tokens/s")
+                if evaluate:
+                    record.update(self._evaluate())
+                    self._print(f"step {step}: val_loss {record['val_loss']:.4f}  val_ppl "
+                                f"{record['val_ppl']:.2f}  val_bpb {record['val_bpb']:.4f}")
+                if self._sample_due(step):
+                    self._print(f"sample at step {step}: {self._sample(step)!r}")
+                self.history.append(record)
+                if self.logger is not None and logged:
+                    self.logger.log(record)
+                    if evaluate:
+                        self.logger.plot(self.history, self._title())
+                interrupted = accelerator.check_trigger()  # Ctrl-C on any process, seen by all
+                if interrupted or step % cfg.save_steps == 0 or step == cfg.max_steps:
+                    self._save(step)
+                if interrupted:
+                    self._print(f"interrupted: saved {self.checkpoint}")
+                    raise KeyboardInterrupt
+        last_eval = next((r for r in reversed(self.history) if "val_loss" in r), {})
+        return {"final_loss": self.history[-1]["loss"] if self.history else None,
+                "steps": self.history[-1]["step"] if self.history else 0,
+                "checkpoint": str(self.checkpoint), "history": self.history,
+                "model": accelerator.unwrap_model(self.model),
+                **{k: last_eval.get(k) for k in ("val_loss", "val_ppl", "val_bpb")}}
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+
+    def _train_step(self, step: int) -> dict[str, Any]:
+        cfg, accelerator, model, optimizer = self.cfg, self.accelerator, self.model, self.optimizer
+        start = time.perf_counter()
+        lr = optimizer.param_groups[-1]["lr"]  # the AdamW group's (Muon's is muon_lr-scaled)
+        total = torch.zeros((), device=accelerator.device)
+        for _ in range(cfg.grad_accum_steps):
+            batch = next(self.sampler)  # this process's own batch: ranks read disjoint windows
+            with accelerator.accumulate(model):
+                loss_sum, count = token_loss(model, batch, accelerator.device)
+                loss = loss_sum / count.clamp(min=1)  # 0, not NaN, if all targets are masked
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()  # accelerate skips it until the last micro-batch
+                optimizer.zero_grad()
+            total += loss.detach()
+        self.scheduler.step()
+        mean_loss = accelerator.reduce(total / cfg.grad_accum_steps, reduction="mean").item()
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"training loss became {mean_loss} at step {step}; lower "
+                                     f"lr (now {lr:.2e}) or check the data")
+        elapsed = time.perf_counter() - start
+        return {"step": step, "loss": mean_loss, "lr": lr,
+                "tokens_per_s": self.tokens_per_step / elapsed}
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        """Loss over the held-out windows (each process takes its share), its perplexity and
+        bits per byte: loss / (ln 2 · bytes per token of the validation text)."""
+        accelerator = self.accelerator
+        model = accelerator.unwrap_model(self.model)  # no DDP hooks: shares may be uneven
+        model.eval()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        count = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        for batch in self.eval_windows:
+            batch_sum, batch_count = token_loss(model, batch, accelerator.device)
+            loss_sum += batch_sum
+            count += batch_count
+        model.train()
+        loss_sum, count = accelerator.reduce(torch.stack([loss_sum, count]), reduction="sum")
+        # no target among the windows (instruction data, short seq_len): nothing measured
+        val_loss = (loss_sum / count).item() if count > 0 else math.nan
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0)),
+                "val_bpb": val_loss / (math.log(2) * self.val_data.bytes_per_token)}
+
+    def _sample_due(self, step: int) -> bool:
+        cfg = self.cfg
+        if cfg.sample_tokens == 0 or not self.accelerator.is_main_process:
+            return False
+        every = cfg.sample_every or cfg.eval_steps
+        return step % every == 0 or step == cfg.max_steps
+
+    @torch.no_grad()
+    def _sample(self, step: int) -> str:
+        """A continuation of the fixed prompt (top-k sampling with a fixed seed), also appended
+        to <output_dir>/samples.txt. The forked RNG leaves the training generators untouched."""
+        model = self.accelerator.unwrap_model(self.model)
+        model.eval()
+        ids = torch.tensor([self.prompt], device=self.accelerator.device)
+        cuda = [torch.cuda.current_device()] if self.accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.cfg.seed)
+            out = model.generate(ids, max_new_tokens=self.cfg.sample_tokens, do_sample=True,
+                                 top_k=50, temperature=0.8,
+                                 pad_token_id=self.tokenizer.eos_token_id,
+                                 # padded embedding rows are not tokens
+                                 suppress_tokens=list(range(len(self.tokenizer),
+                                                            model.config.vocab_size)))
+        model.train()
+        text = self.tokenizer.decode(out[0].tolist())
+        with open(Path(self.cfg.output_dir) / "samples.txt", "a", encoding="utf-8") as f:
+            f.write(f"=== step {step}\n{text}\n")
+        return text
+
+    def _save(self, step: int) -> None:
+        cfg, accelerator = self.cfg, self.accelerator
+        rng_states = gather_object([capture_rng_state()])  # one per process, rank order
+        if accelerator.is_main_process:
+            save_checkpoint(
+                cfg.resolved_checkpoint_dir, accelerator.unwrap_model(self.model), self.tokenizer,
+                self.optimizer, self.scheduler, self.sampler.state_dict(), step,
+                cfg.to_dict(), history=self.history, rng_states=rng_states,
+                keep=cfg.keep_checkpoints)
+        self.checkpoint = Path(cfg.resolved_checkpoint_dir) / f"step_{step}"
+        accelerator.wait_for_everyone()
+
+    def _sample_prompt(self) -> list[int]:
+        if self.cfg.sample_prompt is not None:
+            return self.tokenizer(self.cfg.sample_prompt)["input_ids"] or [
+                self.tokenizer.eos_token_id]
+        return self.val_data.tokens[:16].tolist()
+
+    def _logged(self, step: int, evaluated: bool) -> bool:
+        """Whether step gets a row in log.csv: every log_every steps, evaluations, the last."""
+        return step % self.cfg.log_every == 0 or evaluated or step == self.cfg.max_steps
+
+    def _title(self) -> str:
+        cfg = self.cfg
+        return f"{cfg.model_type}-{cfg.model_size} on {cfg.dataset} ({cfg.tokenizer} tokens)"
+
+    def _print(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            tqdm.write(message)
+
+
+def _resume_checkpoint(cfg: TrainConfig) -> Checkpoint | None:
+    """The checkpoint `cfg.resume` names (True: the latest in checkpoint_dir; a path: that
+    step directory, or the latest one under it), checked to fit the configured model."""
+    if cfg.resume is False:
+        return None
+    path = Path(cfg.resolved_checkpoint_dir if cfg.resume is True else cfg.resume)
+    if not (path / STATE_FILE).is_file():
+        path = latest_checkpoint(path) or path
+    if cfg.resume is True and not (path / STATE_FILE).is_file():
+        raise CheckpointError(f"resume: no checkpoint in {cfg.resolved_checkpoint_dir}")
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint.train_config
+    differ = [f"{k}={getattr(cfg, k)!r} (checkpoint: {saved[k]!r})" for k in ARCHITECTURE_KEYS
+              if k in saved and saved[k] != getattr(cfg, k)]
+    if differ:
+        raise ConfigError(f"resume: the config differs from {path}'s: {', '.join(differ)}")
+    return checkpoint
+
+
+def _cpu_processes() -> bool:
+    """accelerate only sets up multi-process training on CPU when told to use the CPU: do so
+    for a multi-process launch on a machine without CUDA."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@contextmanager
+def _interrupts_trigger(accelerator: Accelerator):
+    """While training, Ctrl-C sets accelerate's trigger (checked between steps, so the run
+    saves a consistent checkpoint and then raises KeyboardInterrupt); a second Ctrl-C
+    interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        accelerator.set_trigger()
+        signal.signal(signal.SIGINT, previous)
+        if accelerator.is_main_process:  # os.write: safe inside a signal handler
+            os.write(2, b"\ninterrupted: saving a checkpoint after this step "
+                        b"(Ctrl-C again to stop at once)\n")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
