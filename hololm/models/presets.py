@@ -38,11 +38,10 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
         raise ValueError(f"unknown model_type {model_type!r}; choose from {MODEL_TYPES}")
     if model_size not in SIZES:
         raise ValueError(f"unknown model_size {model_size!r}; choose from {tuple(SIZES)}")
-    size = SIZES[model_size]
-    d, n_layers, heads = (size["hidden_size"], size["num_hidden_layers"],
-                          size["num_attention_heads"])
-    # hololm families: overrides win over the named size (e.g. a narrower test model)
-    fields = {"vocab_size": vocab_size, "max_position_embeddings": seq_len, **size, **overrides}
+    # overrides win over the named size (e.g. a narrower model); the common names hidden_size,
+    # num_hidden_layers and num_attention_heads work for every type, baselines included
+    fields = {"vocab_size": vocab_size, "max_position_embeddings": seq_len,
+              **SIZES[model_size], **overrides}
     if model_type == "holo":  # hd_dim = 2·d: seed 001's "expansion factor 2x for capacity"
         return HoloForCausalLM(HoloConfig(**{"hd_dim": 2 * fields["hidden_size"], **fields}))
     if model_type == "long":
@@ -51,25 +50,27 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
         return HoloGPTForCausalLM(HoloGPTConfig(**fields))
     if model_type == "hsn":  # the seed's own sizes; max_seq_len = gate filter length
         dim, depth, rank = HSN_SIZES[HSN_PRESETS[model_size]]
-        config = HoloSpectralConfig(vocab_size=vocab_size, dim=dim, depth=depth, rank=rank,
-                                    max_seq_len=seq_len, **overrides)
-        return HoloSpectralForCausalLM(config)
-    if model_type == "gpt2":
-        overrides = {"bos_token_id": None, "eos_token_id": None, **overrides}  # 50256 may not fit
-        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=d,
-                                          n_layer=n_layers, n_head=heads, **overrides))
+        return HoloSpectralForCausalLM(HoloSpectralConfig(**{
+            "vocab_size": vocab_size, "hidden_size": dim, "num_hidden_layers": depth,
+            "rank": rank, "max_seq_len": seq_len, **overrides}))
+    d = fields.pop("hidden_size")
+    n_layers, heads = fields.pop("num_hidden_layers"), fields.pop("num_attention_heads")
+    if model_type == "gpt2":  # GPT-2's own names; bos/eos 50256 may not fit a small vocab
+        fields["n_positions"] = fields.pop("max_position_embeddings")
+        return GPT2LMHeadModel(GPT2Config(**{"n_embd": d, "n_layer": n_layers, "n_head": heads,
+                                             "bos_token_id": None, "eos_token_id": None,
+                                             **fields}))
     if model_type == "llama":
-        config = LlamaConfig(vocab_size=vocab_size, hidden_size=d, num_hidden_layers=n_layers,
-                             num_attention_heads=heads, num_key_value_heads=heads,
-                             intermediate_size=swiglu_width(d, 8 / 3),
-                             max_position_embeddings=seq_len, tie_word_embeddings=True,
-                             **overrides)
-        return LlamaForCausalLM(config)
+        return LlamaForCausalLM(LlamaConfig(**{
+            "hidden_size": d, "num_hidden_layers": n_layers, "num_attention_heads": heads,
+            "num_key_value_heads": heads, "intermediate_size": swiglu_width(d, 8 / 3),
+            "tie_word_embeddings": True, **fields}))
+    fields.pop("max_position_embeddings")  # Mamba-2 has no positions
     head_dim = 64  # Mamba-2 defaults: expand 2, 64-wide heads, one group
-    config = Mamba2Config(vocab_size=vocab_size, hidden_size=d, num_hidden_layers=n_layers,
-                          num_heads=2 * d // head_dim, head_dim=head_dim, n_groups=1,
-                          state_size=64, chunk_size=64, tie_word_embeddings=True, **overrides)
-    return Mamba2ForCausalLM(config)
+    return Mamba2ForCausalLM(Mamba2Config(**{
+        "hidden_size": d, "num_hidden_layers": n_layers, "num_heads": 2 * d // head_dim,
+        "head_dim": head_dim, "n_groups": 1, "state_size": 64, "chunk_size": 64,
+        "tie_word_embeddings": True, **fields}))
 
 
 def get_model_and_tokenizer(model_type: str, model_size: str, vocab_size: int | None = None,

@@ -148,3 +148,11 @@ def test_fast_holo_block_is_pre_norm_memory_plus_gated_ffn():
     x = torch.randn(2, 9, 64)
     y, state = block(x, None, 0)
     assert y.shape == x.shape and state["memory"].shape == (2, 4, 16, 16)
+
+
+@pytest.mark.parametrize("model_type", ["holo", "long", "hologpt", "hsn", "gpt2", "llama",
+                                        "mamba2"])
+def test_common_size_overrides_work_for_every_type(model_type):
+    model = build_model(model_type, "small", 300, 64, hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=2)
+    assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
