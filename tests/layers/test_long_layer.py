@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from hololm.layers.base import state_nbytes
 from hololm.layers.long import LongAttentionV5
 from tests.helpers import assert_close
+from tests.layers.helpers import loss_and_grads, run_pieces
 
 B, D_MODEL, H = 2, 32, 4
 
@@ -56,26 +57,8 @@ def _reference(layer: LongAttentionV5, x: torch.Tensor, h: torch.Tensor | None =
     return torch.stack(ys, 1), h
 
 
-def _run_pieces(layer, x, lengths):
-    """Feed x in consecutive pieces, carrying state and position; returns (y, final state)."""
-    ys, state, pos = [], None, 0
-    for n in lengths:
-        y, state = layer(x[:, pos:pos + n], state, position=pos)
-        ys.append(y)
-        pos += n
-    assert pos == x.shape[1]
-    return torch.cat(ys, 1), state
 
 
-def _loss_and_grads(layer, x, lengths):
-    """y, final state and ∂L/∂(x, params) for a fixed random linear loss of y and the state."""
-    x = x.detach().requires_grad_()
-    y, state = _run_pieces(layer, x, lengths)
-    gen = torch.Generator().manual_seed(1)
-    loss = (y * torch.randn(y.shape, generator=gen)).sum()
-    loss = loss + (state["h"] * torch.randn(state["h"].shape, generator=gen)).sum()
-    params = [x, *layer.parameters()]
-    return y, state, torch.autograd.grad(loss, params)
 
 
 def test_shapes_and_state_layout():
@@ -99,9 +82,9 @@ def test_matches_float64_reference_loop():
 def test_full_equals_prefix_rest_and_token_by_token(chunk_size):
     layer = _layer(chunk_size=chunk_size)
     x = torch.randn(B, 37, D_MODEL)
-    y, state, grads = _loss_and_grads(layer, x, [37])
+    y, state, grads = loss_and_grads(layer, x, [37])
     for lengths in ([20, 17], [1] * 37):
-        y2, state2, grads2 = _loss_and_grads(layer, x, lengths)
+        y2, state2, grads2 = loss_and_grads(layer, x, lengths)
         assert_close(y2, y, 1e-5, f"{len(lengths)} pieces y")
         for key in state:
             assert_close(state2[key], state[key], 1e-5, f"{len(lengths)} pieces state {key}")
@@ -122,7 +105,7 @@ def test_causal():
 
 def test_gradients_reach_every_parameter():
     layer = _layer()
-    _, _, grads = _loss_and_grads(layer, torch.randn(B, 25, D_MODEL), [25])
+    _, _, grads = loss_and_grads(layer, torch.randn(B, 25, D_MODEL), [25])
     for (name, _), g in zip(layer.named_parameters(), grads[1:], strict=True):
         assert torch.isfinite(g).all(), name
         assert g.abs().sum() > 0, name
@@ -152,12 +135,12 @@ def test_strong_decays_are_exact_and_finite(bias):
     with torch.no_grad():
         layer.gate_proj.bias.view(3, -1)[1] = bias
     x = torch.randn(B, 29, D_MODEL)
-    y, state, grads = _loss_and_grads(layer, x, [29])
+    y, state, grads = loss_and_grads(layer, x, [29])
     assert torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads)
     y_ref, h_ref = _reference(layer, x)
     assert_close(y, y_ref, 1e-5, "y")
     assert_close(state["h"], h_ref, 1e-5, "h")
-    y1, state1 = _run_pieces(layer, x, [1] * 29)
+    y1, state1 = run_pieces(layer, x, [1] * 29)
     assert_close(y1, y, 1e-5, "token by token")
     assert_close(state1["h"], state["h"], 1e-5, "token-by-token state")
 
@@ -169,7 +152,7 @@ def test_long_input_continues_exactly():
     x = torch.randn(1, 20_000, 8)
     with torch.no_grad():
         y, state = layer(x)
-        y2, state2 = _run_pieces(layer, x, [7001, 1, 5000, 7998])
+        y2, state2 = run_pieces(layer, x, [7001, 1, 5000, 7998])
         y64, state64 = copy.deepcopy(layer).double()(x.double())
     assert torch.isfinite(y).all() and torch.isfinite(state["h"]).all()
     assert_close(y2, y, 1e-5, "chunked continuation y")
@@ -190,7 +173,7 @@ def test_bf16_runs_and_is_close_to_fp32():
     # bf16 weights and inputs (8 mantissa bits) perturb every projection by ~0.4 %
     assert_close(y16, y32, 3e-2, "bf16 y")
     assert_close(state16["h"], state32["h"], 3e-2, "bf16 h")
-    y16b, _ = _run_pieces(layer16, x16, [20, 1, 16])
+    y16b, _ = run_pieces(layer16, x16, [20, 1, 16])
     assert_close(y16b, y16, 1e-2, "bf16 continuation")
     y16.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in layer16.parameters())

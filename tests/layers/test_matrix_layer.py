@@ -15,6 +15,7 @@ from hololm.layers.base import state_nbytes
 from hololm.layers.matrix import MatrixMemory
 from hololm.ops.matrix_memory import holo_scan
 from tests.helpers import assert_close
+from tests.layers.helpers import loss_and_grads, run_pieces
 
 B, D_MODEL, DIM, H = 2, 32, 8, 4
 
@@ -47,25 +48,8 @@ def _reference(layer: MatrixMemory, x: torch.Tensor, memory: torch.Tensor | None
     return layer.o_proj(r.reshape(Bx, T, H * DIM)), memory
 
 
-def _run_pieces(layer, x, lengths):
-    """Feed x in consecutive pieces, carrying state and position; returns (y, final state)."""
-    ys, state, pos = [], None, 0
-    for n in lengths:
-        y, state = layer(x[:, pos:pos + n], state, position=pos)
-        ys.append(y)
-        pos += n
-    assert pos == x.shape[1]
-    return torch.cat(ys, 1), state
 
 
-def _loss_and_grads(layer, x, lengths):
-    """y, final state and ∂L/∂(x, params) for a fixed random linear loss of y and the state."""
-    x = x.detach().requires_grad_()
-    y, state = _run_pieces(layer, x, lengths)
-    gen = torch.Generator().manual_seed(1)
-    loss = (y * torch.randn(y.shape, generator=gen)).sum()
-    loss = loss + (state["memory"] * torch.randn(state["memory"].shape, generator=gen)).sum()
-    return y, state, torch.autograd.grad(loss, [x, *layer.parameters()])
 
 
 def test_shapes_and_state_layout():
@@ -111,9 +95,9 @@ def test_read_before_write_reads_the_previous_memory():
 def test_full_equals_prefix_rest_and_token_by_token(chunk_size, read_before_write):
     layer = _layer(chunk_size=chunk_size, read_before_write=read_before_write)
     x = torch.randn(B, 37, D_MODEL)
-    y, state, grads = _loss_and_grads(layer, x, [37])
+    y, state, grads = loss_and_grads(layer, x, [37])
     for lengths in ([20, 17], [1] * 37):
-        y2, state2, grads2 = _loss_and_grads(layer, x, lengths)
+        y2, state2, grads2 = loss_and_grads(layer, x, lengths)
         assert_close(y2, y, 1e-5, f"{len(lengths)} pieces y")
         assert_close(state2["memory"], state["memory"], 1e-5, f"{len(lengths)} pieces memory")
         for g2, g in zip(grads2, grads, strict=True):
@@ -134,7 +118,7 @@ def test_causal(read_before_write):
 
 def test_gradients_reach_every_parameter_and_each_gate_bias():
     layer = _layer()
-    _, _, grads = _loss_and_grads(layer, torch.randn(B, 25, D_MODEL), [25])
+    _, _, grads = loss_and_grads(layer, torch.randn(B, 25, D_MODEL), [25])
     named = dict(zip([name for name, _ in layer.named_parameters()], grads[1:], strict=True))
     for name, g in named.items():
         assert torch.isfinite(g).all(), name
@@ -167,12 +151,12 @@ def test_extreme_forget_gates_are_exact_and_finite(forget_bias):
     with torch.no_grad():
         layer.gate_proj.bias[:H] = forget_bias
     x = torch.randn(B, 29, D_MODEL)
-    y, state, grads = _loss_and_grads(layer, x, [29])
+    y, state, grads = loss_and_grads(layer, x, [29])
     assert torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads)
     y_ref, m_ref = _reference(layer, x)
     assert_close(y, y_ref, 1e-5, "y")
     assert_close(state["memory"], m_ref, 1e-5, "memory")
-    y1, state1 = _run_pieces(layer, x, [1] * 29)
+    y1, state1 = run_pieces(layer, x, [1] * 29)
     assert_close(y1, y, 1e-5, "token by token")
     assert_close(state1["memory"], state["memory"], 1e-5, "token-by-token memory")
 
@@ -189,7 +173,7 @@ def test_bf16_runs_and_is_close_to_fp32():
     # bf16 weights and inputs (8 mantissa bits) perturb every projection by ~0.4 %
     assert_close(y16, y32, 3e-2, "bf16 y")
     assert_close(state16["memory"], state32["memory"], 3e-2, "bf16 memory")
-    y16b, _ = _run_pieces(layer16, x16, [20, 1, 16])
+    y16b, _ = run_pieces(layer16, x16, [20, 1, 16])
     assert_close(y16b, y16, 1e-2, "bf16 continuation")
     y16.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in layer16.parameters())

@@ -19,6 +19,7 @@ from hololm.layers.spectral import (
 )
 from hololm.ops.circular import circular_conv_ref, circular_corr_ref
 from tests.helpers import assert_close
+from tests.layers.helpers import loss_and_grads, run_pieces
 
 B, D, N, RANK = 2, 32, 16, 8  # N: the gate's max_seq_len, shorter than most test sequences
 
@@ -76,24 +77,8 @@ def _mixer_ref(layer: HolographicMixer, x: torch.Tensor, position: int = 0):
     return torch.stack(ys, 1), h
 
 
-def _run_pieces(layer, x, lengths):
-    ys, state, pos = [], None, 0
-    for n in lengths:
-        y, state = layer(x[:, pos:pos + n], state, position=pos)
-        ys.append(y)
-        pos += n
-    return torch.cat(ys, 1), state
 
 
-def _loss_and_grads(layer, x, lengths):
-    """y, final state and ∂L/∂(x, params) for a fixed random linear loss of y and the state."""
-    x = x.detach().requires_grad_()
-    y, state = _run_pieces(layer, x, lengths)
-    gen = torch.Generator().manual_seed(1)
-    loss = (y * torch.randn(y.shape, generator=gen)).sum()
-    for key in sorted(state):
-        loss = loss + (state[key] * torch.randn(state[key].shape, generator=gen)).sum()
-    return y, state, torch.autograd.grad(loss, [x, *layer.parameters()])
 
 
 def test_shapes_and_state_layout():
@@ -187,9 +172,9 @@ def test_gate_beyond_max_seq_len_drops_older_taps():
 def test_full_equals_prefix_rest_and_token_by_token(name):
     layer = _layers()[name]
     x = torch.randn(B, 37, D)
-    y, state, grads = _loss_and_grads(layer, x, [37])
+    y, state, grads = loss_and_grads(layer, x, [37])
     for lengths in ([20, 17], [1] * 37, [3, 1, 30, 1, 2]):
-        y2, state2, grads2 = _loss_and_grads(layer, x, lengths)
+        y2, state2, grads2 = loss_and_grads(layer, x, lengths)
         assert_close(y2, y, 1e-5, f"{name} {lengths} y")
         assert state2.keys() == state.keys()
         for key in state:
@@ -225,7 +210,7 @@ def test_gradients_reach_every_parameter(name, fresh):
         for module in layer.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-    _, _, grads = _loss_and_grads(layer, torch.randn(B, 25, D), [25])
+    _, _, grads = loss_and_grads(layer, torch.randn(B, 25, D), [25])
     for (pname, _), g in zip(layer.named_parameters(), grads[1:], strict=True):
         assert torch.isfinite(g).all() and g.abs().sum() > 0, f"{name}.{pname}"
 
@@ -242,7 +227,7 @@ def test_bf16_runs_finite_and_close_to_fp32(name):
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
     assert all(t.dtype == torch.float32 for t in state.values())
     assert_close(y.float(), ref, 3e-2, f"{name} bf16 vs fp32")
-    y2, _ = _run_pieces(half, x.bfloat16(), [30] + [1] * 7)  # decoding with float32 states
+    y2, _ = run_pieces(half, x.bfloat16(), [30] + [1] * 7)  # decoding with float32 states
     assert_close(y2.float(), y.float(), 1e-2, f"{name} bf16 pieces")
 
 
