@@ -14,7 +14,12 @@ import torch.nn.functional as F
 from hololm.layers.base import state_nbytes
 from hololm.layers.long import LongAttentionV5
 from tests.helpers import assert_close
-from tests.layers.helpers import loss_and_grads, run_pieces
+from tests.layers.helpers import (
+    assert_causal,
+    backbone_style_init,
+    loss_and_grads,
+    run_pieces,
+)
 
 B, D_MODEL, H = 2, 32, 4
 
@@ -94,13 +99,7 @@ def test_full_equals_prefix_rest_and_token_by_token(chunk_size):
 
 def test_causal():
     layer = _layer(chunk_size=4)
-    x = torch.randn(B, 30, D_MODEL)
-    t = 17
-    x2 = x.clone()
-    x2[:, t + 1:] += torch.randn_like(x2[:, t + 1:])
-    y, y2 = layer(x)[0], layer(x2)[0]
-    assert torch.equal(y[:, :t + 1], y2[:, :t + 1])
-    assert not torch.allclose(y[:, t + 1:], y2[:, t + 1:])
+    assert_causal(layer, torch.randn(B, 30, D_MODEL), t=17)
 
 
 def test_gradients_reach_every_parameter():
@@ -113,9 +112,7 @@ def test_gradients_reach_every_parameter():
 
 def test_initial_decays_span_half_to_0p9999():
     layer = LongAttentionV5(D_MODEL, 8, gate_init_bias=1.5)
-    with torch.no_grad():  # the backbone's generic init, then its call to reset_parameters
-        for p in layer.parameters():
-            p.normal_(0, 0.02) if p.dim() > 1 else p.zero_()
+    backbone_style_init(layer)  # the backbone's generic init, then its call to reset_parameters
     layer.reset_parameters()
     b_i, b_decay, b_o = layer.gate_proj.bias.detach().double().view(3, 8, D_MODEL // 8)
     decay = torch.sigmoid(b_decay)

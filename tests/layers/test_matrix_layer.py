@@ -15,7 +15,12 @@ from hololm.layers.base import state_nbytes
 from hololm.layers.matrix import MatrixMemory
 from hololm.ops.matrix_memory import holo_scan
 from tests.helpers import assert_close
-from tests.layers.helpers import loss_and_grads, run_pieces
+from tests.layers.helpers import (
+    assert_causal,
+    backbone_style_init,
+    loss_and_grads,
+    run_pieces,
+)
 
 B, D_MODEL, DIM, H = 2, 32, 8, 4
 
@@ -107,13 +112,7 @@ def test_full_equals_prefix_rest_and_token_by_token(chunk_size, read_before_writ
 @pytest.mark.parametrize("read_before_write", [False, True])
 def test_causal(read_before_write):
     layer = _layer(chunk_size=4, read_before_write=read_before_write)
-    x = torch.randn(B, 30, D_MODEL)
-    t = 17
-    x2 = x.clone()
-    x2[:, t + 1:] += torch.randn_like(x2[:, t + 1:])
-    y, y2 = layer(x)[0], layer(x2)[0]
-    assert torch.equal(y[:, :t + 1], y2[:, :t + 1])
-    assert not torch.allclose(y[:, t + 1:], y2[:, t + 1:])
+    assert_causal(layer, torch.randn(B, 30, D_MODEL), t=17)
 
 
 def test_gradients_reach_every_parameter_and_each_gate_bias():
@@ -128,9 +127,7 @@ def test_gradients_reach_every_parameter_and_each_gate_bias():
 
 def test_initial_gates_after_reset_parameters():
     layer = MatrixMemory(D_MODEL, DIM, H)
-    with torch.no_grad():  # the backbone's generic init, then its call to reset_parameters
-        for p in layer.parameters():
-            p.normal_(0, 0.02) if p.dim() > 1 else p.zero_()
+    backbone_style_init(layer)  # the backbone's generic init, then its call to reset_parameters
     layer.reset_parameters()
     b_f, b_w = layer.gate_proj.bias.detach().view(2, H)
     assert (b_f == 2.0).all() and (b_w == -2.0).all()

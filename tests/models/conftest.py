@@ -9,8 +9,7 @@ from hololm.models import (
     LongConfig,
     LongForCausalLM,
 )
-
-VOCAB = 61
+from tests.models.helpers import VOCAB
 
 
 def tiny_model(family: str, hybrid: bool, **overrides) -> torch.nn.Module:

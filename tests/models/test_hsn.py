@@ -22,15 +22,10 @@ from hololm.models.hsn import (
     hsn_tiny,
 )
 from tests.helpers import assert_close
+from tests.models.helpers import VOCAB, assert_refuses_bad_inputs, ids
 
-AutoConfig.register("hsn", HoloSpectralConfig, exist_ok=True)
-AutoModelForCausalLM.register(HoloSpectralConfig, HoloSpectralForCausalLM, exist_ok=True)
+N = 32  # max_seq_len, the gate's filter length; tests run past it
 
-VOCAB, N = 61, 32  # N = max_seq_len, the gate's filter length; tests run past it
-
-
-def ids(B: int, T: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -352,24 +347,6 @@ def test_config_spellings_and_errors():
 
 def test_bad_inputs_are_refused():
     model = tiny_hsn()
-    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 61\)"):
-        model(torch.tensor([[1, 2, VOCAB]]))
-    with pytest.raises(ValueError, match=r"\[0, 61\)"):
-        model(torch.tensor([[1, -1, 3]]))
-    with pytest.raises(TypeError, match="integer tensor"):
-        model(torch.rand(1, 5))
-    with pytest.raises(ValueError, match=r"\[batch, seq_len\]"):
-        model(torch.zeros(1, 2, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="empty"):
-        model(torch.zeros(1, 0, dtype=torch.long))
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        model([[1, 2, 3]])
-    with pytest.raises(ValueError, match="padding"):
-        model(ids(2, 5), attention_mask=torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]))
-    cache = model(ids(2, 5), use_cache=True).past_key_values
-    with pytest.raises(ValueError, match="batch of 2"):
-        model(ids(3, 1), past_key_values=cache)
-    with pytest.raises(TypeError, match="HoloCache"):
-        model(ids(1, 1), past_key_values=((torch.zeros(1),),))
+    assert_refuses_bad_inputs(model)
     with pytest.raises(ValueError, match=r"\[0, 61\)"):
         HoloSpectralNet(VOCAB, dim=32, depth=1, max_seq_len=N, rank=4)(torch.tensor([[VOCAB]]))

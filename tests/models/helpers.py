@@ -1,0 +1,34 @@
+"""Shared by the model tests: token ids and the bad-input attacks every causal LM must refuse."""
+
+import pytest
+import torch
+
+VOCAB = 61
+
+
+def ids(B: int, T: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def assert_refuses_bad_inputs(model) -> None:
+    """Out-of-range, negative, float, 3-D and empty ids, non-tensors, padded masks, a cache of
+    another batch size and a foreign cache each raise a typed error naming the problem."""
+    with pytest.raises(ValueError, match=rf"input_ids must lie in \[0, {VOCAB}\)"):
+        model(torch.tensor([[1, 2, VOCAB]]))
+    with pytest.raises(ValueError, match=rf"\[0, {VOCAB}\)"):
+        model(torch.tensor([[1, -1, 3]]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        model(torch.rand(1, 5))
+    with pytest.raises(ValueError, match=r"\[batch, seq_len\]"):
+        model(torch.zeros(1, 2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        model(torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model([[1, 2, 3]])
+    with pytest.raises(ValueError, match="padding"):
+        model(ids(2, 5), attention_mask=torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]))
+    cache = model(ids(2, 5), use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="batch of 2"):
+        model(ids(3, 1), past_key_values=cache)
+    with pytest.raises(TypeError, match="HoloCache"):
+        model(ids(1, 1), past_key_values=((torch.zeros(1),),))
