@@ -36,20 +36,21 @@ import math
 import torch
 from torch import nn
 
-from hololm.layers.base import Mixer, State
+from hololm.layers.base import Mixer, State, check_mixer_input
 from hololm.layers.short_conv import ShortConv
-from hololm.ops.phasor import generate_random_phasors, phasor_memory, phasor_memory_step
+from hololm.ops.phasor import generate_random_phasors, phasor_memory_parts, phasor_memory_step
 
 
 def _memory(v: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor, freqs: torch.Tensor | None,
             shift: torch.Tensor | None, state: torch.Tensor | None, position: int
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """phasor_memory for T > 1, its step form for T == 1 (same numbers): → r [B, T, H, Dh]."""
+    """phasor_memory_parts for T > 1, the step form for T == 1 (same numbers):
+    → (Re r, Im r) as parts [B, T, 2, H, Dh] and the memory."""
     if v.shape[1] == 1:
         r, m = phasor_memory_step(v[:, 0], phi[:, 0], psi[:, 0], state, position, freqs, shift)
-        return r[:, None], m
-    return phasor_memory(v, phi, psi, freqs, offset=position, query_shift=shift,
-                         initial_state=state)
+        return torch.view_as_real(r).permute(0, 3, 1, 2).unsqueeze(1), m  # [B, 1, 2, H, Dh]
+    return phasor_memory_parts(v, phi, psi, freqs, offset=position, query_shift=shift,
+                               initial_state=state)
 
 
 class PhasorAttention(Mixer):
@@ -116,12 +117,15 @@ class PhasorAttention(Mixer):
     def _heads(self, z: torch.Tensor) -> torch.Tensor:
         return z.view(*z.shape[:2], self.n_heads, self.head_dim)  # [B, T, H, Dh]
 
-    def _features(self, r: torch.Tensor) -> list[torch.Tensor]:
-        r = r.flatten(2)  # [B, T, hd_dim] complex
-        return [r.real, r.imag] if self.output_mode == "complex" else [r.real]
+    def _features(self, parts: torch.Tensor) -> torch.Tensor:
+        """parts [B, T, 2, H, Dh] → [Re r, Im r] [B, T, 2·hd_dim] (real mode: Re r only)."""
+        if self.output_mode == "real":
+            parts = parts[:, :, :1]
+        return parts.reshape(*parts.shape[:2], -1)
 
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
+        check_mixer_input(x, self.d_model, position, self.o_proj.weight)
         state = state or {}
         new_state: State = {}
         x_key = x
@@ -131,8 +135,8 @@ class PhasorAttention(Mixer):
         phi = math.pi * torch.tanh(self._heads(self.k_proj(x_key)))  # [B, T, H, Dh]
         psi = math.pi * torch.tanh(self._heads(self.q_proj(x)))  # [B, T, H, Dh]
         r, new_state["memory"] = _memory(v, phi, psi, self.freqs, self.query_offset,
-                                         state.get("memory"), position)  # [B, T, H, Dh]
-        features = self._features(r)
+                                         state.get("memory"), position)  # [B, T, 2, H, Dh]
+        features = [self._features(r)]
         if self.dual_path:
             prev = state.get("prev")  # [B, 1, d]: the token before this chunk (zeros at start)
             prev = x.new_zeros(x.shape[0], 1, x.shape[2]) if prev is None else prev.to(x.dtype)
@@ -141,10 +145,11 @@ class PhasorAttention(Mixer):
             phi2 = math.pi * torch.tanh(self._heads(self.assoc_k_proj(x_prev)))
             psi2 = math.pi * torch.tanh(self._heads(self.assoc_q_proj(x)))
             a, new_state["assoc"] = _memory(v2, phi2, psi2, None, None, state.get("assoc"),
-                                            position)  # [B, T, H, Dh]
+                                            position)  # [B, T, 2, H, Dh]
             new_state["prev"] = x[:, -1:].clone()
-            features += self._features(a)
-        h = torch.cat(features, dim=-1).to(x.dtype)  # [B, T, n_features]
+            features.append(self._features(a))
+        h = features[0] if len(features) == 1 else torch.cat(features, dim=-1)
+        h = h.to(x.dtype)  # [B, T, n_features]
         return self.o_proj(self.norm(h)), new_state
 
     def state_bytes(self, batch_size: int, context_len: int) -> int:

@@ -55,3 +55,17 @@ def test_short_conv_state_continues_exactly():
     b, s = conv(x[:, 2:], s)
     assert_close(torch.cat([a, b], 1), full, 1e-6, "short conv")
     assert s.shape == (2, 3, 6) and torch.equal(s, x[:, -3:])
+
+
+def test_short_conv_equals_depthwise_conv1d_with_gradients():
+    conv = ShortConv(5, 4).double()
+    x = torch.randn(2, 9, 5, dtype=torch.float64, requires_grad=True)
+    y, _ = conv(x)
+    padded = torch.nn.functional.pad(x, (0, 0, 3, 0)).transpose(1, 2)  # [B, C, k-1+T]
+    ref = torch.nn.functional.conv1d(padded, conv.conv.weight, conv.conv.bias,
+                                     groups=5).transpose(1, 2)
+    assert_close(y, ref, 1e-12, "short conv vs conv1d")
+    grads = torch.autograd.grad(y.square().sum(), [x, conv.conv.weight, conv.conv.bias])
+    refs = torch.autograd.grad(ref.square().sum(), [x, conv.conv.weight, conv.conv.bias])
+    for g, r in zip(grads, refs, strict=True):
+        assert_close(g, r, 1e-12, "short conv gradients")
