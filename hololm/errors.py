@@ -19,3 +19,7 @@ class CheckpointError(HololmError):
 
 class ConfigError(HololmError):
     """A configuration value is invalid or inconsistent."""
+
+
+class TrainingDivergedError(HololmError):
+    """Training produced non-finite losses or gradients for too many consecutive steps."""

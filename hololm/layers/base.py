@@ -25,5 +25,23 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
 
+def check_mixer_input(x, d_model: int, position, weight: torch.Tensor) -> None:
+    """What every mixer's forward checks first: x a floating [B, T, d_model] tensor with T >= 1
+    in the dtype of the layer's weights (any dtype under autocast, which casts per op), and
+    `position` an int >= 0. Mistakes raise TypeError / ValueError naming the argument."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor of activations, got {x.dtype}")
+    if x.dim() != 3 or x.shape[1] == 0 or x.shape[2] != d_model:
+        raise ValueError(f"x must have shape [B, T, {d_model}] with T >= 1, got "
+                         f"{tuple(x.shape)}")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"x has dtype {x.dtype} but the layer's weights are {weight.dtype}: "
+                        f"cast one to the other (e.g. layer.to({x.dtype})) or use autocast")
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise ValueError(f"position must be an int >= 0, got {position!r}")
+
+
 def state_nbytes(state: State) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())

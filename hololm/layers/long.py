@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State
+from hololm.layers.base import Mixer, State, check_mixer_input
 from hololm.layers.short_conv import ShortConv
 from hololm.ops.diagonal_scan import gated_diagonal_scan, gated_diagonal_scan_step
 
@@ -75,6 +75,7 @@ class LongAttentionV5(Mixer):
 
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
+        check_mixer_input(x, self.d_model, position, self.o_proj.weight)
         B, T, d = x.shape
         H, D, eps = self.n_heads, self.head_dim, self.norm_eps
         dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64

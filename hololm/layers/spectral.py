@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State
+from hololm.layers.base import Mixer, State, check_mixer_input
 from hololm.ops._validate import require_positive_int, require_state
 from hololm.ops.circular import fft_circular_conv, fft_circular_corr
 from hololm.ops.cumsum import cumsum
@@ -230,7 +230,7 @@ class HoloSpectralBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
-        _check_input(x, self.dim, position)
+        check_mixer_input(x, self.dim, position, self.mixer_norm.weight)
         state = state or {}
         mixer_state = {"hologram": state["hologram"]} if "hologram" in state else None
         gate_state = {"buffer": state["buffer"]} if "buffer" in state else None

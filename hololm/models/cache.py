@@ -14,6 +14,7 @@ class HoloCache:
     def __init__(self, n_layers: int):
         self.states: list[State | None] = [None] * n_layers
         self.seen_tokens = 0
+        self.signature: tuple | None = None  # of the model that fills it (models/inputs.py)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
@@ -34,6 +35,7 @@ class HoloCache:
         states are replaced, never written in place, so their tensors can be shared)."""
         new = HoloCache(len(self.states))
         new.states, new.seen_tokens = list(self.states), self.seen_tokens
+        new.signature = self.signature
         return new
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:

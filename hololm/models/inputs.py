@@ -37,3 +37,51 @@ def validate_attention_mask(attention_mask, input_ids: torch.Tensor, past: int) 
     if not bool((attention_mask != 0).all()):
         raise ValueError("attention_mask contains padding (zeros); hololm models do not support "
                          "padded batches: pass sequences of equal length without padding")
+
+
+def validate_labels(labels, input_ids: torch.Tensor, vocab_size: int,
+                    ignore_index: int = -100) -> None:
+    """labels: an integer tensor shaped like input_ids, each a token id in [0, vocab_size) or
+    ignore_index (an out-of-range label is an IndexError on CPU and a device-side assert that
+    kills the process on CUDA)."""
+    if labels is None:
+        return
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor of token ids, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor (torch.long), got {labels.dtype}")
+    if labels.shape != input_ids.shape:
+        raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got "
+                         f"{tuple(labels.shape)}")
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
+    if bool(bad.any()):
+        raise ValueError(f"labels must lie in [0, {vocab_size}) (vocab_size) or be {ignore_index} "
+                         f"(ignored); got {labels[bad][0].item()}")
+
+
+def model_signature(model) -> tuple:
+    """What a cache must have been built by: the layer types and the model's widths."""
+    config = model.config
+    return (type(model).__name__, config.hidden_size, config.vocab_size,
+            tuple(type(layer).__name__ + ":" + getattr(layer, "kind", "") for layer in
+                  model.model.layers))
+
+
+def validate_cache(cache, model, batch_size: int) -> None:
+    """A HoloCache continues only the model that filled it, at the same batch size: another
+    model's states would be read with the wrong layout (or silently ignored), so a wrong answer
+    would come back instead of an error."""
+    signature = model_signature(model)
+    if cache.signature is None:
+        cache.signature = signature
+    elif cache.signature != signature:
+        raise ValueError(f"past_key_values was filled by another model ({cache.signature[0]}, "
+                         f"hidden_size {cache.signature[1]}, {len(cache.signature[3])} layers); "
+                         f"this is {signature[0]}, hidden_size {signature[1]}, "
+                         f"{len(signature[3])} layers: start a new cache")
+    if len(cache.states) != len(model.model.layers):
+        raise ValueError(f"past_key_values has {len(cache.states)} layers, the model "
+                         f"{len(model.model.layers)}")
+    if cache.batch_size not in (None, batch_size):
+        raise ValueError(f"past_key_values holds a batch of {cache.batch_size} but input_ids "
+                         f"has batch {batch_size}")

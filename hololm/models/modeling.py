@@ -14,7 +14,12 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from hololm.models.backbone import Backbone, Block
 from hololm.models.cache import HoloCache
 from hololm.models.configs import HoloConfig, HoloGPTConfig, HoloLMConfig, LongConfig
-from hololm.models.inputs import validate_attention_mask, validate_input_ids
+from hololm.models.inputs import (
+    validate_attention_mask,
+    validate_cache,
+    validate_input_ids,
+    validate_labels,
+)
 
 
 def _ours(module: nn.Module) -> bool:
@@ -98,10 +103,10 @@ class HoloLMForCausalLM(HoloLMPreTrainedModel, GenerationMixin):
         if cache is None and use_cache:
             cache = HoloCache(len(self.model.layers))
         position = cache.seen_tokens if cache is not None else 0
-        if cache is not None and cache.batch_size not in (None, input_ids.shape[0]):
-            raise ValueError(f"past_key_values holds a batch of {cache.batch_size} but input_ids "
-                             f"has batch {input_ids.shape[0]}")
+        if cache is not None:
+            validate_cache(cache, self, input_ids.shape[0])
         validate_attention_mask(attention_mask, input_ids, position)
+        validate_labels(labels, input_ids, self.config.vocab_size)
 
         states = cache.states if cache is not None else [None] * len(self.model.layers)
         hidden, states = self.model(input_ids, states, position)

@@ -11,7 +11,11 @@ Layout of `<checkpoint_dir>/step_<N>/`:
 
 Everything is written into `<checkpoint_dir>/.tmp-step_<N>-<pid>/`, flushed to disk, and then
 renamed to `step_<N>` with `os.replace`, so a run killed while saving leaves the previous
-checkpoints untouched and only a temp directory, which `latest_checkpoint` never returns.
+checkpoints untouched and only a temp directory, which `latest_checkpoint` never returns (the
+next save deletes it). A write that fails (disk full, quota, I/O error) removes the temp
+directory and raises `CheckpointError`, again leaving the earlier checkpoints as they were.
+Old checkpoints are renamed away before they are deleted, so a kill while pruning never leaves
+a half-deleted `step_<N>`.
 `load_checkpoint` checks the files against their recorded checksums and reads the tensors with
 safetensors and `torch.load(weights_only=True)` (no pickled code runs); any problem raises
 `CheckpointError` with one line.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -48,6 +53,7 @@ SCHEDULER_FILE = "scheduler.pt"
 STATE_FILE = "trainer_state.json"
 CHECKSUMMED = (MODEL_FILE, "config.json", OPTIMIZER_FILE, SCHEDULER_FILE)
 STEP_DIR = re.compile(r"step_(\d+)")
+LEFTOVER = re.compile(r"\.(?:tmp|old)-step_\d+-(\d+)")
 FORMAT_VERSION = 1
 
 
@@ -114,27 +120,33 @@ def save_checkpoint(checkpoint_dir: str | Path, model: PreTrainedModel,
     unwrapped model; `rng_states` defaults to this process's; with `keep`, only the newest
     `keep` checkpoints up to this step remain (later ones, from an abandoned run, are left)."""
     checkpoint_dir = Path(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir / f"step_{step}"
     tmp = checkpoint_dir / f".tmp-step_{step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    with _no_hf_progress_bars():
-        model.save_pretrained(tmp, max_shard_size="1000GB")  # one file: model.safetensors
-    tokenizer.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-    torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
-    state = {
-        "format_version": FORMAT_VERSION,
-        "step": step,
-        "history": history or [],
-        "sampler_state": sampler_state,
-        "rng_states": rng_states or [capture_rng_state()],
-        "train_config": train_config,
-        "sha256": {name: _sha256(tmp / name) for name in CHECKSUMMED},
-    }
-    (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-    _fsync_tree(tmp)
+    try:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(checkpoint_dir)
+        tmp.mkdir()
+        with _no_hf_progress_bars():
+            model.save_pretrained(tmp, max_shard_size="1000GB")  # one file: model.safetensors
+        tokenizer.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        state = {
+            "format_version": FORMAT_VERSION,
+            "step": step,
+            "history": history or [],
+            "sampler_state": sampler_state,
+            "rng_states": rng_states or [capture_rng_state()],
+            "train_config": train_config,
+            "sha256": {name: _sha256(tmp / name) for name in CHECKSUMMED},
+        }
+        (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+        _fsync_tree(tmp)
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch.save wraps OSErrors
+        problem = _write_problem(err, tmp)  # before the cleanup frees the space
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot save checkpoint {final}: {problem}; nothing was "
+                              f"replaced, earlier checkpoints are intact") from None
     if final.exists():  # saving a step again (e.g. after resuming): swap the old copy out
         old = checkpoint_dir / f".old-step_{step}-{os.getpid()}"
         os.replace(final, old)
@@ -146,7 +158,10 @@ def save_checkpoint(checkpoint_dir: str | Path, model: PreTrainedModel,
     if keep is not None:
         older = [path for s, path in _checkpoints(checkpoint_dir) if s <= step]
         for path in older[:-keep]:
-            shutil.rmtree(path)
+            # renamed first: a kill during the deletion leaves a temp dir, not a broken step
+            doomed = checkpoint_dir / f".old-{path.name}-{os.getpid()}"
+            os.replace(path, doomed)
+            shutil.rmtree(doomed)
     return final
 
 
@@ -191,6 +206,39 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                           history=state["history"], train_config=state["train_config"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path}: {STATE_FILE} lacks {err}") from None
+
+
+def _remove_leftovers(checkpoint_dir: Path) -> None:
+    """Delete temp dirs (`.tmp-*-<pid>`, `.old-*-<pid>`) of saves whose process is gone (killed
+    while saving): they are never complete checkpoints. A live process's are left alone."""
+    for path in checkpoint_dir.iterdir():
+        match = LEFTOVER.fullmatch(path.name)
+        if match and path.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover, from an earlier failed save
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _write_problem(err: Exception, directory: Path) -> str:
+    """The reason a write failed, in a few words: disk full is named as such (torch.save and
+    safetensors report it in their own words, so the free space decides as well)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or \
+        "No space left" in text
+    if not full:
+        with contextlib.suppress(OSError):
+            full = shutil.disk_usage(directory.parent).free < (1 << 20)
+    return f"disk full ({text})" if full else text
 
 
 def _checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:

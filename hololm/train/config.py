@@ -53,6 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    max_bad_steps: int = 3  # consecutive non-finite steps (skipped) before the run stops
     precision: str = "auto"  # auto: bf16 on a CUDA GPU that supports it, else fp32
     gradient_checkpointing: bool = False
     seed: int = 0
@@ -79,7 +80,7 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {choices}")
         for name in ("seq_len", "batch_size", "grad_accum_steps", "max_steps", "eval_steps",
                      "eval_batches", "log_every", "save_steps", "keep_checkpoints",
-                     "bpe_vocab_size"):
+                     "bpe_vocab_size", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
         for name in ("lr", "muon_lr", "weight_decay", "warmup_steps", "grad_clip",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -68,7 +69,9 @@ def plot_loss_curve(history: list[dict[str, Any]], path: str | Path, title: str 
     fig = Figure(figsize=(7, 4.2), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    train = [(r["step"], r["loss"]) for r in history if r.get("loss") is not None]
+    # a skipped step's non-finite loss stays in log.csv but would blank the running mean
+    train = [(r["step"], r["loss"]) for r in history
+             if r.get("loss") is not None and math.isfinite(r["loss"])]
     if train:
         steps, losses = zip(*train, strict=True)
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train")

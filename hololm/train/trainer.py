@@ -10,6 +10,12 @@ Resuming is exact: a checkpoint holds the model, optimizer, scheduler, sampler p
 process's RNG states and the loss history, and nothing between two checkpoints draws from a
 generator the training step uses (samples are drawn under `torch.random.fork_rng`), so a run
 interrupted and resumed reproduces the losses of an uninterrupted one.
+
+A step whose loss or gradient norm is non-finite (on any process) is skipped: the weights and
+optimizer state stay as they were, the scheduler still advances (the step keeps its slot, so the
+run ends at max_steps as planned), the step is reported on the console and logged with its
+non-finite loss. `max_bad_steps` skipped steps in a row stop the run with
+`TrainingDivergedError`; nothing is saved then, so the last checkpoint is the last good state.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,7 @@ from hololm.data.packing import (
     load_token_data,
 )
 from hololm.data.tokenizers import get_tokenizer
-from hololm.errors import CheckpointError, ConfigError
+from hololm.errors import CheckpointError, ConfigError, TrainingDivergedError
 from hololm.models.presets import build_model
 from hololm.optim import build_optimizer
 from hololm.train.checkpoint import (
@@ -183,11 +190,12 @@ class _Run:
         with bar, _interrupts_trigger(accelerator):
             for step in range(start + 1, cfg.max_steps + 1):
                 record = self._train_step(step)
+                self._check_divergence(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
                 bar.update()
                 evaluate = step % cfg.eval_steps == 0 or step == cfg.max_steps
-                logged = self._logged(step, evaluate)
+                logged = self._logged(step, evaluate) or record.get("skipped", False)
                 if bar.disable and logged:  # no bar (not a terminal): a line instead
                     self._print(f"step {step}/{cfg.max_steps}: loss {record['loss']:.4f}  lr "
                                 f"{record['lr']:.2e}  {record['tokens_per_s']:.0f} tokens/s")
@@ -215,6 +223,30 @@ class _Run:
                 "model": accelerator.unwrap_model(self.model),
                 **{k: last_eval.get(k) for k in ("val_loss", "val_ppl", "val_bpb")}}
 
+    def _check_divergence(self, record: dict[str, Any]) -> None:
+        """Report a skipped step; after max_bad_steps in a row (counting those before a resume)
+        stop with TrainingDivergedError, leaving the last checkpoint as it is."""
+        if not record.get("skipped"):
+            return
+        bad = 1
+        for earlier in reversed(self.history):
+            if not earlier.get("skipped"):
+                break
+            bad += 1
+        cfg, step = self.cfg, record["step"]
+        self._print(f"step {step}: non-finite loss or gradient (loss {record['loss']}); step "
+                    f"skipped, weights and optimizer state unchanged ({bad}/{cfg.max_bad_steps} "
+                    f"in a row)")
+        if bad >= cfg.max_bad_steps:
+            self.history.append(record)
+            if self.logger is not None:
+                self.logger.log(record)
+            last = self.checkpoint if self.checkpoint is not None else "none saved yet"
+            raise TrainingDivergedError(
+                f"{bad} consecutive steps ({step - bad + 1}-{step}) had a non-finite loss or "
+                f"gradient: stopped; last checkpoint {last}; lower lr (now {record['lr']:.2e}), "
+                f"use fp32, or check the data")
+
     def close(self) -> None:
         if self.logger is not None:
             self.logger.close()
@@ -224,25 +256,42 @@ class _Run:
         start = time.perf_counter()
         lr = optimizer.param_groups[-1]["lr"]  # the AdamW group's (Muon's is muon_lr-scaled)
         total = torch.zeros((), device=accelerator.device)
+        mean_loss, finite = math.nan, False
         for _ in range(cfg.grad_accum_steps):
             batch = next(self.sampler)  # this process's own batch: ranks read disjoint windows
             with accelerator.accumulate(model):
                 loss_sum, count = token_loss(model, batch, accelerator.device)
                 loss = loss_sum / count.clamp(min=1)  # 0, not NaN, if all targets are masked
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()  # accelerate skips it until the last micro-batch
-                optimizer.zero_grad()
-            total += loss.detach()
-        self.scheduler.step()
-        mean_loss = accelerator.reduce(total / cfg.grad_accum_steps, reduction="mean").item()
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(f"training loss became {mean_loss} at step {step}; lower "
-                                     f"lr (now {lr:.2e}) or check the data")
+                total += loss.detach()
+                if accelerator.sync_gradients:  # the last micro-batch: gradients are complete
+                    mean_loss, finite = self._reduce_and_check(total)
+                    if finite:
+                        optimizer.step()
+                optimizer.zero_grad()  # accelerate skips it until the last micro-batch
+        with warnings.catch_warnings():  # a skipped first step: torch warns, rightly here
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()  # a skipped step keeps its slot in the schedule
         elapsed = time.perf_counter() - start
-        return {"step": step, "loss": mean_loss, "lr": lr,
-                "tokens_per_s": self.tokens_per_step / elapsed}
+        record = {"step": step, "loss": mean_loss, "lr": lr,
+                  "tokens_per_s": self.tokens_per_step / elapsed}
+        if not finite:
+            record["skipped"] = True
+        return record
+
+    def _reduce_and_check(self, total: torch.Tensor) -> tuple[float, bool]:
+        """(mean loss over micro-batches and processes, whether the update is safe to apply):
+        the loss and the gradient norm must be finite on every process. One all-reduce carries
+        the loss and a bad-gradient flag, so all processes agree to step or to skip."""
+        cfg, accelerator = self.cfg, self.accelerator
+        # clipping at inf only measures the norm (the scale factor is clamped to 1)
+        norm = accelerator.clip_grad_norm_(self.model.parameters(),
+                                           cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        bad_grad = (~torch.isfinite(torch.as_tensor(norm, device=total.device))).float()
+        stats = torch.stack([total / cfg.grad_accum_steps, bad_grad])
+        loss_sum, bad = accelerator.reduce(stats, reduction="sum").tolist()
+        mean_loss = loss_sum / accelerator.num_processes
+        return mean_loss, math.isfinite(mean_loss) and bad == 0
 
     @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:
