@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 import typing
@@ -37,6 +38,8 @@ TRAIN_HELP = {
     "weight_decay": "decoupled weight decay",
     "warmup_steps": "linear warmup steps before the cosine decay (to 10%% of the peak)",
     "grad_clip": "maximum gradient norm (0 disables clipping)",
+    "max_bad_steps": "a step with a non-finite loss or gradient is skipped; this many in a row "
+                     "stop the run (the last checkpoint stays intact)",
     "precision": f"{' | '.join(PRECISIONS)} (auto: bf16 on a GPU that supports it, else fp32)",
     "gradient_checkpointing": "recompute activations in the backward pass to save memory",
     "seed": "random seed (model init, data order, sampling)",
@@ -51,6 +54,18 @@ TRAIN_HELP = {
     "save_steps": "steps between checkpoints",
     "keep_checkpoints": "checkpoints kept (older ones are deleted)",
     "resume": "continue from the latest checkpoint in checkpoint_dir, or from the given path",
+}
+
+
+BENCHMARKS = {
+    "recall": "every family vs attention on MQAR, passkey, reverse, sort, copy, induction and "
+              "vector recall",
+    "capacity": "phasor memory recall vs stored items and hd_dim; random Fourier vs RoPE "
+                "frequencies",
+    "speed": "time, memory and tokens/s vs sequence length against SDPA attention and HF "
+             "baselines",
+    "ops": "memory ops, fast vs reference forms, against the machine's ceilings",
+    "params": "parameter counts and cache sizes of every family",
 }
 
 
@@ -145,10 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     generate.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
-    bench = commands.add_parser("bench", help="benchmarks: ops | params",
-                                description="`hololm bench ops --help`, "
-                                "`hololm bench params --help`.")
-    bench.add_argument("suite", choices=("ops", "params"), help="which benchmark")
+    bench = commands.add_parser("bench", help="benchmarks: " + " | ".join(BENCHMARKS),
+                                description="Each benchmark has its own flags: `hololm bench "
+                                "SUITE --help`. " + " ".join(f"{name}: {what}." for name, what
+                                                              in BENCHMARKS.items()))
+    bench.add_argument("suite", choices=tuple(BENCHMARKS), help="which benchmark")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments of that benchmark")
     return parser
 
@@ -196,11 +212,8 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    if args.suite == "ops":
-        from hololm.bench.ops import main
-    else:
-        from hololm.bench.params import main
-    main(args.args)
+    module = importlib.import_module(f"hololm.bench.{args.suite}")
+    module.main(args.args)
 
 
 COMMANDS = {"train": run_train, "eval": run_eval, "generate": run_generate, "bench": run_bench}

@@ -130,14 +130,17 @@ def forward_only(fn: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def bench_case(case: OpCase, ceilings: Ceilings, run_ref: bool, repeat: int) -> dict:
-    fast_fwd = median_time(forward_only(case.fast), repeat=repeat)
-    fast_fb = median_time(fwd_bwd(case.fast, case.params), repeat=repeat)
+def bench_case(case: OpCase, ceilings: Ceilings, run_ref: bool, repeat: int,
+               device: torch.device | str = "cpu") -> dict:
+    fast_fwd = median_time(forward_only(case.fast), device=device, repeat=repeat)
+    fast_fb = median_time(fwd_bwd(case.fast, case.params), device=device, repeat=repeat)
     ref_fwd = ref_fb = float("nan")
     if run_ref and case.ref is not None:
         ref_repeat = max(1, repeat // 2)
-        ref_fwd = median_time(forward_only(case.ref), repeat=ref_repeat, budget_s=10)
-        ref_fb = median_time(fwd_bwd(case.ref, case.params), repeat=ref_repeat, budget_s=10)
+        ref_fwd = median_time(forward_only(case.ref), device=device, repeat=ref_repeat,
+                              budget_s=10)
+        ref_fb = median_time(fwd_bwd(case.ref, case.params), device=device, repeat=ref_repeat,
+                             budget_s=10)
     if case.bound == "matmul":
         rate, ceiling, unit = case.flops / fast_fwd / 1e9, ceilings.matmul_fp32_gflops, "GFLOP/s"
     else:

@@ -1,0 +1,555 @@
+"""`hololm bench speed`: the seeds' speed and memory claims (linear-time training, O(1) inference
+memory, decoding whose speed does not depend on context) measured side by side in one run against
+what a user would pick instead.
+
+Sections (`--sections`, all by default):
+  mixers  one token-mixing layer per family vs SDPA softmax attention of the same width and heads:
+          forward and forward+backward time and peak memory vs sequence length T
+  models  whole models of the same width, depth, heads and vocabulary vs HF LlamaForCausalLM
+  train   training tokens/s (forward, loss, backward, AdamW step) vs HF Llama, GPT-2 and Mamba-2
+          (Mamba-2's pure-torch path)
+  decode  per-token latency and memory vs context length vs Llama with its KV cache
+  ops     achieved GFLOP/s or GB/s of each memory op next to the matmul and copy ceilings
+Every ratio comes from interleaved timings in this one process (each candidate timed once per
+round, median over rounds), next to the ceilings measured at the start of the same run.
+Outputs in --output_dir: <section>.csv and <section>.png per section, speed.md (every table and
+the issue's targets, met or missed), the markdown also printed.
+
+    hololm bench speed --quick --output_dir runs/speed     # a few minutes on 2 CPU cores
+    hololm bench speed --output_dir runs/speed             # the full profile (T up to 32k on CPU)
+    hololm bench speed --device cuda --output_dir runs/gpu # GPU: bf16, T up to 128k
+
+Decode: hololm models prefill the context for real (linear time, in chunks); Llama's KV cache is
+filled with random keys and values of the context length (`--real_prefill` runs the quadratic
+prefill instead): a decoding step's cost depends on the cache's size, not on its values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import math
+import shlex
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import DynamicCache, PreTrainedModel
+
+from hololm.bench import ops as op_bench
+from hololm.bench.measure import (
+    interleaved_times,
+    is_out_of_memory,
+    keep_freed_memory,
+    peak_memory_bytes,
+    release_memory,
+    resident_bytes,
+)
+from hololm.bench.speed_report import write_report
+from hololm.bench.timing import Ceilings, measure_ceilings
+from hololm.layers.attention import CausalSelfAttention
+from hololm.layers.long import LongAttentionV5
+from hololm.layers.matrix import MatrixMemory
+from hololm.layers.phasor import PhasorAttention
+from hololm.layers.spectral import HoloSpectralBlock
+from hololm.models.presets import build_model
+
+SECTIONS = ("mixers", "models", "train", "decode", "ops")
+MIXERS = ("attention", "phasor", "long", "matrix", "hsn")
+HOLO_MODELS = ("holo", "long", "hologpt", "hsn")
+BASELINES = ("llama", "gpt2", "mamba2")
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class Profile:
+    seq_lens: tuple[int, ...]
+    decode_contexts: tuple[int, ...]
+    train_seq_len: int
+    op_seq_len: int
+    repeat: int
+    decode_steps: int
+
+
+def _powers(lo: int, hi: int) -> tuple[int, ...]:
+    return tuple(2**i for i in range(lo, hi + 1))
+
+
+PROFILES = {
+    ("quick", "cpu"): Profile(_powers(9, 13), (1024, 4096, 16384), 4096, 4096, 3, 24),
+    ("full", "cpu"): Profile(_powers(9, 15), _powers(10, 16), 4096, 16384, 5, 48),
+    ("quick", "cuda"): Profile(_powers(10, 15), (1024, 16384, 65536), 4096, 16384, 5, 48),
+    ("full", "cuda"): Profile(_powers(9, 17), _powers(10, 17), 8192, 65536, 10, 96),
+}
+
+
+@dataclass
+class Setup:
+    """What every section shares: device, precision, shapes, repetitions."""
+
+    device: torch.device
+    dtype: torch.dtype  # bfloat16: autocast around every forward
+    hidden_size: int
+    num_layers: int
+    heads: int
+    vocab_size: int
+    batch: int
+    repeat: int
+    budget_s: float
+    flash: bool  # CUDA: force SDPA's FlashAttention backend in mixers / models / train
+    seed: int
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.dtype == torch.bfloat16)
+
+    def attention_backend(self) -> AbstractContextManager:
+        if not (self.flash and self.device.type == "cuda"):
+            return nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_mixer(name: str, setup: Setup, seq_len: int) -> torch.nn.Module:
+    """One token-mixing layer at the shared width and heads (phasor: hd_dim = 2·d as the holo
+    preset; matrix: d / heads square memories; hsn: the whole HoloSpectralBlock, whose gate
+    spans `seq_len` taps)."""
+    d, heads = setup.hidden_size, setup.heads
+    if name == "attention":
+        return CausalSelfAttention(d, heads)
+    if name == "phasor":
+        return PhasorAttention(d, 2 * d, heads)
+    if name == "long":
+        return LongAttentionV5(d, heads)
+    if name == "matrix":
+        return MatrixMemory(d, d // heads, heads)
+    if name == "hsn":
+        return HoloSpectralBlock(d, seq_len, rank=max(1, d // 8))
+    raise ValueError(f"unknown mixer {name!r}")
+
+
+def build_lm(model_type: str, setup: Setup, seq_len: int) -> PreTrainedModel:
+    """A whole model at the shared width, depth, heads and vocabulary (baselines via HF)."""
+    torch.manual_seed(setup.seed)
+    model = build_model(model_type, "tiny", setup.vocab_size, seq_len,
+                        hidden_size=setup.hidden_size, num_hidden_layers=setup.num_layers,
+                        num_attention_heads=setup.heads)
+    return model.to(setup.device)
+
+
+def _nan_row() -> dict:
+    return {"fwd_ms": math.nan, "fwdbwd_ms": math.nan, "fwd_peak_mb": math.nan,
+            "fwdbwd_peak_mb": math.nan}
+
+
+def _time_and_memory(candidates: dict[str, tuple[Callable, Callable]], setup: Setup
+                     ) -> dict[str, dict]:
+    """Forward and forward+backward of every candidate: interleaved median times, then the peak
+    memory of one call each. Candidates that run out of memory get status "oom"."""
+    results: dict[str, dict] = {}
+    live = {}
+    for name, (fwd, fb) in candidates.items():
+        try:  # one call each first: a candidate that does not fit is dropped, not fatal
+            fwd()
+            fb()
+            live[name] = (fwd, fb)
+        except Exception as err:  # noqa: BLE001 - only out-of-memory is tolerated
+            if not is_out_of_memory(err):
+                raise
+            results[name] = {**_nan_row(), "status": "oom"}
+        release_memory(setup.device)
+    fns = {}
+    for name, (fwd, fb) in live.items():
+        fns[f"{name}/fwd"], fns[f"{name}/fb"] = fwd, fb
+    times = interleaved_times(fns, device=setup.device, repeat=setup.repeat, warmup=0,
+                              budget_s=setup.budget_s)
+    for name, (fwd, fb) in live.items():
+        results[name] = {"fwd_ms": 1e3 * times[f"{name}/fwd"],
+                         "fwdbwd_ms": 1e3 * times[f"{name}/fb"],
+                         "fwd_peak_mb": peak_memory_bytes(fwd, setup.device) / MB,
+                         "fwdbwd_peak_mb": peak_memory_bytes(fb, setup.device) / MB,
+                         "status": "ok"}
+    return results
+
+
+def _add_speedups(rows: list[dict], key: str, baseline: str) -> None:
+    """speedup_* = baseline time / this row's time at the same T."""
+    base = {r["T"]: r for r in rows if r[key] == baseline}
+    for r in rows:
+        b = base.get(r["T"])
+        for m in ("fwd", "fwdbwd"):
+            r[f"speedup_{m}_vs_{baseline}"] = (b[f"{m}_ms"] / r[f"{m}_ms"]) if b else math.nan
+
+
+def run_mixers(setup: Setup, names: list[str], seq_lens: list[int]) -> list[dict]:
+    rows = []
+    for T in tqdm(seq_lens, desc="mixers", unit="T"):
+        candidates, sizes = {}, {}
+        for name in names:
+            torch.manual_seed(setup.seed)
+            layer = build_mixer(name, setup, T).to(setup.device)
+            sizes[name] = n_params(layer)
+            x = torch.randn(setup.batch, T, setup.hidden_size, device=setup.device)
+            x_grad = x.clone().requires_grad_()
+
+            def fwd(layer=layer, x=x):
+                with torch.no_grad(), setup.autocast(), setup.attention_backend():
+                    layer(x)
+
+            def fb(layer=layer, x=x_grad):
+                layer.zero_grad(set_to_none=True)
+                x.grad = None
+                with setup.autocast(), setup.attention_backend():
+                    y, _ = layer(x)
+                    loss = y.float().square().mean()
+                loss.backward()
+
+            candidates[name] = (fwd, fb)
+        results = _time_and_memory(candidates, setup)
+        rows += [{"mixer": n, "params": sizes[n], "T": T, **results[n]} for n in names]
+        del candidates
+        release_memory(setup.device)
+    if "attention" in names:
+        _add_speedups(rows, "mixer", "attention")
+    return rows
+
+
+def run_models(setup: Setup, names: list[str], seq_lens: list[int], baseline: str
+               ) -> list[dict]:
+    rows = []
+    for T in tqdm(seq_lens, desc="models", unit="T"):
+        candidates, sizes = {}, {}
+        for name in names:
+            model = build_lm(name, setup, T)
+            sizes[name] = n_params(model)
+            ids = torch.randint(setup.vocab_size, (setup.batch, T), device=setup.device)
+
+            def fwd(model=model, ids=ids):
+                model.eval()
+                with torch.no_grad(), setup.autocast(), setup.attention_backend():
+                    model(input_ids=ids, use_cache=False)
+
+            def fb(model=model, ids=ids):
+                model.train()
+                model.zero_grad(set_to_none=True)
+                with setup.autocast(), setup.attention_backend():
+                    loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                loss.backward()
+
+            candidates[name] = (fwd, fb)
+        results = _time_and_memory(candidates, setup)
+        rows += [{"model": n, "params": sizes[n], "T": T, **results[n]} for n in names]
+        del candidates
+        release_memory(setup.device)
+    if baseline in names:
+        _add_speedups(rows, "model", baseline)
+    return rows
+
+
+def _embedding_params(model: PreTrainedModel) -> int:
+    """Token embeddings (tied with the head in every preset) plus learned position tables."""
+    count = model.get_input_embeddings().weight.numel()
+    wpe = getattr(getattr(model, "transformer", None), "wpe", None)  # GPT-2
+    return count + (wpe.weight.numel() if wpe is not None else 0)
+
+
+def run_train(setup: Setup, names: list[str], seq_len: int) -> list[dict]:
+    steps, info = {}, {}
+    for name in tqdm(names, desc="train: build", unit="model"):
+        model = build_lm(name, setup, seq_len).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        ids = torch.randint(setup.vocab_size, (setup.batch, seq_len), device=setup.device)
+
+        def step(model=model, optimizer=optimizer, ids=ids):
+            with setup.autocast(), setup.attention_backend():
+                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        steps[name] = step
+        total = n_params(model)
+        info[name] = {"params": total, "non_embedding_params": total - _embedding_params(model)}
+    times = interleaved_times(steps, device=setup.device, repeat=setup.repeat, warmup=1,
+                              budget_s=setup.budget_s)
+    rows = [{"model": n, **info[n], "T": seq_len, "batch": setup.batch,
+             "step_ms": 1e3 * times[n], "tokens_per_s": setup.batch * seq_len / times[n]}
+            for n in names]
+    for base in ("llama", "mamba2"):
+        ref = next((r["tokens_per_s"] for r in rows if r["model"] == base), math.nan)
+        for r in rows:
+            r[f"throughput_vs_{base}"] = r["tokens_per_s"] / ref
+    return rows
+
+
+def cache_nbytes(cache: object) -> float:
+    """Bytes of a generation cache: HoloCache states, or a DynamicCache's keys and values."""
+    if hasattr(cache, "nbytes"):
+        return float(cache.nbytes())
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return float(total)
+
+
+def _random_kv_cache(model: PreTrainedModel, setup: Setup, context: int) -> DynamicCache:
+    """A Llama KV cache holding `context` random keys and values per layer."""
+    c = model.config
+    kv_heads = c.num_key_value_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    dtype = torch.bfloat16 if setup.dtype == torch.bfloat16 else model.dtype
+    cache = DynamicCache()
+    for i in range(c.num_hidden_layers):
+        shape = (setup.batch, kv_heads, context, head_dim)
+        cache.update(torch.randn(shape, device=setup.device, dtype=dtype),
+                     torch.randn(shape, device=setup.device, dtype=dtype), i)
+    return cache
+
+
+@torch.no_grad()
+def _prefill(model: PreTrainedModel, setup: Setup, context: int, chunk: int) -> object:
+    """Run `context` random tokens through the model in chunks; return its cache."""
+    cache = None
+    for start in range(0, context, chunk):
+        n = min(chunk, context - start)
+        ids = torch.randint(setup.vocab_size, (setup.batch, n), device=setup.device)
+        with setup.autocast():
+            cache = model(input_ids=ids, past_key_values=cache, use_cache=True).past_key_values
+    return cache
+
+
+def run_decode(setup: Setup, names: list[str], contexts: list[int], steps: int,
+               real_prefill: bool, hsn_window: int, prefill_chunk: int) -> list[dict]:
+    """Per-token latency at each context, every (model, context) cache built first, then decoding
+    steps interleaved over all of them round by round."""
+    decoders, info = {}, {}
+    seq_len = max(contexts) + steps + 8
+    total = len(names) * len(contexts)
+    with tqdm(total=total, desc="decode: prefill", unit="cache") as bar:
+        for name in names:
+            model = build_lm(name, setup, hsn_window if name == "hsn" else seq_len).eval()
+            for context in contexts:
+                release_memory(setup.device)
+                before = (torch.cuda.memory_allocated(setup.device)
+                          if setup.device.type == "cuda" else resident_bytes())
+                if name in HOLO_MODELS or real_prefill:
+                    cache = _prefill(model, setup, context, prefill_chunk)
+                else:
+                    cache = _random_kv_cache(model, setup, context)
+                release_memory(setup.device)
+                after = (torch.cuda.memory_allocated(setup.device)
+                         if setup.device.type == "cuda" else resident_bytes())
+                info[name, context] = {"params": n_params(model),
+                                       "cache_mb": cache_nbytes(cache) / MB,
+                                       "resident_mb": (after - before) / MB}
+                token = torch.randint(setup.vocab_size, (setup.batch, 1), device=setup.device)
+
+                def step(model=model, cache=cache, token=token):
+                    with torch.no_grad(), setup.autocast():
+                        model(input_ids=token, past_key_values=cache, use_cache=True)
+
+                decoders[name, context] = step
+                bar.update()
+    rounds = max(1, setup.repeat)
+    per_round = max(1, steps // rounds)
+    fns = {key: (lambda fn=fn: [fn() for _ in range(per_round)]) for key, fn in decoders.items()}
+    times = interleaved_times({f"{k[0]}@{k[1]}": fn for k, fn in fns.items()},
+                              device=setup.device, repeat=rounds, warmup=1,
+                              budget_s=setup.budget_s)
+    rows = []
+    for name in names:
+        first = None
+        for context in contexts:
+            ms = 1e3 * times[f"{name}@{context}"] / per_round
+            first = ms if first is None else first
+            rows.append({"model": name, "context": context, "ms_per_token": ms,
+                         "latency_vs_first": ms / first, **info[name, context]})
+    return rows
+
+
+def run_ops(setup: Setup, ceilings: Ceilings, seq_len: int) -> list[dict]:
+    rows = []
+    head_dim = setup.hidden_size // setup.heads
+    for name, make in tqdm(op_bench.CASES.items(), desc="ops", unit="op"):
+        torch.manual_seed(setup.seed)
+        with torch.device(setup.device):
+            case = make(setup.batch, seq_len, setup.heads, head_dim)
+        row = op_bench.bench_case(case, ceilings, False, setup.repeat, setup.device)
+        ceiling = (ceilings.matmul_fp32_gflops if row["unit"] == "GFLOP/s"
+                   else ceilings.copy_gbps)
+        rows.append({"op": name, "T": seq_len, "fwd_ms": row["fast_fwd_ms"],
+                     "fwdbwd_ms": row["fast_fwdbwd_ms"], "achieved": row["rate"],
+                     "unit": row["unit"], "ceiling": ceiling,
+                     "pct_of_ceiling": row["pct_of_ceiling"]})
+        del case
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _ints(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hololm bench speed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    profile = p.add_mutually_exclusive_group()
+    profile.add_argument("--quick", action="store_true",
+                         help="quick profile: T up to 8192, decode contexts up to 16k on CPU "
+                              "(a few minutes on 2 cores)")
+    profile.add_argument("--full", action="store_true",
+                         help="full profile (the default): T 512..32k and decode 1k..64k on CPU, "
+                              "T up to 128k and decode up to 128k on CUDA")
+    p.add_argument("--output_dir", default="speed_results",
+                   help="where the CSVs, speed.md and the PNG plots go (default: speed_results)")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                   help="which sections to run (default: all)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="float32, or bfloat16 autocast around every forward; auto = bfloat16 on "
+                        "CUDA, float32 on CPU")
+    p.add_argument("--attention_backend", choices=("auto", "flash"), default="flash",
+                   help="CUDA only: 'flash' forces SDPA's FlashAttention backend for the "
+                        "attention baselines (training-shaped calls), 'auto' lets SDPA choose "
+                        "(default: flash)")
+    p.add_argument("--hidden_size", type=_ints, default=256, help="model width d (default: 256)")
+    p.add_argument("--num_layers", type=_ints, default=2,
+                   help="layers of the whole models (default: 2)")
+    p.add_argument("--heads", type=_ints, default=4, help="attention / memory heads (default: 4)")
+    p.add_argument("--vocab_size", type=_ints, default=256,
+                   help="vocabulary of the whole models; small, like the byte tokenizer, so that "
+                        "the LM head does not hide the token mixers (default: 256)")
+    p.add_argument("--batch", type=_ints, default=1, help="batch size (default: 1)")
+    p.add_argument("--mixers", nargs="+", choices=MIXERS, default=list(MIXERS),
+                   help="mixers to compare ('attention' is the baseline; default: all)")
+    p.add_argument("--models", nargs="+", choices=HOLO_MODELS + BASELINES,
+                   default=[*HOLO_MODELS, "llama"],
+                   help="whole models for the models and decode sections (default: the hololm "
+                        "families and llama)")
+    p.add_argument("--train_models", nargs="+", choices=HOLO_MODELS + BASELINES,
+                   default=[*HOLO_MODELS, *BASELINES],
+                   help="models for the training-throughput section (default: all)")
+    p.add_argument("--seq_lens", nargs="+", type=_ints, default=None,
+                   help="sequence lengths of the mixers and models sections (default: profile)")
+    p.add_argument("--decode_contexts", nargs="+", type=_ints, default=None,
+                   help="context lengths for decoding (default: profile)")
+    p.add_argument("--train_seq_len", type=_ints, default=None,
+                   help="sequence length of the training-throughput section (default: profile)")
+    p.add_argument("--op_seq_len", type=_ints, default=None,
+                   help="sequence length of the ops section (default: profile)")
+    p.add_argument("--repeat", type=_ints, default=None,
+                   help="timed rounds per measurement, the median is reported (default: profile)")
+    p.add_argument("--decode_steps", type=_ints, default=None,
+                   help="timed decoding steps per model and context (default: profile)")
+    p.add_argument("--budget_s", type=float, default=60.0,
+                   help="stop repeating a candidate once its timed runs took this long; it keeps "
+                        "at least one (default: 60)")
+    p.add_argument("--real_prefill", action="store_true",
+                   help="prefill Llama's KV cache by running the context (quadratic) instead of "
+                        "filling it with random keys and values")
+    p.add_argument("--prefill_chunk", type=_ints, default=8192,
+                   help="tokens per prefill chunk in the decode section (default: 8192)")
+    p.add_argument("--hsn_window", type=_ints, default=2048,
+                   help="decode section: HSN's spectral-gate length max_seq_len, i.e. its "
+                        "training length (default: 2048)")
+    p.add_argument("--default_malloc", action="store_true",
+                   help="CPU: keep glibc's malloc defaults, where every fresh large allocation "
+                        "page-faults, instead of keeping freed memory for reuse (applies to all "
+                        "candidates alike)")
+    p.add_argument("--threads", type=_ints, default=None,
+                   help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    return p.parse_args(argv)
+
+
+def make_setup(args: argparse.Namespace) -> tuple[Setup, Profile]:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    profile = PROFILES["quick" if args.quick else "full", kind]
+    overrides = {"seq_lens": args.seq_lens and tuple(args.seq_lens),
+                 "decode_contexts": args.decode_contexts and tuple(args.decode_contexts),
+                 "train_seq_len": args.train_seq_len, "op_seq_len": args.op_seq_len,
+                 "repeat": args.repeat, "decode_steps": args.decode_steps}
+    profile = replace(profile, **{k: v for k, v in overrides.items() if v})
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
+        args.dtype, torch.bfloat16 if kind == "cuda" else torch.float32)
+    if args.hidden_size % args.heads:
+        raise SystemExit(f"--hidden_size {args.hidden_size} must be divisible by --heads "
+                         f"{args.heads}")
+    setup = Setup(device, dtype, args.hidden_size, args.num_layers, args.heads, args.vocab_size,
+                  args.batch, profile.repeat, args.budget_s, args.attention_backend == "flash",
+                  args.seed)
+    return setup, profile
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # the objects of the imports (transformers: ~0.6 s per full collection) are never garbage:
+    # keep them out of the collections that precede every memory measurement
+    gc.freeze()
+    malloc = "glibc defaults" if args.default_malloc else (
+        "keeps freed memory" if keep_freed_memory() else "unchanged (not glibc)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    setup, profile = make_setup(args)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    ceilings = measure_ceilings(setup.device)
+    results: dict[str, list[dict]] = {}
+    if "mixers" in args.sections:
+        results["mixers"] = run_mixers(setup, args.mixers, list(profile.seq_lens))
+    if "models" in args.sections:
+        results["models"] = run_models(setup, args.models, list(profile.seq_lens), "llama")
+    if "train" in args.sections:
+        results["train"] = run_train(setup, args.train_models, profile.train_seq_len)
+    if "decode" in args.sections:
+        results["decode"] = run_decode(setup, args.models, list(profile.decode_contexts),
+                                       profile.decode_steps, args.real_prefill, args.hsn_window,
+                                       args.prefill_chunk)
+    if "ops" in args.sections:
+        results["ops"] = run_ops(setup, ceilings, profile.op_seq_len)
+    for section, rows in results.items():
+        write_csv(out / f"{section}.csv", rows)
+    header = {
+        "command": "hololm bench speed " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "device": (torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda"
+                   else f"cpu, {torch.get_num_threads()} threads"),
+        "dtype": str(setup.dtype).removeprefix("torch."),
+        "shape": (f"d={setup.hidden_size}, heads={setup.heads}, layers={setup.num_layers}, "
+                  f"vocab={setup.vocab_size}, batch={setup.batch}"),
+        "ceilings": ceilings.describe(),
+        "malloc": malloc,
+        "repeat": f"median of {setup.repeat} interleaved rounds",
+    }
+    print(write_report(out, header, results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

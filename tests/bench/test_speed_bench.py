@@ -1,0 +1,93 @@
+import csv
+import math
+
+import pytest
+import torch
+
+from hololm.bench import speed
+from hololm.bench.measure import interleaved_times, peak_memory_bytes
+from hololm.bench.speed_report import targets
+from hololm.bench.timing import Ceilings
+
+TINY = ["--seq_lens", "24", "40", "--decode_contexts", "8", "16", "--train_seq_len", "16",
+        "--op_seq_len", "32", "--repeat", "1", "--decode_steps", "2", "--hidden_size", "32",
+        "--heads", "2", "--hsn_window", "8", "--prefill_chunk", "5"]
+
+
+def _rows(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("speed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(speed, "measure_ceilings", lambda device: Ceilings(100.0, 400.0, 20.0))
+        assert speed.main(["--output_dir", str(out), *TINY]) == 0
+    return out
+
+
+def test_every_section_writes_csv_and_png(tiny_run):
+    for section in speed.SECTIONS:
+        assert (tiny_run / f"{section}.csv").is_file(), section
+        assert (tiny_run / f"{section}.png").read_bytes()[:4] == b"\x89PNG", section
+    text = (tiny_run / "speed.md").read_text()
+    assert "hololm bench speed --output_dir" in text and "## Targets (issue 7)" in text
+
+
+def test_mixer_and_model_rows_cover_every_candidate_and_length(tiny_run):
+    mixers = _rows(tiny_run / "mixers.csv")
+    assert {(r["mixer"], r["T"]) for r in mixers} == {(m, T) for m in speed.MIXERS
+                                                      for T in ("24", "40")}
+    for r in mixers:
+        assert r["status"] == "ok" and float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0
+        assert int(r["params"]) > 0
+    attention = [r for r in mixers if r["mixer"] == "attention"]
+    assert all(float(r["speedup_fwdbwd_vs_attention"]) == 1.0 for r in attention)
+    models = _rows(tiny_run / "models.csv")
+    assert {r["model"] for r in models} == {*speed.HOLO_MODELS, "llama"}
+    assert "speedup_fwdbwd_vs_llama" in models[0]
+
+
+def test_train_decode_and_ops_columns(tiny_run):
+    train = _rows(tiny_run / "train.csv")
+    assert {r["model"] for r in train} == {*speed.HOLO_MODELS, *speed.BASELINES}
+    llama = next(r for r in train if r["model"] == "llama")
+    assert float(llama["throughput_vs_llama"]) == 1.0 and float(llama["tokens_per_s"]) > 0
+    decode = _rows(tiny_run / "decode.csv")
+    assert {(r["model"], r["context"]) for r in decode} == {
+        (m, c) for m in (*speed.HOLO_MODELS, "llama") for c in ("8", "16")}
+    cache = {(r["model"], r["context"]): float(r["cache_mb"]) for r in decode}
+    assert cache["llama", "16"] > cache["llama", "8"]  # the KV cache grows with context
+    for m in speed.HOLO_MODELS:  # recurrent states do not
+        assert cache[m, "16"] == cache[m, "8"] > 0
+    ops = _rows(tiny_run / "ops.csv")
+    assert {r["op"] for r in ops} == set(speed.op_bench.CASES)
+    assert all(float(r["ceiling"]) in (100.0, 20.0) for r in ops)
+
+
+def test_targets_are_computed_from_rows():
+    rows = [{"mixer": m, "T": T, "speedup_fwdbwd_vs_attention": s}
+            for m, T, s in (("attention", 8192, 1.0), ("phasor", 1024, 0.5),
+                            ("phasor", 2048, 1.5), ("phasor", 8192, 6.0))]
+    checks = {c["target"]: c for c in targets({"mixers": rows})}
+    assert checks["phasor mixer fwd+bwd speed-up vs attention at T=8192"]["met"] == "yes"
+    crossover = checks["phasor mixer crossover T (faster from here on)"]
+    assert crossover["measured"] == 2048 and crossover["met"] == "yes"
+
+
+def test_interleaved_times_and_peak_memory():
+    calls = []
+    times = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                              device=torch.device("cpu"), repeat=3, warmup=1)
+    assert calls == ["a", "b"] * 4 and set(times) == {"a", "b"}
+    peak = peak_memory_bytes(lambda: torch.ones(2**24).sum(), torch.device("cpu"))
+    assert math.isnan(peak) or peak > 2**25  # 64 MB touched (NaN without /proc)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        speed.main(["--sections", "nonsense"])
+    with pytest.raises(SystemExit):
+        speed.main(["--quick", "--full"])
