@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (HololmError, ValueError, TypeError) as err:
+    except (HololmError, ValueError, TypeError, OSError) as err:
+        # OSError: a path the user gave is a file, unwritable, or the disk is full
         if args.debug:
             raise
         kind = "error" if isinstance(err, HololmError | ConfigError) else type(err).__name__

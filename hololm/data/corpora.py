@@ -340,11 +340,22 @@ def _detect_extractor(rows: Iterator[Row], path: Path) -> Iterator[Document]:
 
 
 def _guarded(rows: Iterable[Row], source: str) -> Iterator[Row]:
-    """Rows, with read and parse errors (raised while iterating a stream) as one-line errors."""
-    try:
-        yield from rows
-    except (OSError, ValueError, datasets.exceptions.DatasetsError) as err:
-        raise DatasetUnavailableError(f"could not read {source}: {_first_line(err)}") from err
+    """Rows, with read and parse errors (raised while iterating a stream) as one-line errors.
+    datasets also logs such an error before raising it: muted while reading, so that the user
+    sees one line."""
+    rows = iter(rows)
+    while True:
+        verbosity = datasets.logging.get_verbosity()
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except (OSError, ValueError, datasets.exceptions.DatasetsError) as err:
+            raise DatasetUnavailableError(f"could not read {source}: {_first_line(err)}") from err
+        finally:
+            datasets.logging.set_verbosity(verbosity)
+        yield row
 
 
 def _first_line(err: BaseException) -> str:

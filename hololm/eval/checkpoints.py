@@ -3,21 +3,31 @@
 A checkpoint is a directory written by `save_pretrained` (config.json, model.safetensors and the
 tokenizer files); the trainer writes them as `<checkpoint_dir>/step_<N>/`, so either a step
 directory or the checkpoint directory (meaning its latest complete step) is accepted. Anything
-missing, partial or corrupt raises `CheckpointError` with a one-line message. Only the model and
+missing, partial or corrupt raises `CheckpointError` with a one-line message; a trainer
+checkpoint's weights and config are checked against the SHA-256 it recorded, and weights are
+read from safetensors only (never a pickled pytorch_model.bin). Only the model and
 tokenizer are read (not the optimizer state), so evaluating costs no more than the model's size."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 import hololm.models  # noqa: F401  (registers the hololm families with the Auto classes)
 from hololm.data.tokenizers import TokenizerUnavailableError, load_tokenizer
 from hololm.errors import CheckpointError
-from hololm.train.checkpoint import latest_checkpoint
+from hololm.train.checkpoint import (
+    MODEL_FILE,
+    latest_checkpoint,
+    no_hf_progress_bars,
+    verify_checksums,
+)
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
@@ -43,9 +53,12 @@ def load_model_and_tokenizer(checkpoint: str | Path, device: str | torch.device 
                              ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model (in eval mode, on `device`, in `dtype` or as saved) and its tokenizer."""
     path = resolve_checkpoint(checkpoint)
-    try:
-        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True,
-                                                           dtype=dtype)
+    verify_checksums(path, (MODEL_FILE, "config.json"))
+    try:  # safetensors only: a pytorch_model.bin is a pickle, never read
+        with no_hf_progress_bars(), _hf_errors_only():  # its load report: see `broken`
+            model, info = AutoModelForCausalLM.from_pretrained(
+                path, output_loading_info=True, dtype=dtype, use_safetensors=True,
+                ignore_mismatched_sizes=True)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot load the model in {str(path)!r}: {first_line}") from None
@@ -59,3 +72,15 @@ def load_model_and_tokenizer(checkpoint: str | Path, device: str | torch.device 
     except TokenizerUnavailableError:
         raise CheckpointError(f"checkpoint {str(path)!r} has no tokenizer files") from None
     return model.to(device).eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _hf_errors_only() -> Iterator[None]:
+    """from_pretrained logs a many-line report of missing or resized weights; the one-line
+    CheckpointError above says the same."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)

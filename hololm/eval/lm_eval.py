@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from hololm.eval.checkpoints import resolve_checkpoint
+from hololm.train.checkpoint import MODEL_FILE, verify_checksums
 
 INSTALL_HINT = 'lm-evaluation-harness is not installed: pip install "hololm[eval]" (lm_eval)'
 
@@ -64,6 +65,7 @@ def run_lm_eval(checkpoint: str | Path, tasks: Sequence[str], *,
     except ImportError:
         raise ImportError(INSTALL_HINT) from None
     path = resolve_checkpoint(checkpoint)  # CheckpointError before the harness starts
+    verify_checksums(path, (MODEL_FILE, "config.json"))
     task_manager = TaskManager(include_path=None if include_path is None else str(include_path),
                                include_defaults=include_defaults)
     # a dict, not "k=v,..." text, so that paths with commas survive; backend=causal because

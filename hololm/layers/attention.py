@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_mixer_input
+from hololm.layers.base import Mixer, State, check_mixer_input, check_state
 from hololm.layers.rotary import RotaryEmbedding
 
 
@@ -26,6 +26,7 @@ class CausalSelfAttention(Mixer):
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
         check_mixer_input(x, self.o_proj.in_features, position, self.o_proj.weight)
+        check_state(state, {"k", "v"}, x.shape[0])
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # [B, T, H, D]
         q, k = self.rotary(q, position), self.rotary(k, position)

@@ -25,10 +25,9 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
 
-def check_mixer_input(x, d_model: int, position, weight: torch.Tensor) -> None:
-    """What every mixer's forward checks first: x a floating [B, T, d_model] tensor with T >= 1
-    in the dtype of the layer's weights (any dtype under autocast, which casts per op), and
-    `position` an int >= 0. Mistakes raise TypeError / ValueError naming the argument."""
+def check_activations(x, d_model: int, weight: torch.Tensor) -> None:
+    """x a floating [B, T, d_model] tensor with T >= 1 in the dtype of the layer's weights (any
+    dtype under autocast, which casts per op). Mistakes raise TypeError / ValueError naming x."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -39,8 +38,34 @@ def check_mixer_input(x, d_model: int, position, weight: torch.Tensor) -> None:
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"x has dtype {x.dtype} but the layer's weights are {weight.dtype}: "
                         f"cast one to the other (e.g. layer.to({x.dtype})) or use autocast")
+
+
+def check_mixer_input(x, d_model: int, position, weight: torch.Tensor) -> None:
+    """What every mixer's forward checks first: `check_activations`, and `position` an
+    int >= 0."""
+    check_activations(x, d_model, weight)
     if isinstance(position, bool) or not isinstance(position, int) or position < 0:
         raise ValueError(f"position must be an int >= 0, got {position!r}")
+
+
+def check_state(state, keys: set[str], batch_size: int) -> None:
+    """A mixer's `state`: None or {} (start of the sequence), else a dict holding exactly `keys`,
+    tensors with `batch_size` rows. A dict of other keys would otherwise read as an empty
+    memory (a silent restart), and another batch's state as a broadcasting error deep inside."""
+    if not state:
+        return
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict of tensors or None, got {type(state).__name__}")
+    if set(state) != keys:
+        raise ValueError(f"state must hold the keys {sorted(keys)} (as returned by the previous "
+                         f"call), got {sorted(state)}")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"state[{key!r}] must be a torch.Tensor, got {type(value).__name__}")
+        rows = value.shape[0] if value.dim() else 0
+        if rows != batch_size:
+            raise ValueError(f"state[{key!r}] holds a batch of {rows} but x has batch "
+                             f"{batch_size}: start a new state")
 
 
 def state_nbytes(state: State) -> int:

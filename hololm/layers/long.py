@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_mixer_input
+from hololm.layers.base import Mixer, State, check_mixer_input, check_state
 from hololm.layers.short_conv import ShortConv
 from hololm.ops.diagonal_scan import gated_diagonal_scan, gated_diagonal_scan_step
 
@@ -43,7 +43,7 @@ def _affine(norm: nn.LayerNorm | nn.GroupNorm, dtype: torch.dtype
 class LongAttentionV5(Mixer):
     def __init__(self, d_model: int, n_heads: int, *, conv_size: int = 4,
                  gate_init_bias: float = 0.0, decay_min: float = 0.5, decay_max: float = 0.9999,
-                 norm_eps: float = 1e-5, chunk_size: int = 64):
+                 norm_eps: float = 1e-5, chunk_size: int = 16):
         super().__init__()
         if n_heads <= 0 or d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
@@ -76,6 +76,7 @@ class LongAttentionV5(Mixer):
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
         check_mixer_input(x, self.d_model, position, self.o_proj.weight)
+        check_state(state, {"h", "conv"}, x.shape[0])
         B, T, d = x.shape
         H, D, eps = self.n_heads, self.head_dim, self.norm_eps
         dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_mixer_input
+from hololm.layers.base import Mixer, State, check_mixer_input, check_state
 from hololm.ops.matrix_memory import gated_matrix_memory, gated_matrix_memory_step
 
 
@@ -58,6 +58,7 @@ class MatrixMemory(Mixer):
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
         check_mixer_input(x, self.d_model, position, self.o_proj.weight)
+        check_state(state, {"memory"}, x.shape[0])
         B, T, _ = x.shape
         H, D = self.n_heads, self.matrix_dim
         dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hololm.layers.base import check_activations
+
 
 def swiglu_width(d_model: int, expansion_ratio: float, multiple_of: int = 256) -> int:
     """ceil(d·ratio) rounded up to a multiple of `multiple_of` (LongConfig / Llama sizing)."""
@@ -28,6 +30,7 @@ class GatedMLP(nn.Module):
         self.o_proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_activations(x, self.gate_up.in_features, self.gate_up.weight)
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.o_proj(self.activation(gate) * up)
 
@@ -41,6 +44,7 @@ class GeluMLP(nn.Module):
         self.o_proj = nn.Linear(hidden, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_activations(x, self.up.in_features, self.up.weight)
         return self.o_proj(F.gelu(self.up(x)))
 
 

@@ -36,7 +36,7 @@ import math
 import torch
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_mixer_input
+from hololm.layers.base import Mixer, State, check_mixer_input, check_state
 from hololm.layers.short_conv import ShortConv
 from hololm.ops.phasor import generate_random_phasors, phasor_memory_parts, phasor_memory_step
 
@@ -77,6 +77,8 @@ class PhasorAttention(Mixer):
         self.k_proj = nn.Linear(d_model, hd_dim, bias=False)
         self.q_proj = nn.Linear(d_model, hd_dim, bias=False)
         self.key_conv = ShortConv(d_model, key_conv_size) if key_conv_size > 1 else None
+        self.state_keys = {"memory", *(["conv"] if self.key_conv is not None else []),
+                           *(["assoc", "prev"] if dual_path else [])}
         # saved with the weights, so a checkpoint carries the exact frequencies it was trained with
         self.register_buffer("freqs", self._frequencies() if use_position else None)
         self.query_offset = nn.Parameter(torch.zeros(n_heads)) if learned_query_offset else None
@@ -126,6 +128,7 @@ class PhasorAttention(Mixer):
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
         check_mixer_input(x, self.d_model, position, self.o_proj.weight)
+        check_state(state, self.state_keys, x.shape[0])
         state = state or {}
         new_state: State = {}
         x_key = x

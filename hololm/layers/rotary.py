@@ -18,6 +18,10 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor, position: int = 0) -> torch.Tensor:
         """x: [B, T, ..., dim] with time at dim 1; `position` is the absolute index of x[:, 0]."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"x must be a floating tensor, got {getattr(x, 'dtype', type(x))}")
+        if x.dim() < 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape [B, T, ..., {self.dim}], got {tuple(x.shape)}")
         T = x.shape[1]
         pos = torch.arange(position, position + T, device=x.device, dtype=torch.float64)
         # no buffer: recomputing θ is cheap, and it cannot be lost or cast by .to() / loading

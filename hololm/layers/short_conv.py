@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hololm.layers.base import check_activations
+
 
 class ShortConv(nn.Module):
     """y_t = Σ_{j<k} w_j ⊙ x_{t-j} per channel (+ bias). x: [B, T, C]; state: [B, k-1, C]."""
@@ -19,8 +21,14 @@ class ShortConv(nn.Module):
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        check_activations(x, self.channels, self.conv.weight)
         B, T, C = x.shape
         k = self.kernel_size
+        if state is not None and (not isinstance(state, torch.Tensor)
+                                  or tuple(state.shape) != (B, k - 1, C)):
+            shape = getattr(state, "shape", type(state).__name__)
+            raise ValueError(f"state must be a tensor of shape {(B, k - 1, C)} (the last "
+                             f"kernel_size - 1 inputs), got {shape}")
         if state is None:
             state = x.new_zeros(B, k - 1, C)
         window = torch.cat([state.to(x.dtype), x], dim=1)  # [B, k-1+T, C]

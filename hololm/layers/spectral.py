@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_mixer_input
+from hololm.layers.base import Mixer, State, check_activations, check_mixer_input, check_state
 from hololm.ops._validate import require_positive_int, require_state
 from hololm.ops.circular import fft_circular_conv, fft_circular_corr
 from hololm.ops.cumsum import cumsum
@@ -83,6 +83,8 @@ def _check_input(x: torch.Tensor, dim: int | None, position: int) -> None:
     if x.dim() != 3 or x.shape[1] == 0 or (dim is not None and x.shape[2] != dim):
         want = f"[B, T, {dim}]" if dim is not None else "[B, T, d]"
         raise ValueError(f"x must have shape {want} with T >= 1, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor of activations, got {x.dtype}")
     if isinstance(position, bool) or not isinstance(position, int) or position < 0:
         raise ValueError(f"position must be an int >= 0, got {position!r}")
 
@@ -133,6 +135,7 @@ class HolographicMixer(Mixer):
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
         _check_input(x, self.dim, position)
+        check_state(state, {"hologram"}, x.shape[0])
         B, T, _ = x.shape
         work = _work_dtype(x)
         h0 = None
@@ -174,6 +177,7 @@ class SpectralGate(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
         _check_input(x, None, position)
+        check_state(state, {"buffer"}, x.shape[0])
         kernel = self.kernel()  # [N], broadcast over the channels of x
         buffer = state["buffer"] if state else None  # [B, N − 1, d]; the op checks it
         if x.shape[1] == 1:
@@ -210,6 +214,7 @@ class LiteChannelMix(nn.Module):
         return self.scale * self.up(F.gelu(self.down(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_activations(x, self.dim, self.scale)
         return x + self.branch(x)
 
 
@@ -231,6 +236,7 @@ class HoloSpectralBlock(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None,
                 position: int = 0) -> tuple[torch.Tensor, State]:
         check_mixer_input(x, self.dim, position, self.mixer_norm.weight)
+        check_state(state, {"hologram", "buffer"}, x.shape[0])
         state = state or {}
         mixer_state = {"hologram": state["hologram"]} if "hologram" in state else None
         gate_state = {"buffer": state["buffer"]} if "buffer" in state else None

@@ -17,7 +17,7 @@ from transformers import (
 
 from hololm.data.tokenizers import load_tokenizer
 from hololm.layers.mlp import swiglu_width
-from hololm.models.configs import HoloConfig, HoloGPTConfig, LongConfig
+from hololm.models.configs import ALIASES, HoloConfig, HoloGPTConfig, LongConfig
 from hololm.models.hsn import PRESETS as HSN_SIZES
 from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
 from hololm.models.modeling import HoloForCausalLM, HoloGPTForCausalLM, LongForCausalLM
@@ -29,6 +29,9 @@ SIZES = {
 }
 MODEL_TYPES = ("holo", "long", "hologpt", "hsn", "gpt2", "llama", "mamba2")
 HSN_PRESETS = {"tiny": "tiny", "small": "small", "medium": "base"}  # seed 004's names
+CONFIG_CLASSES = {"holo": HoloConfig, "long": LongConfig, "hologpt": HoloGPTConfig,
+                  "hsn": HoloSpectralConfig, "gpt2": GPT2Config, "llama": LlamaConfig,
+                  "mamba2": Mamba2Config}
 
 
 def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
@@ -38,6 +41,7 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
         raise ValueError(f"unknown model_type {model_type!r}; choose from {MODEL_TYPES}")
     if model_size not in SIZES:
         raise ValueError(f"unknown model_size {model_size!r}; choose from {tuple(SIZES)}")
+    _check_overrides(model_type, overrides)
     # overrides win over the named size (e.g. a narrower model); the common names hidden_size,
     # num_hidden_layers and num_attention_heads work for every type, baselines included
     fields = {"vocab_size": vocab_size, "max_position_embeddings": seq_len,
@@ -71,6 +75,18 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
         "hidden_size": d, "num_hidden_layers": n_layers, "num_heads": 2 * d // head_dim,
         "head_dim": head_dim, "n_groups": 1, "state_size": 64, "chunk_size": 64,
         "tie_word_embeddings": True, **fields}))
+
+
+def _check_overrides(model_type: str, overrides: dict) -> None:
+    """A config takes any keyword and keeps it as an attribute, so a misspelt override (say
+    `hiden_size`) would build a model of the default size without a word: refuse it."""
+    config_class = CONFIG_CLASSES[model_type]
+    known = (set(config_class().to_dict()) | set(config_class.attribute_map) | set(ALIASES)
+             | set(SIZES["tiny"]) | {"max_position_embeddings"})
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown model_overrides {unknown} for model_type {model_type!r}; "
+                         f"valid: {', '.join(sorted(known))}")
 
 
 def get_model_and_tokenizer(model_type: str, model_size: str, vocab_size: int | None = None,

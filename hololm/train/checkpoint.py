@@ -126,7 +126,7 @@ def save_checkpoint(checkpoint_dir: str | Path, model: PreTrainedModel,
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(checkpoint_dir)
         tmp.mkdir()
-        with _no_hf_progress_bars():
+        with no_hf_progress_bars():
             model.save_pretrained(tmp, max_shard_size="1000GB")  # one file: model.safetensors
         tokenizer.save_pretrained(tmp)
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
@@ -190,9 +190,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise CheckpointError(f"checkpoint {path}: invalid JSON metadata ({err})") from None
-    for name in CHECKSUMMED:
-        if checksums.get(name) != _sha256(path / name):
-            raise CheckpointError(f"checkpoint {path}: {name} is corrupt (checksum mismatch)")
+    _check_files(path, checksums, CHECKSUMMED)
     try:
         model_state = load_file(path / MODEL_FILE)
     except (SafetensorError, OSError) as err:
@@ -252,6 +250,32 @@ def _checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def verify_checksums(path: str | Path, names: tuple[str, ...] = CHECKSUMMED) -> bool:
+    """Check `names` in a trainer checkpoint against the SHA-256 its trainer_state.json records
+    (a flipped bit inside a tensor passes every format check and loads as silently wrong
+    weights). Returns False for a directory without trainer_state.json (a plain
+    `save_pretrained`, which records no checksums); CheckpointError on any mismatch."""
+    path = Path(path)
+    if not (path / STATE_FILE).is_file():
+        return False
+    try:
+        checksums = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))["sha256"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {path}: invalid JSON metadata ({err})") from None
+    _check_files(path, checksums, names)
+    return True
+
+
+def _check_files(path: Path, checksums: Any, names: tuple[str, ...]) -> None:
+    if not isinstance(checksums, dict):
+        raise CheckpointError(f"checkpoint {path}: {STATE_FILE} has no checksums")
+    for name in names:
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: missing {name}")
+        if checksums.get(name) != _sha256(path / name):
+            raise CheckpointError(f"checkpoint {path}: {name} is corrupt (checksum mismatch)")
+
+
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -261,8 +285,9 @@ def _torch_load(path: Path) -> Any:
 
 
 @contextlib.contextmanager
-def _no_hf_progress_bars() -> Iterator[None]:
-    """save_pretrained draws a "Writing model shards" bar, which would break the training bar."""
+def no_hf_progress_bars() -> Iterator[None]:
+    """save_pretrained draws a "Writing model shards" bar, which would break the training bar;
+    from_pretrained a "Loading weights" one, which would break a one-line error."""
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
