@@ -60,10 +60,12 @@ def _kv(seq_len: int, pairs: tuple[int, ...], **extra) -> tuple[dict, ...]:
 
 def quick_tasks() -> tuple[Task, ...]:
     return (
-        Task("mqar", synthetic.mqar, _kv(64, (4, 8, 16)), _kv(64, (4, 8, 16)),
-             vocab_size=256, train_examples=20_000),
-        Task("mqar_forget", synthetic.mqar_forget, _kv(64, (4, 8)), _kv(64, (4, 8)),
-             vocab_size=256, train_examples=20_000),
+        # trained on 4 pairs only: within this budget attention learns a mixture of 4/8/16
+        # pairs much later than 4 pairs alone; 8 and 16 then test generalisation
+        Task("mqar", synthetic.mqar, _kv(64, (4,)), _kv(64, (4, 8, 16)),
+             vocab_size=128, train_examples=20_000),
+        Task("mqar_forget", synthetic.mqar_forget, _kv(64, (4,)), _kv(64, (4, 8)),
+             vocab_size=128, train_examples=20_000),
         Task("passkey", synthetic.passkey, ({"seq_len": 128},),
              tuple({"seq_len": n} for n in (128, 1024, 4096, 16384)), vocab_size=64,
              train_examples=10_000, test_examples=32),
@@ -110,8 +112,12 @@ def full_tasks() -> tuple[Task, ...]:
     )
 
 
+QUICK_FAMILIES = tuple(f for f in FAMILIES if f != "phasor_noconv")
+
 PROFILES = {
-    "quick": Profile(tasks=quick_tasks()),
+    # MQAR needs its steps: attention learns it through a late jump (~1300-2500 steps here)
+    "quick": Profile(tasks=quick_tasks(), families=QUICK_FAMILIES, steps=400,
+                     task_steps={"mqar": 3000, "mqar_forget": 1000}),
     "full": Profile(tasks=full_tasks(), d_models=(64, 128, 256), lrs=(1e-4, 3e-4, 1e-3, 3e-3),
                     steps=20_000, eval_every=500, task_steps={"passkey": 5000}),
 }
