@@ -99,16 +99,21 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def interleaved_times(fns: dict[str, Callable[[], object]], *, device: torch.device,
-                      repeat: int = 3, warmup: int = 1, budget_s: float = 60.0
-                      ) -> dict[str, float]:
+                      repeat: int = 3, warmup: int = 1, budget_s: float = 60.0,
+                      min_time_s: float = 0.0, max_repeat: int = 15) -> dict[str, float]:
     """Median seconds of each callable over `repeat` rounds, one call of each per round after
     `warmup` untimed rounds. A candidate whose timed calls have used up `budget_s` is not called
-    again (it keeps at least one timed run)."""
+    again (it keeps at least one timed run). Cheap candidates get more rounds: rounds go on until
+    they took `min_time_s` in all (at most `max_repeat`), so that a short spell of load from
+    other processes does not decide a median of a few millisecond-long calls."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
+    start = time.perf_counter()
+    for round_ in range(max(repeat, max_repeat)):
+        if round_ >= repeat and time.perf_counter() - start >= min_time_s:
+            break
         for name, fn in fns.items():
             if times[name] and sum(times[name]) > budget_s:
                 continue

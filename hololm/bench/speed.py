@@ -11,7 +11,9 @@ Sections (`--sections`, all by default):
   decode  per-token latency and memory vs context length vs Llama with its KV cache
   ops     achieved GFLOP/s or GB/s of each memory op next to the matmul and copy ceilings
 Every ratio comes from interleaved timings in this one process (each candidate timed once per
-round, median over rounds), next to the ceilings measured at the start of the same run.
+round, median over rounds), next to the ceilings measured at the start of the same run. Every
+candidate runs under the same precision: bfloat16 autocast where bf16 matmuls pay (CUDA, or a
+CPU whose bf16 matmul measured >= 1.5x its fp32 one in this run), float32 otherwise (`--dtype`).
 Outputs in --output_dir: <section>.csv and <section>.png per section, speed.md (every table and
 the issue's targets, met or missed), the markdown also printed.
 
@@ -74,6 +76,7 @@ class Profile:
     op_seq_len: int
     repeat: int
     decode_steps: int
+    budget_s: float  # a candidate stops repeating once its timed calls took this long
 
 
 def _powers(lo: int, hi: int) -> tuple[int, ...]:
@@ -81,10 +84,10 @@ def _powers(lo: int, hi: int) -> tuple[int, ...]:
 
 
 PROFILES = {
-    ("quick", "cpu"): Profile(_powers(9, 13), (1024, 4096, 16384), 4096, 4096, 3, 24),
-    ("full", "cpu"): Profile(_powers(9, 15), _powers(10, 16), 4096, 16384, 5, 48),
-    ("quick", "cuda"): Profile(_powers(10, 15), (1024, 16384, 65536), 4096, 16384, 5, 48),
-    ("full", "cuda"): Profile(_powers(9, 17), _powers(10, 17), 8192, 65536, 10, 96),
+    ("quick", "cpu"): Profile(_powers(9, 13), (1024, 4096, 16384), 4096, 4096, 3, 96, 15.0),
+    ("full", "cpu"): Profile(_powers(9, 15), _powers(10, 16), 4096, 16384, 5, 160, 40.0),
+    ("quick", "cuda"): Profile(_powers(10, 15), (1024, 16384, 65536), 4096, 16384, 5, 96, 30.0),
+    ("full", "cuda"): Profile(_powers(9, 17), _powers(10, 17), 8192, 65536, 10, 192, 60.0),
 }
 
 
@@ -101,6 +104,7 @@ class Setup:
     batch: int
     repeat: int
     budget_s: float
+    min_time_s: float  # cheap candidates: more rounds, until a measurement took this long
     flash: bool  # CUDA: force SDPA's FlashAttention backend in mixers / models / train
     seed: int
 
@@ -153,14 +157,15 @@ def _nan_row() -> dict:
 
 def _time_and_memory(candidates: dict[str, tuple[Callable, Callable]], setup: Setup
                      ) -> dict[str, dict]:
-    """Forward and forward+backward of every candidate: interleaved median times, then the peak
-    memory of one call each. Candidates that run out of memory get status "oom"."""
+    """Forward and forward+backward of every candidate: the peak memory of a first call each
+    (which is also the warm-up), then interleaved median times. Candidates that run out of
+    memory get status "oom"."""
     results: dict[str, dict] = {}
-    live = {}
+    live, peaks = {}, {}
     for name, (fwd, fb) in candidates.items():
-        try:  # one call each first: a candidate that does not fit is dropped, not fatal
-            fwd()
-            fb()
+        try:  # a candidate that does not fit is dropped, not fatal
+            peaks[name] = (peak_memory_bytes(fwd, setup.device) / MB,
+                           peak_memory_bytes(fb, setup.device) / MB)
             live[name] = (fwd, fb)
         except Exception as err:  # noqa: BLE001 - only out-of-memory is tolerated
             if not is_out_of_memory(err):
@@ -171,12 +176,11 @@ def _time_and_memory(candidates: dict[str, tuple[Callable, Callable]], setup: Se
     for name, (fwd, fb) in live.items():
         fns[f"{name}/fwd"], fns[f"{name}/fb"] = fwd, fb
     times = interleaved_times(fns, device=setup.device, repeat=setup.repeat, warmup=0,
-                              budget_s=setup.budget_s)
-    for name, (fwd, fb) in live.items():
+                              budget_s=setup.budget_s, min_time_s=setup.min_time_s)
+    for name in live:
         results[name] = {"fwd_ms": 1e3 * times[f"{name}/fwd"],
                          "fwdbwd_ms": 1e3 * times[f"{name}/fb"],
-                         "fwd_peak_mb": peak_memory_bytes(fwd, setup.device) / MB,
-                         "fwdbwd_peak_mb": peak_memory_bytes(fb, setup.device) / MB,
+                         "fwd_peak_mb": peaks[name][0], "fwdbwd_peak_mb": peaks[name][1],
                          "status": "ok"}
     return results
 
@@ -280,7 +284,7 @@ def run_train(setup: Setup, names: list[str], seq_len: int) -> list[dict]:
         total = n_params(model)
         info[name] = {"params": total, "non_embedding_params": total - _embedding_params(model)}
     times = interleaved_times(steps, device=setup.device, repeat=setup.repeat, warmup=1,
-                              budget_s=setup.budget_s)
+                              budget_s=setup.budget_s, min_time_s=setup.min_time_s)
     rows = [{"model": n, **info[n], "T": seq_len, "batch": setup.batch,
              "step_ms": 1e3 * times[n], "tokens_per_s": setup.batch * seq_len / times[n]}
             for n in names]
@@ -361,7 +365,7 @@ def run_decode(setup: Setup, names: list[str], contexts: list[int], steps: int,
 
                 decoders[name, context] = step
                 bar.update()
-    rounds = max(1, setup.repeat)
+    rounds = max(5, setup.repeat)  # decoding steps are cheap: more rounds against noise
     per_round = max(1, steps // rounds)
     fns = {key: (lambda fn=fn: [fn() for _ in range(per_round)]) for key, fn in decoders.items()}
     times = interleaved_times({f"{k[0]}@{k[1]}": fn for k, fn in fns.items()},
@@ -429,8 +433,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="float32, or bfloat16 autocast around every forward; auto = bfloat16 on "
-                        "CUDA, float32 on CPU")
+                   help="float32, or bfloat16 autocast around every forward (all candidates "
+                        "alike); auto = bfloat16 on CUDA, and on a CPU whose bf16 matmul measured "
+                        "at least 1.5x its fp32 matmul at the start of the run, else float32")
     p.add_argument("--attention_backend", choices=("auto", "flash"), default="flash",
                    help="CUDA only: 'flash' forces SDPA's FlashAttention backend for the "
                         "attention baselines (training-shaped calls), 'auto' lets SDPA choose "
@@ -464,9 +469,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="timed rounds per measurement, the median is reported (default: profile)")
     p.add_argument("--decode_steps", type=_ints, default=None,
                    help="timed decoding steps per model and context (default: profile)")
-    p.add_argument("--budget_s", type=float, default=60.0,
+    p.add_argument("--budget_s", type=float, default=None,
                    help="stop repeating a candidate once its timed runs took this long; it keeps "
-                        "at least one (default: 60)")
+                        "at least one (default: profile, 15 s quick / 40 s full on CPU)")
     p.add_argument("--real_prefill", action="store_true",
                    help="prefill Llama's KV cache by running the context (quadratic) instead of "
                         "filling it with random keys and values")
@@ -485,25 +490,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_setup(args: argparse.Namespace) -> tuple[Setup, Profile]:
+def resolve_dtype(name: str, device: torch.device, ceilings: Ceilings) -> torch.dtype:
+    """--dtype: bfloat16 autocast where bf16 matmuls are fast (CUDA; a CPU with native bf16,
+    measured), float32 otherwise."""
+    if name != "auto":
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+    fast = (device.type == "cuda"
+            or ceilings.matmul_bf16_gflops >= 1.5 * ceilings.matmul_fp32_gflops)
+    return torch.bfloat16 if fast else torch.float32
+
+
+def make_setup(args: argparse.Namespace, ceilings: Ceilings) -> tuple[Setup, Profile]:
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
     kind = "cuda" if device.type == "cuda" else "cpu"
     profile = PROFILES["quick" if args.quick else "full", kind]
     overrides = {"seq_lens": args.seq_lens and tuple(args.seq_lens),
                  "decode_contexts": args.decode_contexts and tuple(args.decode_contexts),
                  "train_seq_len": args.train_seq_len, "op_seq_len": args.op_seq_len,
-                 "repeat": args.repeat, "decode_steps": args.decode_steps}
+                 "repeat": args.repeat, "decode_steps": args.decode_steps,
+                 "budget_s": args.budget_s}
     profile = replace(profile, **{k: v for k, v in overrides.items() if v})
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
-        args.dtype, torch.bfloat16 if kind == "cuda" else torch.float32)
+    dtype = resolve_dtype(args.dtype, device, ceilings)
     if args.hidden_size % args.heads:
         raise SystemExit(f"--hidden_size {args.hidden_size} must be divisible by --heads "
                          f"{args.heads}")
     setup = Setup(device, dtype, args.hidden_size, args.num_layers, args.heads, args.vocab_size,
-                  args.batch, profile.repeat, args.budget_s, args.attention_backend == "flash",
-                  args.seed)
+                  args.batch, profile.repeat, profile.budget_s, profile.budget_s / 3,
+                  args.attention_backend == "flash", args.seed)
     return setup, profile
 
 
@@ -516,11 +529,14 @@ def main(argv: list[str] | None = None) -> int:
         "keeps freed memory" if keep_freed_memory() else "unchanged (not glibc)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    setup, profile = make_setup(args)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    ceilings = measure_ceilings(device)
+    setup, profile = make_setup(args, ceilings)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    ceilings = measure_ceilings(setup.device)
     results: dict[str, list[dict]] = {}
     if "mixers" in args.sections:
         results["mixers"] = run_mixers(setup, args.mixers, list(profile.seq_lens))
@@ -540,12 +556,14 @@ def main(argv: list[str] | None = None) -> int:
         "command": "hololm bench speed " + shlex.join(sys.argv[1:] if argv is None else argv),
         "device": (torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda"
                    else f"cpu, {torch.get_num_threads()} threads"),
-        "dtype": str(setup.dtype).removeprefix("torch."),
+        "dtype": ("bfloat16 autocast around every candidate's forward"
+                  if setup.dtype == torch.bfloat16 else "float32"),
         "shape": (f"d={setup.hidden_size}, heads={setup.heads}, layers={setup.num_layers}, "
                   f"vocab={setup.vocab_size}, batch={setup.batch}"),
         "ceilings": ceilings.describe(),
         "malloc": malloc,
-        "repeat": f"median of {setup.repeat} interleaved rounds",
+        "repeat": (f"median of {setup.repeat} or more interleaved rounds (up to 15 while a "
+                   f"measurement took < {setup.min_time_s:.0f} s)"),
     }
     print(write_report(out, header, results))
     return 0

@@ -40,8 +40,11 @@ def _require_dim(x: torch.Tensor, dim) -> int:
     return dim % x.dim()
 
 
-def blocked_cumsum(x: torch.Tensor, dim: int = 1, block_size: int = 64) -> torch.Tensor:
-    """Inclusive prefix sum of a real floating tensor `x` along `dim` (same shape and dtype)."""
+def blocked_cumsum(x: torch.Tensor, dim: int = 1, block_size: int = 32, *,
+                   reverse: bool = False) -> torch.Tensor:
+    """Inclusive prefix sum of a real floating tensor `x` along `dim` (same shape and dtype);
+    `reverse`: the suffix sum y_j = Σ_{i >= j} x_i (upper-triangular blocks, carry from the end),
+    without the two flips of `cumsum(x.flip(dim)).flip(dim)`."""
     require_tensor("x", x)
     dim = _require_dim(x, dim)
     block = require_positive_int("block_size", block_size)
@@ -54,7 +57,8 @@ def blocked_cumsum(x: torch.Tensor, dim: int = 1, block_size: int = 64) -> torch
     xs = x.to(work).reshape(pre, length, post)
     if n * block > length:
         xs = F.pad(xs, (0, 0, 0, n * block - length))
-    tril = torch.ones(block, block, dtype=work, device=x.device).tril()
+    tril = torch.ones(block, block, dtype=work, device=x.device)
+    tril = tril.triu() if reverse else tril.tril()  # row j sums i <= j (i >= j when reverse)
     # autocast would run the matmul in bf16/fp16 and lose the float32 accumulation
     with torch.autocast(x.device.type, enabled=False):
         if post == 1:
@@ -62,8 +66,14 @@ def blocked_cumsum(x: torch.Tensor, dim: int = 1, block_size: int = 64) -> torch
             y = (xs.reshape(pre * n, block) @ tril.T).view(pre, n, block, 1)
         else:
             y = tril @ xs.view(pre, n, block, post)  # [pre, n, L, post]
-    totals = y[:, :, -1].clone()  # [pre, n, post]; a copy, as y is updated in place below
-    carry = F.pad(cumsum(totals[:, :-1], dim=1), (0, 0, 1, 0))  # [pre, n, post], exclusive
+    # block totals [pre, n, post] (copies, as y is updated in place below), exclusive carries;
+    # the zero padding sits at the end, where it adds nothing to a suffix sum either
+    if reverse:
+        totals = y[:, :, 0].clone()
+        carry = F.pad(cumsum(totals[:, 1:], dim=1, reverse=True), (0, 0, 0, 1))
+    else:
+        totals = y[:, :, -1].clone()
+        carry = F.pad(cumsum(totals[:, :-1], dim=1), (0, 0, 1, 0))
     # in place: the matmul's backward does not need its output, and a fresh buffer costs a pass
     y = y.add_(carry.unsqueeze(2)).view(pre, n * block, post)[:, :length]
     return y.reshape(shape).to(x.dtype)
@@ -79,9 +89,9 @@ def _prefers_blocked(x: torch.Tensor, dim: int) -> bool:
         BLOCKED_MIN_SLAB_HALF if half else BLOCKED_MIN_SLAB)
 
 
-def cumsum(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Inclusive prefix sum along `dim`, by `blocked_cumsum` where it is faster, else
-    `torch.cumsum` (same result up to rounding, same dtype).
+def cumsum(x: torch.Tensor, dim: int = 1, *, reverse: bool = False) -> torch.Tensor:
+    """Inclusive prefix sum along `dim` (`reverse`: suffix sum), by `blocked_cumsum` where it is
+    faster, else `torch.cumsum` (same result up to rounding, same dtype).
 
     Rule measured on a 2-core CPU with torch 2.13: `torch.cumsum` along a non-innermost axis
     reads with a stride of `columns` (the product of the dims after `dim`) and slows down per
@@ -94,4 +104,6 @@ def cumsum(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     dim = _require_dim(x, dim)
-    return blocked_cumsum(x, dim) if _prefers_blocked(x, dim) else torch.cumsum(x, dim)
+    if _prefers_blocked(x, dim):
+        return blocked_cumsum(x, dim, reverse=reverse)
+    return torch.cumsum(x.flip(dim), dim).flip(dim) if reverse else torch.cumsum(x, dim)

@@ -15,7 +15,9 @@ With `freqs=None` the binding is content-only (no position term, δ not allowed)
 
 Exactness at long range: p ω at p = 2^20 is ~3e6 rad, where a float32 ulp is 0.25 rad, so a
 float32 `t * ω` scrambles the phase. Position phases are computed in float64, wrapped to
-[-π, π) and only then cast (`position_phases`); no [max_seq_len, D] table is ever built.
+[-π, π) and only then cast (`position_phases`; the fast form adds two such exact phases, of
+the block and of the position within it, `_position_phase_range`); no [max_seq_len, D] table is
+ever built.
 
 The fast form works on real tensors: with θ = φ + pω and ψ' = ψ + (p − δ)ω,
     (A, B) = cumsum(v cos θ, v sin θ) + (Re M_0, Im M_0)
@@ -90,6 +92,27 @@ def position_phases(positions: torch.Tensor | int, freqs: torch.Tensor, *,
         raise TypeError(f"positions must be an int or a real tensor, got {type(positions)}")
     p = positions.to(torch.float64).reshape(*positions.shape, *([1] * freqs.dim()))
     return _wrap(p * freqs.to(torch.float64)).to(dtype)
+
+
+POSITION_BLOCK = 64  # positions per block of `_position_phase_range`
+
+
+def _position_phase_range(offset: int, steps: int, freqs: torch.Tensor, dtype: torch.dtype
+                          ) -> torch.Tensor:
+    """The position phases of offset .. offset + steps − 1, [steps, H, D], in (−2π, 2π).
+
+    p = offset + a·L + b splits into a block phase wrap((offset + a·L) ω) and an in-block phase
+    wrap(b ω), each exact in float64 on a tensor L times smaller than [steps, H, D]; only their
+    sum, one broadcast add, touches every element (instead of a float64 product, remainder and
+    cast). The sum is not rewrapped: it adds one rounding (~5e-7 rad in float32), and cos / sin
+    need no wrap."""
+    block = min(POSITION_BLOCK, steps)
+    n = -(-steps // block)
+    starts = offset + block * torch.arange(n, dtype=torch.float64, device=freqs.device)
+    inner = torch.arange(block, dtype=torch.float64, device=freqs.device)
+    pos = (position_phases(starts, freqs, dtype=dtype)[:, None]
+           + position_phases(inner, freqs, dtype=dtype))  # [n, L, H, D]
+    return pos.view(n * block, *freqs.shape)[:steps]
 
 
 def _prepare(v, key_phase, query_phase, freqs, query_shift, state, *, ndim: int,
@@ -191,7 +214,8 @@ class _PhasorMemory(torch.autograd.Function):
     def backward(ctx, g_parts, g_last):
         v, cos_t, sin_t, c, s, parts = ctx.saved_tensors
         B, T, H, D = v.shape
-        grad = v.new_zeros(B, T, 2, H, D)  # ∂L/∂(A_t, B_t), then summed over t' >= t
+        # ∂L/∂(A_t, B_t), then summed over t' >= t; fully written below when g_parts is given
+        grad = v.new_zeros(B, T, 2, H, D) if g_parts is None else v.new_empty(B, T, 2, H, D)
         d_psi = None
         if g_parts is not None:
             g_re, g_im = g_parts.unbind(2)
@@ -200,7 +224,7 @@ class _PhasorMemory(torch.autograd.Function):
             d_psi = torch.mul(g_re, parts[:, :, 1]).addcmul_(g_im, parts[:, :, 0], value=-1)
         if g_last is not None:
             grad[:, -1] += g_last
-        grad = cumsum(grad.flip(1), dim=1).flip(1)  # reverse cumsum over time
+        grad = cumsum(grad, dim=1, reverse=True)  # summed over t' >= t
         g_a, g_b = grad.unbind(2)
         d_v = torch.mul(g_a, cos_t).addcmul_(g_b, sin_t)
         d_theta = torch.mul(g_b, cos_t).addcmul_(g_a, sin_t, value=-1).mul_(v)
@@ -222,14 +246,18 @@ def phasor_memory_parts(v: torch.Tensor, key_phase: torch.Tensor, query_phase: t
     dtype, freqs = _prepare(v, key_phase, query_phase, freqs, query_shift, initial_state,
                             ndim=4, state_name="initial_state")
     steps = v.shape[1]
-    v, theta, psi = (x.to(dtype) for x in (v, key_phase, query_phase))
+    v = v.to(dtype)
     positions = torch.arange(offset, offset + steps, dtype=torch.float64, device=v.device)
     if freqs is not None:
-        # wrapped to [-π, π) in float64 first; the sums with content phases stay small enough
-        # (|θ|, |ψ| <= 3π for content phases in [-π, π]) for float32 cos/sin to need no rewrap
-        pos = position_phases(positions, freqs, dtype=dtype)  # [T, H, D]
-        theta = theta + pos
-        psi = psi + (pos if query_shift is None else pos - _shift_phase(query_shift, freqs, dtype))
+        # exact float64 wraps summed to (−2π, 2π); the sums with content phases stay small
+        # enough (|θ|, |ψ| < 3π for content phases in [-π, π]) for float32 cos/sin.
+        # Half-precision phases are promoted by the add itself (no separate cast pass).
+        pos = _position_phase_range(offset, steps, freqs, dtype)  # [T, H, D]
+        theta = key_phase + pos
+        psi = query_phase + (pos if query_shift is None
+                             else pos - _shift_phase(query_shift, freqs, dtype))
+    else:
+        theta, psi = key_phase.to(dtype), query_phase.to(dtype)
     m0 = None
     if initial_state is not None:
         m0 = initial_state.to(torch.complex128 if dtype == torch.float64 else torch.complex64)

@@ -82,6 +82,10 @@ def test_interleaved_times_and_peak_memory():
     times = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                               device=torch.device("cpu"), repeat=3, warmup=1)
     assert calls == ["a", "b"] * 4 and set(times) == {"a", "b"}
+    calls.clear()  # cheap calls get more rounds while the measurement is shorter than min_time_s
+    interleaved_times({"a": lambda: calls.append("a")}, device=torch.device("cpu"), repeat=3,
+                      warmup=0, min_time_s=60.0, max_repeat=7)
+    assert len(calls) == 7
     peak = peak_memory_bytes(lambda: torch.ones(2**24).sum(), torch.device("cpu"))
     assert math.isnan(peak) or peak > 2**25  # 64 MB touched (NaN without /proc)
 

@@ -19,6 +19,19 @@ def test_matches_torch_cumsum_float64(length, dim, block_size):
     assert_close(y, torch.cumsum(x, dim), 1e-13, f"length={length} dim={dim} L={block_size}")
 
 
+@pytest.mark.parametrize("length", [1, 63, 65, 1000])
+@pytest.mark.parametrize("block_size", [1, 7, 32])
+def test_reverse_is_the_suffix_sum(length, block_size):
+    x = torch.randn(2, length, 70, dtype=torch.float64)
+    ref = torch.cumsum(x.flip(1), 1).flip(1)
+    assert_close(blocked_cumsum(x, 1, block_size, reverse=True), ref, 1e-13, f"L={block_size}")
+    assert_close(cumsum(x, 1, reverse=True), ref, 1e-13, "dispatcher")
+    wide = torch.randn(1, 2 * length + 64, 1024)  # long and wide enough to take the blocked path
+    assert _prefers_blocked(wide, 1) == (wide.shape[1] * 1024 >= 2**20)
+    ref = torch.cumsum(wide.double().flip(1), 1).flip(1)
+    assert_close(cumsum(wide, 1, reverse=True).double(), ref, 1e-6, "float32")
+
+
 @pytest.mark.parametrize("length", [1025, 1100])
 def test_recursive_carry_values_and_gradients(length):
     # block_size=1 makes the carry axis [length - 1, 1024 columns] long and wide enough to be

@@ -96,7 +96,8 @@ def test_forms_agree_fp32(steps, positional):
 @pytest.mark.parametrize("steps", [63, 64, 65])
 def test_fast_form_through_blocked_cumsum(steps, monkeypatch):
     # tiny test tensors dispatch to torch.cumsum; force the blocked path (tail padding included)
-    monkeypatch.setattr(phasor_module, "cumsum", lambda x, dim: blocked_cumsum(x, dim, 16))
+    monkeypatch.setattr(phasor_module, "cumsum",
+                        lambda x, dim, reverse=False: blocked_cumsum(x, dim, 16, reverse=reverse))
     ins = make_inputs(steps)
     check_against_ref64(FORMS["fast"], ins, generate_random_phasors(H * D), 5, 1e-5, 1e-5,
                         f"blocked T={steps}")
