@@ -7,7 +7,8 @@ Sections (`--sections`, all by default):
           forward and forward+backward time and peak memory vs sequence length T
   models  whole models of the same width, depth, heads and vocabulary vs HF LlamaForCausalLM
   train   training tokens/s (forward, loss, backward, AdamW step) vs HF Llama, GPT-2 and Mamba-2
-          (Mamba-2's pure-torch path)
+          (Mamba-2's pure-torch path), each baseline's depth and MLP width / expand chosen to
+          match the hololm models' median non-embedding parameters
   decode  per-token latency and memory vs context length vs Llama with its KV cache
   ops     achieved GFLOP/s or GB/s of each memory op next to the matmul and copy ceilings
 Every ratio comes from interleaved timings in this one process (each candidate timed once per
@@ -33,6 +34,7 @@ import csv
 import gc
 import math
 import shlex
+import statistics
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -66,6 +68,12 @@ MIXERS = ("attention", "phasor", "long", "matrix", "hsn")
 HOLO_MODELS = ("holo", "long", "hologpt", "hsn")
 BASELINES = ("llama", "gpt2", "mamba2")
 MB = 2**20
+# train section: the config field that sets each baseline's MLP width (Mamba-2: its expansion),
+# the factors tried on the family's default, nearest the default first (by |log f|), and how
+# close to the target parameter count a config must come to end the search
+WIDTH_KEYS = {"llama": "intermediate_size", "gpt2": "n_inner", "mamba2": "expand"}
+WIDTH_FACTORS = (1.0, 1.25, 0.75, 1.5, 0.5, 2.0)
+MATCH_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -141,13 +149,17 @@ def build_mixer(name: str, setup: Setup, seq_len: int) -> torch.nn.Module:
     raise ValueError(f"unknown mixer {name!r}")
 
 
-def build_lm(model_type: str, setup: Setup, seq_len: int) -> PreTrainedModel:
-    """A whole model at the shared width, depth, heads and vocabulary (baselines via HF)."""
+def _build(model_type: str, setup: Setup, seq_len: int, **overrides) -> PreTrainedModel:
+    shape = {"hidden_size": setup.hidden_size, "num_hidden_layers": setup.num_layers,
+             "num_attention_heads": setup.heads, **overrides}
+    return build_model(model_type, "tiny", setup.vocab_size, seq_len, **shape)
+
+
+def build_lm(model_type: str, setup: Setup, seq_len: int, **overrides) -> PreTrainedModel:
+    """A whole model at the shared width, depth, heads and vocabulary (baselines via HF);
+    `overrides` (say a matched baseline's depth) win over the shared shape."""
     torch.manual_seed(setup.seed)
-    model = build_model(model_type, "tiny", setup.vocab_size, seq_len,
-                        hidden_size=setup.hidden_size, num_hidden_layers=setup.num_layers,
-                        num_attention_heads=setup.heads)
-    return model.to(setup.device)
+    return _build(model_type, setup, seq_len, **overrides).to(setup.device)
 
 
 def _nan_row() -> dict:
@@ -266,10 +278,62 @@ def _embedding_params(model: PreTrainedModel) -> int:
     return count + (wpe.weight.numel() if wpe is not None else 0)
 
 
+def non_embedding_params(model_type: str, setup: Setup, seq_len: int, **overrides) -> int:
+    """Counted on the meta device: no memory, no initialisation, a few ms per config."""
+    with torch.device("meta"):
+        model = _build(model_type, setup, seq_len, **overrides)
+    return n_params(model) - _embedding_params(model)
+
+
+def matched_param_target(setup: Setup, seq_len: int) -> int:
+    """The baselines' target: the median non-embedding parameters of every hololm family at the
+    shared shape, whether or not they run, so that HSN, far smaller by design, does not set it.
+    Non-embedding, as GPT-2's position table grows with T."""
+    return round(statistics.median(non_embedding_params(m, setup, seq_len)
+                                   for m in HOLO_MODELS))
+
+
+def match_baseline(model_type: str, setup: Setup, seq_len: int, target: int) -> dict:
+    """Overrides (depth and MLP width / expand) giving a baseline about `target` non-embedding
+    parameters at the shared width and heads: for each width factor, nearest the family's
+    default first, the depth in 1..4·num_layers whose count is nearest; the first within
+    MATCH_TOLERANCE wins, else the nearest config seen. Width alone keeps the layer count, depth
+    alone is too coarse at a few layers (one Llama layer is ~40% of two), hence both."""
+    key = WIDTH_KEYS[model_type]
+    with torch.device("meta"):
+        config = _build(model_type, setup, seq_len).config
+    default = getattr(config, key) or 4 * setup.hidden_size  # GPT-2's n_inner None = 4·d
+    best, best_err = {}, math.inf
+    for factor in WIDTH_FACTORS:
+        value = factor * default
+        if key == "expand":  # an int in HF's config, in whole heads: num_heads = expand·d/head_dim
+            if not value.is_integer() or (value * setup.hidden_size) % config.head_dim:
+                continue
+        width = {key: round(value)}
+        for depth in range(1, 4 * setup.num_layers + 1):
+            overrides = {"num_hidden_layers": depth, **width}
+            count = non_embedding_params(model_type, setup, seq_len, **overrides)
+            if abs(count / target - 1) < best_err:
+                best, best_err = overrides, abs(count / target - 1)
+            if count > target:  # counts grow with depth: deeper only gets further away
+                break
+        if best_err <= MATCH_TOLERANCE:
+            break
+    return best
+
+
+def _shape(model: PreTrainedModel, model_type: str) -> str:
+    layers = f"{model.config.num_hidden_layers} layers"
+    key = WIDTH_KEYS.get(model_type)
+    return f"{layers}, {key}={getattr(model.config, key)}" if key else layers
+
+
 def run_train(setup: Setup, names: list[str], seq_len: int) -> list[dict]:
     steps, info = {}, {}
+    target = matched_param_target(setup, seq_len)
     for name in tqdm(names, desc="train: build", unit="model"):
-        model = build_lm(name, setup, seq_len).train()
+        overrides = match_baseline(name, setup, seq_len, target) if name in BASELINES else {}
+        model = build_lm(name, setup, seq_len, **overrides).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         ids = torch.randint(setup.vocab_size, (setup.batch, seq_len), device=setup.device)
 
@@ -282,7 +346,8 @@ def run_train(setup: Setup, names: list[str], seq_len: int) -> list[dict]:
 
         steps[name] = step
         total = n_params(model)
-        info[name] = {"params": total, "non_embedding_params": total - _embedding_params(model)}
+        info[name] = {"params": total, "non_embedding_params": total - _embedding_params(model),
+                      "shape": _shape(model, name)}
     times = interleaved_times(steps, device=setup.device, repeat=setup.repeat, warmup=1,
                               budget_s=setup.budget_s, min_time_s=setup.min_time_s)
     rows = [{"model": n, **info[n], "T": seq_len, "batch": setup.batch,

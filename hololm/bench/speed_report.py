@@ -50,8 +50,8 @@ TABLES = {
                ("speedup_fwdbwd_vs_llama", "fwd+bwd speed-up vs llama", 2),
                ("status", "status", 0)],
     "train": [("model", "model", 0), ("params", "params", 0),
-              ("non_embedding_params", "non-embedding", 0), ("T", "T", 0),
-              ("step_ms", "step ms", 1), ("tokens_per_s", "tokens/s", 0),
+              ("non_embedding_params", "non-embedding", 0), ("shape", "shape", 0),
+              ("T", "T", 0), ("step_ms", "step ms", 1), ("tokens_per_s", "tokens/s", 0),
               ("throughput_vs_llama", "vs llama", 2), ("throughput_vs_mamba2", "vs mamba2", 2)],
     "decode": [("model", "model", 0), ("context", "context", 0),
                ("ms_per_token", "ms / token", 2), ("latency_vs_first", "vs first context", 2),
@@ -64,7 +64,9 @@ TABLES = {
 TITLES = {
     "mixers": "Token mixers vs SDPA attention (same width and heads)",
     "models": "Whole models vs HF Llama (same width, depth, heads, vocabulary)",
-    "train": "Training throughput (forward, loss, backward, AdamW step)",
+    # baselines: depth and MLP width / expand matched to the hololm models' median
+    # non-embedding parameters (speed.match_baseline)
+    "train": "Training throughput (forward, loss, backward, AdamW step), parameter-matched",
     "decode": "Decoding: per-token latency and memory vs context",
     "ops": "Memory ops vs the machine's ceilings",
 }

@@ -8,6 +8,7 @@ from hololm.bench import speed
 from hololm.bench.measure import interleaved_times, peak_memory_bytes
 from hololm.bench.speed_report import targets
 from hololm.bench.timing import Ceilings
+from hololm.models.presets import build_model
 
 TINY = ["--seq_lens", "24", "40", "--decode_contexts", "8", "16", "--train_seq_len", "16",
         "--op_seq_len", "32", "--repeat", "1", "--decode_steps", "2", "--hidden_size", "32",
@@ -55,6 +56,11 @@ def test_train_decode_and_ops_columns(tiny_run):
     assert {r["model"] for r in train} == {*speed.HOLO_MODELS, *speed.BASELINES}
     llama = next(r for r in train if r["model"] == "llama")
     assert float(llama["throughput_vs_llama"]) == 1.0 and float(llama["tokens_per_s"]) > 0
+    holo = sorted(int(r["non_embedding_params"]) for r in train if r["model"] in speed.HOLO_MODELS)
+    for r in train:  # baselines at about the hololm models' median non-embedding parameters
+        if r["model"] in speed.BASELINES:
+            assert holo[1] * 0.85 <= int(r["non_embedding_params"]) <= holo[2] * 1.15, r
+            assert speed.WIDTH_KEYS[r["model"]] in r["shape"], r
     decode = _rows(tiny_run / "decode.csv")
     assert {(r["model"], r["context"]) for r in decode} == {
         (m, c) for m in (*speed.HOLO_MODELS, "llama") for c in ("8", "16")}
@@ -65,6 +71,25 @@ def test_train_decode_and_ops_columns(tiny_run):
     ops = _rows(tiny_run / "ops.csv")
     assert {r["op"] for r in ops} == set(speed.op_bench.CASES)
     assert all(float(r["ceiling"]) in (100.0, 20.0) for r in ops)
+
+
+@pytest.mark.parametrize(("hidden_size", "heads"), [(32, 2), (256, 4)])
+def test_train_baselines_are_matched_to_the_hololm_parameter_count(hidden_size, heads):
+    setup = speed.Setup(torch.device("cpu"), torch.float32, hidden_size, 2, heads, 256, 1, 1,
+                        1.0, 1.0, False, 0)
+    target = speed.matched_param_target(setup, 64)
+    holo = sorted(speed.non_embedding_params(m, setup, 64) for m in speed.HOLO_MODELS)
+    assert holo[1] <= target <= holo[2]  # the median: HSN's small count does not set it
+    for name in speed.BASELINES:
+        overrides = speed.match_baseline(name, setup, 64, target)
+        model = speed.build_lm(name, setup, 64, **overrides)  # a valid HF config, for real
+        count = speed.n_params(model) - speed._embedding_params(model)
+        assert abs(count / target - 1) <= 0.15, (name, overrides, count, target)
+
+
+def test_mamba2_heads_follow_an_expand_override():
+    config = build_model("mamba2", "tiny", 64, 32, hidden_size=64, expand=3).config
+    assert (config.expand, config.num_heads * config.head_dim) == (3, 3 * 64)
 
 
 def test_targets_are_computed_from_rows():
