@@ -1,5 +1,5 @@
 """What the recall benchmark runs: each task's training mixture and test slices, and the two
-profiles — `quick` (every task and family, small, ~10 minutes on 2 CPU cores) and `full`
+profiles — `quick` (every task and family, small; its wall time is printed in recall.md) and `full`
 (zoology's standard sweep sizes, meant for a GPU)."""
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ def quick_tasks() -> tuple[Task, ...]:
              vocab_size=128, train_examples=20_000),
         Task("mqar_forget", synthetic.mqar_forget, _kv(64, (4,)), _kv(64, (4, 8)),
              vocab_size=128, train_examples=20_000),
-        Task("passkey", synthetic.passkey, ({"seq_len": 128},),
-             tuple({"seq_len": n} for n in (128, 1024, 4096, 16384)), vocab_size=64,
-             train_examples=10_000, test_examples=32),
+        Task("passkey", synthetic.passkey, ({"seq_len": 64},),
+             tuple({"seq_len": n} for n in (64, 1024, 4096, 16384)), vocab_size=64,
+             train_examples=10_000, test_examples=16),
         Task("reverse", synthetic.reverse, ({"seq_len": 33},), ({"seq_len": 33},),
              vocab_size=32, train_examples=20_000),
         Task("sort", synthetic.sort, ({"seq_len": 33},), ({"seq_len": 33},),
@@ -116,8 +116,8 @@ QUICK_FAMILIES = tuple(f for f in FAMILIES if f != "phasor_noconv")
 
 PROFILES = {
     # MQAR needs its steps: attention learns it through a late jump (~1300-2500 steps here)
-    "quick": Profile(tasks=quick_tasks(), families=QUICK_FAMILIES, steps=400,
-                     task_steps={"mqar": 3000, "mqar_forget": 1000}),
+    "quick": Profile(tasks=quick_tasks(), families=QUICK_FAMILIES, steps=300,
+                     task_steps={"mqar": 3000, "mqar_forget": 800}),
     "full": Profile(tasks=full_tasks(), d_models=(64, 128, 256), lrs=(1e-4, 3e-4, 1e-3, 3e-3),
                     steps=20_000, eval_every=500, task_steps={"passkey": 5000}),
 }
