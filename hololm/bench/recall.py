@@ -229,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         "best (chosen on a validation set, scored on a test set).")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help="small models, every task and family (~10 min on 2 CPU cores); the "
-                           "default")
+                      help="small models, every task and family (measured: 46 min on 2 CPU "
+                           "cores, see the README); the default")
     size.add_argument("--full", action="store_true",
                       help="zoology's sweep sizes (T 64-512, kv 4-64, d_model 64-256, four "
                            "learning rates): hours, meant for a GPU")

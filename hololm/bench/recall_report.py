@@ -95,6 +95,7 @@ def _grid(groups: dict[str, list[dict]], x: str, xlabel: str, path: Path) -> Non
         ax.set(title=task, xlabel=xlabel, ylabel=ylabel, xscale="log", xticks=sorted(
             {r[x] for r in rows}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -117,6 +118,7 @@ def _state_plot(groups: dict[str, list[dict]], path: Path) -> None:
             ax.plot(*zip(*points, strict=True), marker="o", label=model)
         ax.set(title=f"{task} T={hardest[0]} kv={hardest[1]}", xscale="log",
                xlabel="recurrent state (bytes, batch 1)", ylabel="accuracy")
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
