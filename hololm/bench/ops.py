@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hololm import ops
+from hololm.bench.measure import keep_freed_memory
 from hololm.bench.timing import Ceilings, measure_ceilings, median_time
 
 
@@ -194,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    # as in `hololm bench speed`: fresh temporaries reuse heap pages instead of page-faulting
+    allocator = "keeps freed memory" if keep_freed_memory() else "unchanged (not glibc)"
     ceilings = measure_ceilings()
-    print(f"# device cpu, {torch.get_num_threads()} threads; ceilings: {ceilings.describe()}")
+    print(f"# device cpu, {torch.get_num_threads()} threads, malloc {allocator}; "
+          f"ceilings: {ceilings.describe()}")
     print(f"# B={args.batch} H={args.heads} D={args.head_dim}, fp32, median of {args.repeat}")
     rows = []
     for name in args.ops:
