@@ -188,8 +188,10 @@ class SpectralGate(nn.Module):
         return y.to(x.dtype), {"buffer": buffer}
 
     def state_bytes(self, batch_size: int, context_len: int, dim: int) -> int:
-        """The last max_seq_len − 1 inputs of `dim` channels, constant in context."""
-        return batch_size * (self.max_seq_len - 1) * dim * _state_size(self.gate)
+        """The last min(context_len, max_seq_len − 1) inputs of `dim` channels: bounded, flat
+        from max_seq_len − 1 tokens on."""
+        held = min(context_len, self.max_seq_len - 1)
+        return batch_size * held * dim * _state_size(self.gate)
 
 
 class LiteChannelMix(nn.Module):

@@ -16,10 +16,12 @@ Three forms, all returning (y, final_state):
   padding and never on y_0 .. y_{T−1}. O(T log T) per channel.
 - `causal_conv_step`: one token for decoding.
 
-State: the K − 1 most recent inputs [B, K − 1, *C], oldest first, zeros before the start of the
-sequence. Zeros stand in for x_{t<0}, so y_t needs no position, and the buffer keeps its size
-K − 1 however long decoding runs (for a kernel of max_seq_len taps, a window of max_seq_len
-inputs). A caller keeps it like a KV cache of fixed size:
+State: the S = min(K − 1, inputs seen) most recent inputs [B, S, *C], oldest first. Inputs before
+the start of the sequence are zeros and are not stored, so y_t needs no position, a stream
+shorter than the kernel keeps a short state (a training forward of T << K tokens does not build
+a K − 1 buffer of zeros), and the state never grows past K − 1 however long decoding runs (for a
+kernel of max_seq_len taps, a window of max_seq_len inputs). Any S <= K − 1 is accepted as an
+initial state. A caller keeps it like a KV cache of bounded size:
 
     y, state = causal_fft_conv(prompt, kernel)                       # prefill
     y_t, state = causal_conv_step(x_t, kernel, state)                # then one token at a time
@@ -82,38 +84,39 @@ def _prepare(x: torch.Tensor, kernel: torch.Tensor, initial_state: torch.Tensor 
     kernel = _check_kernel(kernel, channels, name_x)
     work = torch.float64 if torch.float64 in (x.dtype, kernel.dtype) else torch.float32
     if initial_state is not None:
-        shape = (x.shape[0], kernel.shape[0] - 1, *channels)
+        longest = kernel.shape[0] - 1
+        held = initial_state.shape[1] if isinstance(initial_state, torch.Tensor) and \
+            initial_state.dim() > 1 and initial_state.shape[1] <= longest else longest
+        shape = (x.shape[0], held, *channels)  # any S <= K − 1 recent inputs
         initial_state = require_state("initial_state", initial_state, shape, work).to(work)
     return x.to(work), kernel.to(work), initial_state
 
 
 def _recent(past: torch.Tensor | None, x: torch.Tensor, size: int) -> torch.Tensor:
-    """The `size` most recent entries of the stream `past ++ x` along dim 1 (`past` None means
-    zeros), as a new tensor: the state never keeps the whole input alive."""
-    if x.shape[1] >= size:
-        return x[:, x.shape[1] - size:].clone()
-    if past is None:
-        past = x.new_zeros((x.shape[0], size, *x.shape[2:]))
-    return torch.cat([past, x], dim=1)[:, -size:]
+    """The at most `size` most recent entries of the stream `past ++ x` along dim 1 (`past` None:
+    an empty stream), as a new tensor: the state never keeps the whole input alive."""
+    keep = min(size, x.shape[1] + (0 if past is None else past.shape[1]))
+    if x.shape[1] >= keep:
+        return x[:, x.shape[1] - keep:].clone()
+    return torch.cat([past[:, past.shape[1] - (keep - x.shape[1]):], x], dim=1)
 
 
 def causal_conv_ref(x: torch.Tensor, kernel: torch.Tensor,
                     initial_state: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference: y_t = Σ_{j<K} kernel_j ⊙ x_{t−j}, with x_{t<0} taken from `initial_state`
-    (zeros when None). x [B, T, *C], kernel [K, *Ck] → (y [B, T, *C], state [B, K−1, *C])."""
+    (zeros before it, or when None). x [B, T, *C], kernel [K, *Ck] → (y [B, T, *C], state
+    [B, min(K−1, S+T), *C])."""
     x, kernel, past = _prepare(x, kernel, initial_state)
-    batch, seq, channels = x.shape[0], x.shape[1], x.shape[2:]
-    taps = kernel.shape[0]
-    if past is None:
-        past = x.new_zeros((batch, taps - 1, *channels))
-    stream = torch.cat([past, x], dim=1)  # [B, K−1+T, *C]; x_t is stream[:, K−1+t]
-    reversed_kernel = kernel.flip(0)  # [K, *C']: kernel_{K−1}, …, kernel_0
+    seq, taps = x.shape[1], kernel.shape[0]
+    stream = x if past is None else torch.cat([past, x], dim=1)  # [B, S+T, *C]
+    n_past = stream.shape[1] - seq  # S: x_t is stream[:, S+t]
     ys = []
     for t in range(seq):
-        window = stream[:, t:t + taps]  # [B, K, *C]: x_{t−K+1}, …, x_t (a view: no copy kept)
-        ys.append((reversed_kernel * window).sum(1))
-    return torch.stack(ys, dim=1), stream[:, seq:].clone()
+        end = n_past + t + 1
+        window = stream[:, max(0, end - taps):end]  # [B, w, *C]: x_{t−w+1}, …, x_t (a view)
+        ys.append((kernel[:window.shape[1]].flip(0) * window).sum(1))
+    return torch.stack(ys, dim=1), _recent(past, x, taps - 1)
 
 
 def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor,
@@ -138,12 +141,14 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor,
 def causal_conv_step(x_t: torch.Tensor, kernel: torch.Tensor,
                      initial_state: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One decoding step: x_t [B, *C] and the state of the K − 1 previous inputs [B, K−1, *C]
-    (None: start of the sequence) → (y_t [B, *C], the state shifted by one)."""
+    """One decoding step: x_t [B, *C] and the state of the S <= K − 1 previous inputs
+    [B, S, *C] (None: start of the sequence) → (y_t [B, *C], the state with x_t appended and
+    trimmed to the K − 1 most recent)."""
     x_t, kernel, past = _prepare(x_t, kernel, initial_state, name_x="x_t", ndim_lead=1)
     taps = kernel.shape[0]
     if past is None:
-        past = x_t.new_zeros((x_t.shape[0], taps - 1, *x_t.shape[1:]))
-    window = torch.cat([past, x_t.unsqueeze(1)], dim=1)  # [B, K, *C], oldest first
-    y_t = (kernel.flip(0) * window).sum(1)
-    return y_t, window[:, 1:]
+        window = x_t.unsqueeze(1).clone()  # a copy: the state must not alias the input
+    else:
+        window = torch.cat([past, x_t.unsqueeze(1)], dim=1)  # [B, w <= K, *C], oldest first
+    y_t = (kernel[:window.shape[1]].flip(0) * window).sum(1)
+    return y_t, window[:, max(0, window.shape[1] - (taps - 1)):]

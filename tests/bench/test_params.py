@@ -10,7 +10,8 @@ def test_meta_counts_equal_real_counts_and_cache_sizes():
         model = build_model(model_type, "tiny", 300, 64)
         total = sum(p.numel() for p in model.parameters())
         assert f"| {model_type} | tiny | {total / 1e6:,.2f}M |" in table
-        grows = cache_bytes(model, 100) > cache_bytes(model, 10)
+        # past the longest fixed window (hsn's gate buffer of seq_len − 1 inputs)
+        grows = cache_bytes(model, 1000) > cache_bytes(model, 100)
         assert grows == (model_type in ("long", "gpt2", "llama"))  # long tiny has attention
 
 

@@ -53,7 +53,7 @@ def test_ref_is_the_definition(seq, taps):
             want[:, t] += kernel[j] * x[:, t - j]
     y, state = causal_conv_ref(x, kernel)
     assert_close(y, want, 1e-15, "ref")
-    assert state.shape == (B, taps - 1, H, D)
+    assert state.shape == (B, min(taps - 1, seq), H, D)  # inputs before the start: not stored
     assert_close(causal_fft_conv(x, kernel)[0], want, 1e-13, "fft")
 
 
@@ -65,7 +65,8 @@ def test_three_forms_agree(seq, which, with_state):
     initial state, in float32."""
     taps = _taps(seq, which)
     x, kernel, state = _inputs(seq, taps, with_state=with_state)
-    wy, ws = torch.randn(B, seq, H, D), torch.randn(B, taps - 1, H, D)
+    held = min(taps - 1, seq + (taps - 1 if with_state else 0))
+    wy, ws = torch.randn(B, seq, H, D), torch.randn(B, held, H, D)
     y_ref, s_ref, g_ref = _outputs_and_grads(causal_conv_ref, x, kernel, state, wy, ws)
     for fn in (causal_fft_conv, _chained_steps):
         y, s, grads = _outputs_and_grads(fn, x, kernel, state, wy, ws)
@@ -96,9 +97,32 @@ def test_prefill_then_steps_then_chunk(taps):
     y_a, state = causal_fft_conv(x[:, :12], kernel)
     y_b, state = _chained_steps(x[:, 12:17], kernel, state)
     y_c, state = causal_fft_conv(x[:, 17:], kernel, state)
-    assert state.shape == (B, taps - 1, H, D)
+    assert state.shape == (B, min(taps - 1, 30), H, D)
     assert_close(torch.cat([y_a, y_b, y_c], dim=1), y_full, 1e-5, "outputs")
     assert_close(state, s_full, 1e-6, "state")
+
+
+@pytest.mark.parametrize("held", [0, 3, 7])
+def test_a_short_state_is_the_zero_padded_one(held):
+    """A state of S < K − 1 inputs means zeros before them: every form gives what the full
+    K − 1 state with those zeros gives, and none keeps more than K − 1 inputs."""
+    taps = 9
+    x, kernel, _ = _inputs(5, taps)
+    short = torch.randn(B, held, H, D)
+    full = torch.cat([torch.zeros(B, taps - 1 - held, H, D), short], dim=1)
+    y_want, s_want = causal_conv_ref(x, kernel, full)
+    for fn in (causal_conv_ref, causal_fft_conv, _chained_steps):
+        y, s = fn(x, kernel, short)
+        assert s.shape == (B, min(taps - 1, held + 5), H, D)
+        assert_close(y, y_want, 1e-5, fn.__name__)
+        assert_close(s, s_want[:, taps - 1 - s.shape[1]:], 1e-6, fn.__name__ + " state")
+
+
+def test_a_state_longer_than_the_kernel_is_refused():
+    x, kernel, _ = _inputs(5, 4)
+    for fn in (causal_conv_ref, causal_fft_conv):
+        with pytest.raises(ValueError, match="initial_state"):
+            fn(x, kernel, torch.randn(B, 4, H, D))
 
 
 def test_taps_beyond_the_sequence_are_ignored():
