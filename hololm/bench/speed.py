@@ -443,7 +443,9 @@ def run_decode(setup: Setup, names: list[str], contexts: list[int], steps: int,
             ms = 1e3 * times[f"{name}@{context}"] / per_round
             first = ms if first is None else first
             rows.append({"model": name, "context": context, "ms_per_token": ms,
-                         "latency_vs_first": ms / first, **info[name, context]})
+                         "latency_vs_first": ms / first, **info[name, context],
+                         # HSN keeps the inputs seen up to its gate length: bounded from there
+                         "window": hsn_window if name == "hsn" else 0})
     return rows
 
 

@@ -127,12 +127,16 @@ def targets(results: dict[str, list[dict]]) -> list[dict]:
     decode = results.get("decode", [])
     for name in HOLO_MODELS:
         mine = [r for r in decode if r["model"] == name]
+        # a state bounded by a window (HSN's gate) is compared from the window on
+        mine = [r for r in mine if r["context"] >= int(r.get("window") or 0)] or mine[-1:]
         if len(mine) < 2:
             continue
-        far = [r["latency_vs_first"] for r in mine if r["context"] >= LONG_CONTEXT] or \
-              [mine[-1]["latency_vs_first"]]
+        base = mine[0]
+        far = [r["ms_per_token"] / base["ms_per_token"] for r in mine
+               if r["context"] >= LONG_CONTEXT] or [mine[-1]["ms_per_token"]
+                                                    / base["ms_per_token"]]
         worst = max(far)
-        checks.append(_check(f"{name} decode latency, worst long context / {mine[0]['context']}",
+        checks.append(_check(f"{name} decode latency, worst long context / {base['context']}",
                              worst, "<= 1.2", worst <= 1.2))
         sizes = [r["cache_mb"] for r in mine]
         growth = max(sizes) / min(sizes) if min(sizes) > 0 else math.nan

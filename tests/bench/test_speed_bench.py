@@ -102,6 +102,22 @@ def test_targets_are_computed_from_rows():
     assert crossover["measured"] == 2048 and crossover["met"] == "yes"
 
 
+def test_decode_targets_compare_a_windowed_state_from_its_window_on():
+    """HSN's buffer grows until its gate length, then stays: flat is judged from there; a
+    state without a window is judged from the first context."""
+    rows = [{"model": m, "context": c, "ms_per_token": ms, "cache_mb": mb, "window": w}
+            for m, w, points in (("hsn", 2048, ((1024, 1.0, 2.0), (4096, 1.3, 4.0),
+                                                 (16384, 1.35, 4.0))),
+                                 ("holo", 0, ((1024, 1.0, 0.1), (4096, 1.3, 0.1),
+                                              (16384, 1.35, 0.1))))
+            for c, ms, mb in points]
+    checks = {c["target"]: c for c in targets({"decode": rows})}
+    hsn = checks["hsn decode latency, worst long context / 4096"]
+    assert hsn["met"] == "yes" and abs(hsn["measured"] - 1.35 / 1.3) < 1e-9
+    assert checks["hsn decode cache size, largest / smallest context"]["met"] == "yes"
+    assert checks["holo decode latency, worst long context / 1024"]["met"] == "no"
+
+
 def test_interleaved_times_and_peak_memory():
     calls = []
     times = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
