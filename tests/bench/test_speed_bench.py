@@ -73,6 +73,15 @@ def test_train_decode_and_ops_columns(tiny_run):
     assert all(float(r["ceiling"]) in (100.0, 20.0) for r in ops)
 
 
+def test_no_baseline_trains_with_dropout():
+    """Only GPT-2's config has dropout by default; the bench turns it off like the others have."""
+    setup = speed.Setup(torch.device("cpu"), torch.float32, 32, 2, 2, 256, 1, 1, 1.0, 1.0, False,
+                        0)
+    config = speed.build_lm("gpt2", setup, 64).config
+    assert config.attn_pdrop == config.resid_pdrop == config.embd_pdrop == 0.0
+    assert speed.build_lm("llama", setup, 64).config.attention_dropout == 0.0
+
+
 @pytest.mark.parametrize(("hidden_size", "heads"), [(32, 2), (256, 4)])
 def test_train_baselines_are_matched_to_the_hololm_parameter_count(hidden_size, heads):
     setup = speed.Setup(torch.device("cpu"), torch.float32, hidden_size, 2, heads, 256, 1, 1,
