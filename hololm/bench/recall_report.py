@@ -85,6 +85,14 @@ def _lines(ax, rows: list[dict], x: str) -> None:
         ax.plot(xs, [sum(points[v]) / len(points[v]) for v in xs], marker="o", label=label)
 
 
+def _save(fig, axes, path: Path) -> None:
+    """Legend on the first panel, then the PNG."""
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _grid(groups: dict[str, list[dict]], x: str, xlabel: str, path: Path) -> None:
     if not groups:
         return
@@ -97,10 +105,7 @@ def _grid(groups: dict[str, list[dict]], x: str, xlabel: str, path: Path) -> Non
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes, path)
 
 
 def _state_plot(groups: dict[str, list[dict]], path: Path) -> None:
@@ -120,10 +125,7 @@ def _state_plot(groups: dict[str, list[dict]], path: Path) -> None:
                xlabel="recurrent state (bytes, batch 1)", ylabel="accuracy")
         ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes, path)
 
 
 def write_reports(rows: list[dict], out: Path, profile: dict, command: str,

@@ -1,4 +1,5 @@
-"""Shared by the model tests: token ids and the bad-input attacks every causal LM must refuse."""
+"""Shared by the model tests: token ids, prefill-then-decode through the cache, and the bad-input
+attacks every causal LM must refuse."""
 
 import pytest
 import torch
@@ -8,6 +9,21 @@ VOCAB = 61
 
 def ids(B: int, T: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def prefill_then_decode(model, x: torch.Tensor, prompt: int, chunk: int) -> torch.Tensor:
+    """x[:, :prompt] through the cache `chunk` tokens at a time, then the rest one token at a
+    time: the logits of the decoded tokens [B, T − prompt, V]."""
+    cache = None
+    for start in range(0, prompt, chunk):
+        cache = model(x[:, start:min(start + chunk, prompt)], past_key_values=cache,
+                      use_cache=True).past_key_values
+    steps = []
+    for t in range(prompt, x.shape[1]):
+        out = model(x[:, t:t + 1], past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        steps.append(out.logits)
+    return torch.cat(steps, 1)
 
 
 def assert_refuses_bad_inputs(model) -> None:

@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from hololm.models import HoloCache
 from tests.helpers import assert_close
 from tests.models.conftest import tiny_model
-from tests.models.helpers import VOCAB, assert_refuses_bad_inputs, ids
+from tests.models.helpers import VOCAB, assert_refuses_bad_inputs, ids, prefill_then_decode
 
 
 def test_layer_layout_follows_hybrid_ratio(model):
@@ -154,16 +154,8 @@ def test_cache_exact_at_65k_context(family, hybrid):
     T = 65_536
     x = ids(1, T + 8, seed=9)
     full = model(x, use_cache=False).logits[:, T:]
-    cache = None
-    for start in range(0, T, 16_384):
-        cache = model(x[:, start:start + 16_384], past_key_values=cache,
-                      use_cache=True).past_key_values
-    steps = []
-    for t in range(T, T + 8):
-        out = model(x[:, t:t + 1], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        steps.append(out.logits)
-    assert_close(torch.cat(steps, 1), full, 1e-4, f"{family} decode after 65k context")
+    assert_close(prefill_then_decode(model, x, T, 16_384), full, 1e-4,
+                 f"{family} decode after 65k context")
 
 
 @pytest.mark.parametrize("family", ["holo", "long", "hologpt"])

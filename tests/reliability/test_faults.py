@@ -50,12 +50,7 @@ KILLS = {"model_write": "step_2", "optimizer_write": "step_2", "before_rename": 
          "prune": "step_4", "mid_step": "step_4"}  # scenario -> the checkpoint left as latest
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

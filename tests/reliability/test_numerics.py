@@ -25,19 +25,14 @@ import torch
 from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
 from tests.helpers import rel_rms
 from tests.models.conftest import tiny_model
-from tests.models.helpers import VOCAB, ids
+from tests.models.helpers import VOCAB, ids, prefill_then_decode
 
 FAMILIES = ("holo", "long", "hologpt", "hsn")
 # strong gates: decays down to 0.01 and forget gates sigma(-4) per token, far beyond init
 STRONG = {"long": {"decay_min": 0.01}, "hologpt": {"forget_bias": -4.0}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(family: str, hybrid: bool = False, strong: bool = False) -> torch.nn.Module:
@@ -68,16 +63,8 @@ def test_65k_prefill_then_decode_equals_the_full_pass(family):
     T, decode = 65_536, 256
     x = ids(1, T + decode, seed=1)
     full = model(x, use_cache=False).logits[:, T:]
-    cache = None
-    for start in range(0, T, 16_384):
-        cache = model(x[:, start:start + 16_384], past_key_values=cache,
-                      use_cache=True).past_key_values
-    steps = []
-    for t in range(T, T + decode):
-        out = model(x[:, t:t + 1], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        steps.append(out.logits)
-    _assert_close(torch.cat(steps, 1), full, 1e-4, f"{family}: decode after a 65k prefill")
+    _assert_close(prefill_then_decode(model, x, T, 16_384), full, 1e-4,
+                  f"{family}: decode after a 65k prefill")
 
 
 def stream(model, x: torch.Tensor, chunk: int, keep: set[int], forks: set[int]
