@@ -609,21 +609,20 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
+    sections = {
+        "mixers": lambda: run_mixers(setup, args.mixers, list(profile.seq_lens)),
+        "models": lambda: run_models(setup, args.models, list(profile.seq_lens), "llama"),
+        "train": lambda: run_train(setup, args.train_models, profile.train_seq_len),
+        "decode": lambda: run_decode(setup, args.models, list(profile.decode_contexts),
+                                     profile.decode_steps, args.real_prefill, args.hsn_window,
+                                     args.prefill_chunk),
+        "ops": lambda: run_ops(setup, ceilings, profile.op_seq_len),
+    }
     results: dict[str, list[dict]] = {}
-    if "mixers" in args.sections:
-        results["mixers"] = run_mixers(setup, args.mixers, list(profile.seq_lens))
-    if "models" in args.sections:
-        results["models"] = run_models(setup, args.models, list(profile.seq_lens), "llama")
-    if "train" in args.sections:
-        results["train"] = run_train(setup, args.train_models, profile.train_seq_len)
-    if "decode" in args.sections:
-        results["decode"] = run_decode(setup, args.models, list(profile.decode_contexts),
-                                       profile.decode_steps, args.real_prefill, args.hsn_window,
-                                       args.prefill_chunk)
-    if "ops" in args.sections:
-        results["ops"] = run_ops(setup, ceilings, profile.op_seq_len)
-    for section, rows in results.items():
-        write_csv(out / f"{section}.csv", rows)
+    for section, run in sections.items():
+        if section in args.sections:
+            results[section] = run()
+            write_csv(out / f"{section}.csv", results[section])  # kept if a later one fails
     header = {
         "command": "hololm bench speed " + shlex.join(sys.argv[1:] if argv is None else argv),
         "device": (torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda"

@@ -58,7 +58,10 @@ def generate_random_phasors(hd_dim: int, seed: int = 0, *, max_freq: float = mat
     if not max_freq > 0:
         raise ValueError(f"max_freq must be positive, got {max_freq!r}")
     gen = torch.Generator().manual_seed(seed)
-    freqs = (torch.rand(hd_dim, generator=gen, dtype=torch.float64) * 2 - 1) * max_freq
+    # drawn on the CPU (the generator's device) whatever the default device, so that a seed
+    # gives the same frequencies everywhere
+    freqs = (torch.rand(hd_dim, generator=gen, dtype=torch.float64, device="cpu") * 2 - 1
+             ) * max_freq
     return freqs.to(device)
 
 

@@ -310,3 +310,12 @@ def test_bad_arguments():
         generate_random_phasors(0)
     with pytest.raises(TypeError, match="positions"):
         position_phases(torch.zeros(3, dtype=torch.cfloat), freqs)
+
+
+def test_random_phasors_ignore_the_default_device():
+    """A seed gives the same frequencies under `with torch.device(...)` (the speed bench builds
+    its op inputs that way on CUDA; a CPU generator on the default device used to raise)."""
+    expect = generate_random_phasors(16, seed=3)
+    with torch.device("meta"):
+        got = generate_random_phasors(16, seed=3, device="cpu")
+    assert torch.equal(got, expect)
