@@ -136,3 +136,16 @@ def test_quick_attention_solves_its_mqar_setting(tmp_path):
         rows = list(csv.DictReader(f))
     trained = [r for r in rows if int(r["num_kv_pairs"]) == 4]
     assert min(float(r["accuracy"]) for r in trained) >= 0.99
+
+
+def test_task_overrides_apply_per_task_and_yield_to_the_caller():
+    quick = PROFILES["quick"]
+    mqar = quick.for_task("mqar")
+    assert (mqar.steps, mqar.lrs, mqar.schedule, mqar.warmup_steps) == (
+        1200, (5e-4, 3e-3), "constant", 200)
+    assert quick.for_task("copy").steps == quick.steps and quick.for_task("copy").lrs == quick.lrs
+    chosen = select(quick, None, None, steps=10, lrs=(1e-3,))
+    for task in ("mqar", "copy"):
+        settings = chosen.for_task(task)
+        assert (settings.steps, settings.lrs, settings.warmup_steps) == (10, (1e-3,), 1)
+    assert chosen.for_task("mqar").schedule == "constant"  # what the caller left alone stays
