@@ -40,32 +40,52 @@ def _require_dim(x: torch.Tensor, dim) -> int:
     return dim % x.dim()
 
 
-def blocked_cumsum(x: torch.Tensor, dim: int = 1, block_size: int = 32, *,
+def _running_sums(xs: torch.Tensor, reverse: bool, fresh: bool) -> torch.Tensor:
+    """Within-block sums of xs [pre, n, L, post] by L − 1 in-place adds of [pre, n, post]
+    slices (each slice L times smaller than xs, so the adds run in cache): no matmul FLOPs,
+    ~1.5x faster than the triangular matmul on CPU. Not differentiable (in-place), so
+    `blocked_cumsum` takes it only when no gradient is recorded; `fresh`: xs may be
+    overwritten."""
+    y = xs if fresh else xs.clone()
+    steps = range(y.shape[2] - 2, -1, -1) if reverse else range(1, y.shape[2])
+    for j in steps:
+        y[:, :, j].add_(y[:, :, j + 1 if reverse else j - 1])
+    return y
+
+
+def blocked_cumsum(x: torch.Tensor, dim: int = 1, block_size: int | None = None, *,
                    reverse: bool = False) -> torch.Tensor:
     """Inclusive prefix sum of a real floating tensor `x` along `dim` (same shape and dtype);
     `reverse`: the suffix sum y_j = Σ_{i >= j} x_i (upper-triangular blocks, carry from the end),
-    without the two flips of `cumsum(x.flip(dim)).flip(dim)`."""
+    without the two flips of `cumsum(x.flip(dim)).flip(dim)`. `block_size` None: the measured
+    best, 64 for the in-place running sums (no gradient recorded), 32 for the matmul."""
     require_tensor("x", x)
     dim = _require_dim(x, dim)
-    block = require_positive_int("block_size", block_size)
     shape, length = x.shape, x.shape[dim]
+    pre, post = math.prod(shape[:dim]), math.prod(shape[dim + 1:])
+    running = post > 1 and not (torch.is_grad_enabled() and x.requires_grad)
+    block = require_positive_int("block_size", (64 if running else 32) if block_size is None
+                                 else block_size)
     if length == 0:
         return x.clone()
     work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    pre, post = math.prod(shape[:dim]), math.prod(shape[dim + 1:])
     n = -(-length // block)
     xs = x.to(work).reshape(pre, length, post)
     if n * block > length:
         xs = F.pad(xs, (0, 0, 0, n * block - length))
-    tril = torch.ones(block, block, dtype=work, device=x.device)
-    tril = tril.triu() if reverse else tril.tril()  # row j sums i <= j (i >= j when reverse)
-    # autocast would run the matmul in bf16/fp16 and lose the float32 accumulation
-    with torch.autocast(x.device.type, enabled=False):
-        if post == 1:
-            # summing the innermost axis: one [pre*n, L] @ [L, L] GEMM, not many mat-vecs
-            y = (xs.reshape(pre * n, block) @ tril.T).view(pre, n, block, 1)
-        else:
-            y = tril @ xs.view(pre, n, block, post)  # [pre, n, L, post]
+    if running:
+        copied = xs.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+        y = _running_sums(xs.view(pre, n, block, post), reverse, fresh=copied)
+    else:
+        tril = torch.ones(block, block, dtype=work, device=x.device)
+        tril = tril.triu() if reverse else tril.tril()  # row j sums i <= j (i >= j if reverse)
+        # autocast would run the matmul in bf16/fp16 and lose the float32 accumulation
+        with torch.autocast(x.device.type, enabled=False):
+            if post == 1:
+                # summing the innermost axis: one [pre*n, L] @ [L, L] GEMM, not many mat-vecs
+                y = (xs.reshape(pre * n, block) @ tril.T).view(pre, n, block, 1)
+            else:
+                y = tril @ xs.view(pre, n, block, post)  # [pre, n, L, post]
     # block totals [pre, n, post] (copies, as y is updated in place below), exclusive carries;
     # the zero padding sits at the end, where it adds nothing to a suffix sum either
     if reverse:

@@ -119,3 +119,19 @@ def test_bad_arguments():
         cumsum(x, -3)
     with pytest.raises(TypeError, match="dim"):
         blocked_cumsum(x, 1.0)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("length", [128, 77])
+def test_running_sums_equal_the_matmul_form_and_leave_the_input_alone(reverse, length):
+    """Without a recorded gradient the in-block sums are in-place adds; with one, a triangular
+    matmul. Same numbers, and the input (a view of which the adds may start from) unchanged."""
+    x = torch.randn(3, length, 4, 16, dtype=torch.float64)
+    keep = x.clone()
+    ref = torch.cumsum(x.flip(1), 1).flip(1) if reverse else torch.cumsum(x, 1)
+    with torch.no_grad():
+        running = blocked_cumsum(x, 1, reverse=reverse)
+    assert torch.equal(x, keep)
+    matmul = blocked_cumsum(x.clone().requires_grad_(), 1, reverse=reverse)
+    assert_close(running, ref, 1e-12, "running sums")
+    assert_close(matmul.detach(), ref, 1e-12, "matmul form")
