@@ -74,3 +74,11 @@ def test_train_generate_eval_resume_offline(tmp_path):
     assert "| 64 |" in ev.stdout and (out / "eval" / "perplexity.png").is_file()
     run("train", *common, "--max_steps", "8", "--resume")
     assert (out / "checkpoints" / "step_8").is_dir()
+
+
+def test_cli_starts_without_importing_datasets():
+    """`datasets` loads only when a hub dataset or a local table is read: the CLI's --help and
+    the benchmarks start without it (and run on machines that lack it)."""
+    code = ("import sys, hololm.cli, hololm.bench.speed, hololm.train.trainer; "
+            "sys.exit('datasets' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
