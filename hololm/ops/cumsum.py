@@ -1,4 +1,4 @@
-"""Inclusive prefix sums along one axis, computed as blocked triangular matmuls.
+"""Inclusive prefix sums along one axis, computed block by block.
 
 On CPU `torch.cumsum` along a long, non-innermost axis walks each column with a large stride
 and becomes cache-miss bound, while a matmul streams. Split the axis of length T into
@@ -9,9 +9,11 @@ n = ceil(T / L) blocks of L (zero padded at the tail):
     cumsum(x)[k*L + j] = y[k, j] + c[k]
 
 The carry axis is L times shorter and is summed by `cumsum` again (blocked when still long).
-Everything is made of matmul / pad / add, so autograd gives the exact gradient (a reverse
-cumsum) for free. Half types (float16 / bfloat16) are summed in float32 and cast back: the
-result always has the input's dtype, as with `torch.cumsum`.
+When a gradient is recorded, everything is made of matmul / pad / add, so autograd gives the
+exact gradient (a reverse cumsum) for free; when none is (inference, or inside an op with its
+own backward), the within-block sums are L − 1 in-place adds of cache-sized slices instead,
+which skip the matmul's FLOPs. Half types (float16 / bfloat16) are summed in float32 and cast
+back: the result always has the input's dtype, as with `torch.cumsum`.
 
 `cumsum(x, dim)` is the dispatcher the other ops call: blocked where it measured faster (CPU,
 floating dtypes, long axes with many columns after them), `torch.cumsum` otherwise.
