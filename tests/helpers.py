@@ -8,7 +8,7 @@ import torch
 def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
     a = torch.view_as_real(a) if a.is_complex() else a
     b = torch.view_as_real(b) if b.is_complex() else b
-    a, b = a.detach().double(), b.detach().double()
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()  # either may be on a GPU
     if a.shape != b.shape:
         raise AssertionError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
     denom = b.norm().item()

@@ -33,7 +33,7 @@ from hololm.ops import (
     phasor_memory,
     phasor_memory_ref,
 )
-from tests.helpers import rel_rms
+from tests.helpers import assert_close
 from tests.models.conftest import tiny_model
 from tests.models.helpers import VOCAB, ids, prefill_then_decode
 
@@ -50,12 +50,6 @@ def _no_tf32():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-
-
-def _check(a: torch.Tensor, b: torch.Tensor, tol: float, what: str) -> None:
-    assert torch.isfinite(torch.view_as_real(a) if a.is_complex() else a).all(), what
-    err = rel_rms(a.cpu(), b.cpu())
-    assert err <= tol, f"{what}: relative RMS error {err:.2e} > {tol:.0e}"
 
 
 def _op_cases(T: int) -> dict:
@@ -100,10 +94,10 @@ def test_op_fast_form_equals_reference_on_gpu(name, dtype, tol):
     # the reference runs in fp32 on the CPU from the same (rounded) inputs
     expect = _outputs_and_grads(ref, [x.to(dtype).float() for x in inputs])
     got = _outputs_and_grads(fast, [x.to(CUDA, dtype) for x in inputs])
-    _check(got[0], expect[0], tol, f"{name} output")
-    _check(got[1], expect[1], tol, f"{name} final state")
+    assert_close(got[0], expect[0], tol, f"{name} output")
+    assert_close(got[1], expect[1], tol, f"{name} final state")
     for i, (g, e) in enumerate(zip(got[2], expect[2], strict=True)):
-        _check(g, e, tol, f"{name} gradient of input {i}")
+        assert_close(g, e, tol, f"{name} gradient of input {i}")
 
 
 def _model(name: str) -> torch.nn.Module:
@@ -126,9 +120,9 @@ def test_model_on_gpu_equals_cpu(name):
         out = model(x.to(model.device)).logits
         (out * w.to(out.device)).sum().backward()
         logits[key] = out.detach().cpu()
-    _check(logits["gpu"], logits["cpu"], 1e-4, f"{name} logits")
+    assert_close(logits["gpu"], logits["cpu"], 1e-4, f"{name} logits")
     for (pname, pc), pg in zip(cpu.named_parameters(), gpu.parameters(), strict=True):
-        _check(pg.grad, pc.grad, 1e-4, f"{name} gradient of {pname}")
+        assert_close(pg.grad, pc.grad, 1e-4, f"{name} gradient of {pname}")
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -137,7 +131,7 @@ def test_cache_decode_on_gpu_equals_full_forward(name):
     model = _model(name).to(CUDA)
     x = ids(2, 300, seed=3).to(CUDA)
     full = model(x, use_cache=False).logits[:, 200:]
-    _check(prefill_then_decode(model, x, prompt=200, chunk=67), full, 1e-4,
+    assert_close(prefill_then_decode(model, x, prompt=200, chunk=67), full, 1e-4,
            f"{name} prefill-then-decode vs full forward")
 
 
@@ -150,7 +144,7 @@ def test_bf16_autocast_on_gpu_is_finite_and_close(name):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = model(x).logits
     out.float().logsumexp(-1).sum().backward()
-    _check(out.float(), ref, 3e-2, f"{name} bf16 autocast logits vs fp32")
+    assert_close(out.float(), ref, 3e-2, f"{name} bf16 autocast logits vs fp32")
     for pname, p in model.named_parameters():
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {pname}"
 
@@ -165,7 +159,7 @@ def test_attention_runs_on_flash_backend():
         with torch.autocast("cuda", dtype=torch.bfloat16), \
                 sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
             out, _ = layer(x)
-    _check(out.float(), ref, 2e-2, "attention on the flash backend vs fp32")
+    assert_close(out.float(), ref, 2e-2, "attention on the flash backend vs fp32")
 
 
 def test_trainer_takes_bf16_steps_on_gpu(tmp_path):

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
-from tests.helpers import rel_rms
+from tests.helpers import assert_close
 from tests.models.conftest import tiny_model
 from tests.models.helpers import VOCAB, ids, prefill_then_decode
 
@@ -51,11 +51,6 @@ def build(family: str, hybrid: bool = False, strong: bool = False) -> torch.nn.M
                       max_position_embeddings=2**21, **(STRONG.get(family, {}) if strong else {}))
 
 
-def _assert_close(a: torch.Tensor, b: torch.Tensor, tol: float, what: str) -> None:
-    err = rel_rms(a, b)
-    assert err <= tol, f"{what}: relative RMS error {err:.2e} > {tol:.0e}"
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @torch.no_grad()
 def test_65k_prefill_then_decode_equals_the_full_pass(family):
@@ -63,7 +58,7 @@ def test_65k_prefill_then_decode_equals_the_full_pass(family):
     T, decode = 65_536, 256
     x = ids(1, T + decode, seed=1)
     full = model(x, use_cache=False).logits[:, T:]
-    _assert_close(prefill_then_decode(model, x, T, 16_384), full, 1e-4,
+    assert_close(prefill_then_decode(model, x, T, 16_384), full, 1e-4,
                   f"{family}: decode after a 65k prefill")
 
 
@@ -102,14 +97,14 @@ def check_long_stream(family: str, T: int, n_checkpoints: int, decode: int = 16)
         b, _ = stream(model, x, 3001, keep, set())
         for m in marks:
             window = range(m - 4, m + decode)
-            _assert_close(torch.stack([a[p] for p in window]), torch.stack([b[p] for p in window]),
+            assert_close(torch.stack([a[p] for p in window]), torch.stack([b[p] for p in window]),
                           1e-4, f"{family}: chunkings disagree at {m}")
             cache, steps = forks[m], []
             for t in range(m, m + decode):
                 out = model(x[:, t:t + 1], past_key_values=cache, use_cache=True)
                 cache = out.past_key_values
                 steps.append(out.logits[0, 0])
-            _assert_close(torch.stack(steps), torch.stack([b[p] for p in range(m, m + decode)]),
+            assert_close(torch.stack(steps), torch.stack([b[p] for p in range(m, m + decode)]),
                           1e-4, f"{family}: token-by-token decode at {m}")
 
 
@@ -170,4 +165,4 @@ def test_bf16_autocast_training_at_8192_has_no_overflow(family):
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert grads and all(torch.isfinite(g).all() for g in grads.values())
     # bf16 keeps ~3 significant digits: more error than that means a phase or a decay went wrong
-    _assert_close(out.logits.float(), reference, 0.05, f"{family}: bf16 vs fp32 logits")
+    assert_close(out.logits.float(), reference, 0.05, f"{family}: bf16 vs fp32 logits")
