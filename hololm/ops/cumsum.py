@@ -56,11 +56,13 @@ def _running_sums(xs: torch.Tensor, reverse: bool, fresh: bool) -> torch.Tensor:
 
 
 def blocked_cumsum(x: torch.Tensor, dim: int = 1, block_size: int | None = None, *,
-                   reverse: bool = False) -> torch.Tensor:
+                   reverse: bool = False, overwrite: bool = False) -> torch.Tensor:
     """Inclusive prefix sum of a real floating tensor `x` along `dim` (same shape and dtype);
     `reverse`: the suffix sum y_j = Σ_{i >= j} x_i (upper-triangular blocks, carry from the end),
     without the two flips of `cumsum(x.flip(dim)).flip(dim)`. `block_size` None: the measured
-    best, 64 for the in-place running sums (no gradient recorded), 32 for the matmul."""
+    best, 64 for the in-place running sums (no gradient recorded), 32 for the matmul.
+    `overwrite`: the caller no longer needs `x`, so the running sums may work in its storage
+    instead of a copy (a full pass saved; the result may then share x's memory)."""
     require_tensor("x", x)
     dim = _require_dim(x, dim)
     shape, length = x.shape, x.shape[dim]
@@ -77,7 +79,7 @@ def blocked_cumsum(x: torch.Tensor, dim: int = 1, block_size: int | None = None,
         xs = F.pad(xs, (0, 0, 0, n * block - length))
     if running:
         copied = xs.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
-        y = _running_sums(xs.view(pre, n, block, post), reverse, fresh=copied)
+        y = _running_sums(xs.view(pre, n, block, post), reverse, fresh=copied or overwrite)
     else:
         tril = torch.ones(block, block, dtype=work, device=x.device)
         tril = tril.triu() if reverse else tril.tril()  # row j sums i <= j (i >= j if reverse)
@@ -111,7 +113,8 @@ def _prefers_blocked(x: torch.Tensor, dim: int) -> bool:
         BLOCKED_MIN_SLAB_HALF if half else BLOCKED_MIN_SLAB)
 
 
-def cumsum(x: torch.Tensor, dim: int = 1, *, reverse: bool = False) -> torch.Tensor:
+def cumsum(x: torch.Tensor, dim: int = 1, *, reverse: bool = False,
+           overwrite: bool = False) -> torch.Tensor:
     """Inclusive prefix sum along `dim` (`reverse`: suffix sum), by `blocked_cumsum` where it is
     faster, else `torch.cumsum` (same result up to rounding, same dtype).
 
@@ -122,10 +125,11 @@ def cumsum(x: torch.Tensor, dim: int = 1, *, reverse: bool = False) -> torch.Ten
     [T=4096, 256 columns], 3.6x at [65536, 256], 3x at [4096, 1024]; it loses below that, on the
     innermost axis and with 16 columns even at T = 65536. Half types pay two conversion passes
     and win only from 2^24. Integer/complex dtypes and non-CPU devices (a GPU has a native scan)
-    always use `torch.cumsum`."""
+    always use `torch.cumsum`. `overwrite`: x may be summed in its own storage (see
+    `blocked_cumsum`)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     dim = _require_dim(x, dim)
     if _prefers_blocked(x, dim):
-        return blocked_cumsum(x, dim, reverse=reverse)
+        return blocked_cumsum(x, dim, reverse=reverse, overwrite=overwrite)
     return torch.cumsum(x.flip(dim), dim).flip(dim) if reverse else torch.cumsum(x, dim)

@@ -34,11 +34,13 @@ which case it runs in float64 and returns complex128 (for references).
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from hololm.ops import kernels
 from hololm.ops._validate import (
     require_nonnegative_int,
     require_positive_int,
@@ -100,22 +102,27 @@ def position_phases(positions: torch.Tensor | int, freqs: torch.Tensor, *,
 POSITION_BLOCK = 64  # positions per block of `_position_phase_range`
 
 
-def _position_phase_range(offset: int, steps: int, freqs: torch.Tensor, dtype: torch.dtype
-                          ) -> torch.Tensor:
-    """The position phases of offset .. offset + steps − 1, [steps, H, D], in (−2π, 2π).
-
-    p = offset + a·L + b splits into a block phase wrap((offset + a·L) ω) and an in-block phase
-    wrap(b ω), each exact in float64 on a tensor L times smaller than [steps, H, D]; only their
-    sum, one broadcast add, touches every element (instead of a float64 product, remainder and
-    cast). The sum is not rewrapped: it adds one rounding (~5e-7 rad in float32), and cos / sin
-    need no wrap."""
+def _position_phase_tables(offset: int, steps: int, freqs: torch.Tensor, dtype: torch.dtype
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The position phases of offset .. offset + steps − 1 as two small tables: p = offset +
+    a·L + b splits into a block phase wrap((offset + a·L) ω), [n, H, D], and an in-block phase
+    wrap(b ω), [L, H, D], each exact in float64 and L times smaller than [steps, H, D]."""
     block = min(POSITION_BLOCK, steps)
     n = -(-steps // block)
     starts = offset + block * torch.arange(n, dtype=torch.float64, device=freqs.device)
     inner = torch.arange(block, dtype=torch.float64, device=freqs.device)
-    pos = (position_phases(starts, freqs, dtype=dtype)[:, None]
-           + position_phases(inner, freqs, dtype=dtype))  # [n, L, H, D]
-    return pos.view(n * block, *freqs.shape)[:steps]
+    return position_phases(starts, freqs, dtype=dtype), position_phases(inner, freqs, dtype=dtype)
+
+
+def _position_phase_range(offset: int, steps: int, freqs: torch.Tensor, dtype: torch.dtype
+                          ) -> torch.Tensor:
+    """The position phases of offset .. offset + steps − 1, [steps, H, D], in (−2π, 2π): the
+    sum of the two `_position_phase_tables`, one broadcast add over [steps, H, D] (instead of a
+    float64 product, remainder and cast). The sum is not rewrapped: it adds one rounding (~5e-7
+    rad in float32), and cos / sin need no wrap."""
+    blocks, inner = _position_phase_tables(offset, steps, freqs, dtype)
+    pos = blocks[:, None] + inner  # [n, L, H, D]
+    return pos.view(-1, *freqs.shape)[:steps]
 
 
 def _prepare(v, key_phase, query_phase, freqs, query_shift, state, *, ndim: int,
@@ -199,7 +206,7 @@ class _PhasorMemory(torch.autograd.Function):
         bound = v.new_empty(B, T, 2, H, D)  # (v cos θ, v sin θ): 2·H·D columns for the cumsum
         torch.mul(v, cos_t, out=bound[:, :, 0])
         torch.mul(v, sin_t, out=bound[:, :, 1])
-        mem = cumsum(bound, dim=1)  # [B, T, 2, H, D]: (A, B)
+        mem = cumsum(bound, dim=1, overwrite=True)  # [B, T, 2, H, D]: (A, B)
         del bound
         if m0 is not None:
             mem += m0.unsqueeze(1)
@@ -227,7 +234,7 @@ class _PhasorMemory(torch.autograd.Function):
             d_psi = torch.mul(g_re, parts[:, :, 1]).addcmul_(g_im, parts[:, :, 0], value=-1)
         if g_last is not None:
             grad[:, -1] += g_last
-        grad = cumsum(grad, dim=1, reverse=True)  # summed over t' >= t
+        grad = cumsum(grad, dim=1, reverse=True, overwrite=True)  # summed over t' >= t
         g_a, g_b = grad.unbind(2)
         d_v = torch.mul(g_a, cos_t).addcmul_(g_b, sin_t)
         d_theta = torch.mul(g_b, cos_t).addcmul_(g_a, sin_t, value=-1).mul_(v)
@@ -235,6 +242,73 @@ class _PhasorMemory(torch.autograd.Function):
             d_psi = torch.zeros_like(v)
         d_m0 = grad[:, 0] if ctx.has_m0 else None
         return d_v, d_theta, d_psi, None, d_m0
+
+
+def _native() -> ctypes.CDLL | None:
+    """The fused kernels of hololm/ops/kernels/phasor.c (None: use `_PhasorMemory`)."""
+    lib = kernels.library("phasor")
+    if lib is not None and lib.phasor_forward.argtypes is None:
+        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.phasor_forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 5 + [i64] * 5
+        lib.phasor_backward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 9 + [i64] * 5
+        lib.phasor_forward.restype = lib.phasor_backward.restype = None
+    return lib
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float32).contiguous()
+
+
+class _PhasorMemoryNative(torch.autograd.Function):
+    """`_PhasorMemory` as one fused C loop per direction (float32, CPU): the phases θ, ψ' and
+    their sines and cosines are formed inside the loop from the content phases and the two
+    position tables, and recomputed in the backward instead of saved, so the forward reads v,
+    φ, ψ once and writes the parts once. Same math and the same position-phase rounding as the
+    PyTorch form; the running sums are compensated (Kahan), so over long sequences they are
+    more exact than the blocked cumsum.
+
+    forward: v, φ, ψ [B, T, H, D], shift [H, D] (δω wrapped; None = 0), m0 [B, 2, H, D]
+    (None = 0), tables (blocks [n, H, D], inner [L, H, D]; None = content-only), scale [T]
+    → parts [B, T, 2, H, D], final memory [B, 2, H, D]."""
+
+    @staticmethod
+    def forward(ctx, v, phi, psi, shift, m0, tables, scale, lib):
+        B, T, H, D = v.shape
+        C = H * D
+        v, phi, psi, scale = _f32(v), _f32(phi), _f32(psi), _f32(scale)
+        shift = v.new_zeros(H, D) if shift is None else _f32(shift)
+        m0 = v.new_zeros(B, 2, H, D) if m0 is None else _f32(m0)
+        if tables is None:  # one row of zeros each, read with row stride 0
+            tables, strides = (v.new_zeros(1, H, D), v.new_zeros(1, H, D)), (0, 0)
+        else:
+            tables, strides = tuple(_f32(x) for x in tables), (C, C)
+        parts, last = v.new_empty(B, T, 2, H, D), v.new_empty(B, 2, H, D)
+        p = kernels.pointer
+        kernels.run_over_channels(
+            lib.phasor_forward, C, B * T * C, p(v), p(phi), p(psi), p(tables[0]),
+            p(tables[1]), tables[1].shape[0], *strides, p(shift), p(scale), p(m0), p(parts),
+            p(last), B, T, C)
+        ctx.save_for_backward(v, phi, psi, shift, scale, parts, *tables)
+        ctx.strides, ctx.lib = strides, lib
+        return parts, last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_parts, g_last):
+        v, phi, psi, shift, scale, parts, blocks, inner = ctx.saved_tensors
+        B, T, H, D = v.shape
+        C = H * D
+        g_parts = v.new_zeros(B, T, 2, H, D) if g_parts is None else _f32(g_parts)
+        g_last = v.new_zeros(B, 2, H, D) if g_last is None else _f32(g_last)
+        d_v, d_phi, d_psi = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
+        d_m0 = v.new_empty(B, 2, H, D) if ctx.needs_input_grad[4] else None
+        p = kernels.pointer
+        kernels.run_over_channels(
+            ctx.lib.phasor_backward, C, B * T * C, p(v), p(phi), p(psi), p(blocks), p(inner),
+            inner.shape[0], *ctx.strides, p(shift), p(scale), p(parts), p(g_parts), p(g_last),
+            p(d_v), p(d_phi), p(d_psi), p(d_m0), B, T, C)
+        d_shift = -d_psi.sum((0, 1)) if ctx.needs_input_grad[3] else None  # ψ' = ψ + pω − δω
+        return d_v, d_phi, d_psi, d_shift, d_m0, None, None, None
 
 
 def phasor_memory_parts(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.Tensor,
@@ -249,25 +323,32 @@ def phasor_memory_parts(v: torch.Tensor, key_phase: torch.Tensor, query_phase: t
     dtype, freqs = _prepare(v, key_phase, query_phase, freqs, query_shift, initial_state,
                             ndim=4, state_name="initial_state")
     steps = v.shape[1]
-    v = v.to(dtype)
     positions = torch.arange(offset, offset + steps, dtype=torch.float64, device=v.device)
-    if freqs is not None:
-        # exact float64 wraps summed to (−2π, 2π); the sums with content phases stay small
-        # enough (|θ|, |ψ| < 3π for content phases in [-π, π]) for float32 cos/sin.
-        # Half-precision phases are promoted by the add itself (no separate cast pass).
-        pos = _position_phase_range(offset, steps, freqs, dtype)  # [T, H, D]
-        theta = key_phase + pos
-        psi = query_phase + (pos if query_shift is None
-                             else pos - _shift_phase(query_shift, freqs, dtype))
-    else:
-        theta, psi = key_phase.to(dtype), query_phase.to(dtype)
+    scale = (positions + 1).rsqrt().to(dtype)  # [T]
+    shift = None if query_shift is None else _shift_phase(query_shift, freqs, dtype)  # [H, D]
     m0 = None
     if initial_state is not None:
         m0 = initial_state.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
         m0 = torch.stack((m0.real, m0.imag), dim=1)  # [B, 2, H, D]
-    scale = (positions + 1).rsqrt().to(dtype)[:, None, None]  # [T, 1, 1]
+    lib = _native() if v.device.type == "cpu" and dtype == torch.float32 else None
     with torch.autocast(v.device.type, enabled=False):
-        parts, last = _PhasorMemory.apply(v, theta, psi, scale, m0)
+        if lib is not None:
+            tables = (None if freqs is None
+                      else _position_phase_tables(offset, steps, freqs, dtype))
+            parts, last = _PhasorMemoryNative.apply(v, key_phase, query_phase, shift, m0,
+                                                    tables, scale, lib)
+        else:
+            v = v.to(dtype)
+            if freqs is not None:
+                # exact float64 wraps summed to (−2π, 2π); the sums with content phases stay
+                # small enough (|θ|, |ψ| < 3π for content phases in [-π, π]) for float32
+                # cos/sin. Half-precision phases are promoted by the add itself.
+                pos = _position_phase_range(offset, steps, freqs, dtype)  # [T, H, D]
+                theta = key_phase + pos
+                psi = query_phase + (pos if shift is None else pos - shift)
+            else:
+                theta, psi = key_phase.to(dtype), query_phase.to(dtype)
+            parts, last = _PhasorMemory.apply(v, theta, psi, scale[:, None, None], m0)
     return parts, torch.complex(last[:, 0], last[:, 1])
 
 

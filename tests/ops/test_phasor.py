@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import hololm.ops.phasor as phasor_module
+from hololm.ops import kernels
 from hololm.ops.cumsum import blocked_cumsum
 from hololm.ops.phasor import (
     generate_random_phasors,
@@ -20,6 +21,16 @@ from tests.helpers import assert_close, rel_rms
 
 B, H, D = 2, 2, 8
 NAMES = ("v", "key_phase", "query_phase", "query_shift", "initial_state")
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def form(request, monkeypatch):
+    """Every test runs on both fast forms: the fused C kernel and the PyTorch one."""
+    native = request.param == "native"
+    if native and kernels.library("phasor") is None:
+        pytest.skip("the phasor kernel did not build here (no C compiler)")
+    monkeypatch.setattr(kernels, "ENABLED", native)
+    return request.param
 
 
 def make_inputs(steps: int, dtype=torch.float32, shift=True, state=True) -> dict:
@@ -94,10 +105,12 @@ def test_forms_agree_fp32(steps, positional):
 
 
 @pytest.mark.parametrize("steps", [63, 64, 65])
-def test_fast_form_through_blocked_cumsum(steps, monkeypatch):
+def test_fast_form_through_blocked_cumsum(steps, form, monkeypatch):
     # tiny test tensors dispatch to torch.cumsum; force the blocked path (tail padding included)
-    monkeypatch.setattr(phasor_module, "cumsum",
-                        lambda x, dim, reverse=False: blocked_cumsum(x, dim, 16, reverse=reverse))
+    if form == "native":
+        pytest.skip("the fused kernel has no cumsum")
+    monkeypatch.setattr(phasor_module, "cumsum", lambda x, dim, reverse=False, overwrite=False:
+                        blocked_cumsum(x, dim, 16, reverse=reverse, overwrite=overwrite))
     ins = make_inputs(steps)
     check_against_ref64(FORMS["fast"], ins, generate_random_phasors(H * D), 5, 1e-5, 1e-5,
                         f"blocked T={steps}")
@@ -319,3 +332,41 @@ def test_random_phasors_ignore_the_default_device():
     with torch.device("meta"):
         got = generate_random_phasors(16, seed=3, device="cpu")
     assert torch.equal(got, expect)
+
+
+@pytest.mark.parametrize("positional", [True, False])
+def test_native_kernel_equals_torch_form(positional, form, monkeypatch):
+    """The fused kernel against the PyTorch form on the same inputs: outputs, final state and
+    every gradient (shift and initial state included), odd T across position blocks, channels
+    split over threads (bit-identical to one call: each channel is computed by one call)."""
+    if form == "torch":
+        pytest.skip("compares the two forms")
+    heads, dim, steps = 2, 40, 301
+    gen = torch.Generator().manual_seed(12)
+    freqs = generate_random_phasors(heads * dim, seed=13) if positional else None
+    ins = {"v": torch.randn(B, steps, heads, dim, generator=gen),
+           "key_phase": math.pi * torch.tanh(torch.randn(B, steps, heads, dim, generator=gen)),
+           "query_phase": math.pi * torch.tanh(torch.randn(B, steps, heads, dim, generator=gen)),
+           "query_shift": 3 * torch.randn(heads, generator=gen) if positional else None,
+           "initial_state": torch.randn(B, heads, dim, dtype=torch.complex64, generator=gen)}
+    results = {}
+    for name, enabled, threads in (("torch", False, 1), ("native", True, 1),
+                                   ("native split", True, 2)):
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        monkeypatch.setattr(kernels, "MIN_PARALLEL_ELEMENTS", 0)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            leaf = leaves(ins)
+            out, state = run(phasor_memory, leaf, freqs, offset=5)
+            results[name] = (out, state, grads(out, state, leaf))
+        finally:
+            torch.set_num_threads(before)
+    (out, state, g), (out_n, state_n, g_n) = results["torch"], results["native"]
+    assert_close(out_n, out, 1e-6, "native output")
+    assert_close(state_n, state, 1e-6, "native state")
+    for k in g:  # δ's gradient is a sum over B·T terms that partly cancel: more rounding
+        assert_close(g_n[k], g[k], 1e-5 if k == "query_shift" else 1e-6, f"native grad {k}")
+    out_s, state_s, g_s = results["native split"]
+    assert torch.equal(out_s, out_n) and torch.equal(state_s, state_n)
+    assert all(torch.equal(g_s[k], g_n[k]) for k in g)

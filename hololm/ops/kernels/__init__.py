@@ -1,0 +1,135 @@
+"""Fused CPU kernels written in C (one file per memory, next to this module), compiled on first
+use by the machine's C compiler and called through ctypes.
+
+Why C and not eager PyTorch: an element-wise chain such as the phasor memory's makes ~20
+passes over [B, T, C] arrays in eager PyTorch, each bound by memory bandwidth, and torch's
+vectorised sin / cos cost ~1.3 ns per element; a fused loop reads each input once and keeps the
+scan state in registers. No torch headers are needed (plain C on float pointers), so a kernel
+compiles in about a second, and is cached:
+
+    $HOLOLM_KERNEL_CACHE or $XDG_CACHE_HOME/hololm/kernels or ~/.cache/hololm/kernels
+    <name>-<sha256 of source, compiler, flags and CPU>.so   (written to a temp file, renamed)
+
+The compiler is $CC, else `cc` or `gcc` on PATH; `-march=native` is tried first (the library
+is built for the CPU it runs on, and the CPU is part of the cache key). Where no compiler works
+the ops fall back to their PyTorch forms with one warning; `HOLOLM_NATIVE=0` (or `ENABLED =
+False`, as the tests do) turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+ENABLED = os.environ.get("HOLOLM_NATIVE", "1") != "0"
+SOURCE_DIR = Path(__file__).parent
+BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared",
+              "-fPIC"]
+MIN_PARALLEL_ELEMENTS = 2**18  # below this, splitting over threads costs more than it saves
+
+
+def cache_dir() -> Path:
+    if os.environ.get("HOLOLM_KERNEL_CACHE"):
+        return Path(os.environ["HOLOLM_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hololm" / "kernels"
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU's feature flags where /proc tells them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.machine() + platform.processor()
+
+
+def _build(name: str) -> Path:
+    """Compile `<name>.c` into the cache (if not there yet); raise RuntimeError on failure."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC, or install cc/gcc)")
+    source = SOURCE_DIR / f"{name}.c"
+    errors = []
+    for flags in (["-march=native", *BASE_FLAGS], BASE_FLAGS):
+        key = hashlib.sha256("\0".join([source.read_text(), cc, *flags, _cpu_id()]).encode())
+        target = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            done = subprocess.run([cc, *flags, str(source), "-o", tmp], capture_output=True,
+                                  text=True, timeout=120)
+            if done.returncode == 0:
+                os.replace(tmp, target)  # atomic: concurrent builders each rename a whole file
+                return target
+            errors.append(f"{' '.join(flags)}: {done.stderr.strip()[-500:]}")
+        except (OSError, subprocess.TimeoutExpired) as err:
+            errors.append(f"{' '.join(flags)}: {err}")
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    raise RuntimeError(f"compiling {source} with {cc} failed: " + " | ".join(errors))
+
+
+@functools.cache
+def _load(name: str) -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(str(_build(name)))
+    except (RuntimeError, OSError) as err:
+        warnings.warn(f"hololm: the fused CPU kernel '{name}' is unavailable ({err}); using the "
+                      "PyTorch form, which gives the same results more slowly", stacklevel=3)
+        return None
+
+
+def library(name: str) -> ctypes.CDLL | None:
+    """The compiled kernel library `name` (hololm/ops/kernels/<name>.c), or None where kernels
+    are disabled or cannot be built."""
+    return _load(name) if ENABLED else None
+
+
+def pointer(x: torch.Tensor | None) -> int | None:
+    """A contiguous float32 CPU tensor's data address for ctypes (None stays NULL)."""
+    return None if x is None else x.data_ptr()
+
+
+@functools.cache
+def _pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                              thread_name_prefix="hololm-kernel")
+
+
+def run_over_channels(fn, channels: int, elements: int, *args) -> None:
+    """Call fn(*args, c0, c1) over [0, channels), split into `torch.get_num_threads()` ranges
+    of whole 16-channel groups when the work (`elements` floats) is large enough. ctypes drops
+    the GIL during the call, so the ranges run in parallel; each channel is computed by exactly
+    one call, so the result does not depend on the split."""
+    parts = min(torch.get_num_threads(), channels // 16)
+    if parts <= 1 or elements < MIN_PARALLEL_ELEMENTS:
+        fn(*args, 0, channels)
+        return
+    bounds = [16 * round(i * channels / parts / 16) for i in range(parts)] + [channels]
+    jobs = [_pool().submit(fn, *args, lo, hi)
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+    for job in jobs:
+        job.result()

@@ -1,0 +1,59 @@
+"""The fused-kernel loader: build once into the cache, atomically; without a compiler, one
+warning and the PyTorch forms (same results)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from hololm.ops import kernels
+from hololm.ops.phasor import generate_random_phasors, phasor_memory, phasor_memory_ref
+from tests.helpers import assert_close
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty kernel cache, and no library loaded yet in this process."""
+    monkeypatch.setenv("HOLOLM_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "ENABLED", True)
+    kernels._load.cache_clear()
+    yield tmp_path
+    kernels._load.cache_clear()
+
+
+def test_build_is_cached_and_leaves_no_temp_files(fresh_cache):
+    if kernels._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    lib = kernels.library("phasor")
+    assert lib is not None
+    built = list(fresh_cache.iterdir())
+    assert len(built) == 1 and built[0].name.startswith("phasor-") and built[0].suffix == ".so"
+    stamp = built[0].stat().st_mtime_ns
+    assert kernels._build("phasor") == built[0]  # found by its key, not compiled again
+    assert built[0].stat().st_mtime_ns == stamp and list(fresh_cache.iterdir()) == built
+
+
+def test_without_a_compiler_ops_fall_back_with_one_warning(fresh_cache, monkeypatch):
+    monkeypatch.setenv("CC", str(fresh_cache / "no-such-cc"))
+    with pytest.warns(UserWarning, match="fused CPU kernel 'phasor' is unavailable"):
+        assert kernels.library("phasor") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the failure is remembered: no second warning
+        assert kernels.library("phasor") is None
+        freqs = generate_random_phasors(32, seed=1)
+        v = torch.randn(1, 20, 2, 16)
+        phase = math.pi * torch.tanh(torch.randn(2, 1, 20, 2, 16))
+        out, state = phasor_memory(v, phase[0], phase[1], freqs)
+    out_ref, state_ref = phasor_memory_ref(v.double(), phase[0].double(), phase[1].double(), freqs)
+    assert_close(out, out_ref, 1e-5, "fallback output")
+    assert_close(state, state_ref, 1e-5, "fallback state")
+    assert list(fresh_cache.iterdir()) == []  # the failed build left nothing behind
+
+
+def test_disabled_kernels_are_never_built(fresh_cache, monkeypatch):
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    assert kernels.library("phasor") is None
+    assert list(fresh_cache.iterdir()) == []
