@@ -249,8 +249,8 @@ def _native() -> ctypes.CDLL | None:
     lib = kernels.library("phasor")
     if lib is not None and lib.phasor_forward.argtypes is None:
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.phasor_forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 5 + [i64] * 5
-        lib.phasor_backward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 9 + [i64] * 5
+        lib.phasor_forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 6 + [i64] * 5
+        lib.phasor_backward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 10 + [i64] * 5
         lib.phasor_forward.restype = lib.phasor_backward.restype = None
     return lib
 
@@ -283,11 +283,12 @@ class _PhasorMemoryNative(torch.autograd.Function):
         else:
             tables, strides = tuple(_f32(x) for x in tables), (C, C)
         parts, last = v.new_empty(B, T, 2, H, D), v.new_empty(B, 2, H, D)
+        work = v.new_empty(4, C)  # running sums and their compensations
         p = kernels.pointer
         kernels.run_over_channels(
             lib.phasor_forward, C, B * T * C, p(v), p(phi), p(psi), p(tables[0]),
             p(tables[1]), tables[1].shape[0], *strides, p(shift), p(scale), p(m0), p(parts),
-            p(last), B, T, C)
+            p(last), p(work), B, T, C)
         ctx.save_for_backward(v, phi, psi, shift, scale, parts, *tables)
         ctx.strides, ctx.lib = strides, lib
         return parts, last
@@ -302,11 +303,12 @@ class _PhasorMemoryNative(torch.autograd.Function):
         g_last = v.new_zeros(B, 2, H, D) if g_last is None else _f32(g_last)
         d_v, d_phi, d_psi = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
         d_m0 = v.new_empty(B, 2, H, D) if ctx.needs_input_grad[4] else None
+        work = v.new_empty(4, C)
         p = kernels.pointer
         kernels.run_over_channels(
             ctx.lib.phasor_backward, C, B * T * C, p(v), p(phi), p(psi), p(blocks), p(inner),
             inner.shape[0], *ctx.strides, p(shift), p(scale), p(parts), p(g_parts), p(g_last),
-            p(d_v), p(d_phi), p(d_psi), p(d_m0), B, T, C)
+            p(d_v), p(d_phi), p(d_psi), p(d_m0), p(work), B, T, C)
         d_shift = -d_psi.sum((0, 1)) if ctx.needs_input_grad[3] else None  # ψ' = ψ + pω − δω
         return d_v, d_phi, d_psi, d_shift, d_m0, None, None, None
 

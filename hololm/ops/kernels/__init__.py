@@ -107,7 +107,8 @@ def library(name: str) -> ctypes.CDLL | None:
 
 
 def pointer(x: torch.Tensor | None) -> int | None:
-    """A contiguous float32 CPU tensor's data address for ctypes (None stays NULL)."""
+    """A contiguous float32 CPU tensor's data address for ctypes (None stays NULL). The caller
+    must hold a reference to the tensor until the call returns."""
     return None if x is None else x.data_ptr()
 
 

@@ -1,6 +1,6 @@
 /* Fused CPU kernels of the phasor memory (hololm/ops/phasor.py has the math and the PyTorch
- * form these replace). One pass over time per channel tile: the phases, their sines and cosines,
- * the running memory and the retrieval never leave registers / L1, so each [B, T, C] array is
+ * form these replace). One pass over time per channel range: the phases, their sines and
+ * cosines, the running memory and the retrieval never leave registers / L1, so each [B, T, C] array is
  * read or written once, where the eager form makes ~20 passes. The scan runs along T for each
  * channel, vectorised across channels (C = H·D contiguous floats).
  *
@@ -10,12 +10,13 @@
  * the same two-part sum as the PyTorch form (content-only binding passes one row of zeros for
  * each, with row strides sb = si = 0). No pointer may be NULL but dm0: absent inputs are zeros,
  * which keeps the inner loops free of branches, so that they vectorise. Each call covers
- * channels [c0, c1), so callers can split C over threads.
+ * channels [c0, c1), so callers can split C over threads; work [4, C] holds the running sums
+ * and their compensations. A call walks whole rows [c0, c1) of each time step: contiguous
+ * rows measured ~2.5x faster than tiles of 128 channels (the hardware prefetcher sees one
+ * stream per array).
  */
 #include <stdint.h>
 #include <string.h>
-
-#define TILE 128
 
 /* sin and cos of |x| <~ 1e5 rad: x = q·π/2 + r with a two-constant Cody–Waite split, minimax
  * polynomials on |r| <= π/4, the quadrant picks and signs. Branch-free, so it vectorises; error
@@ -48,40 +49,38 @@ static inline void sincos_f32(float x, float *s, float *c) {
 
 void phasor_forward(const float *v, const float *phi, const float *psi, const float *blk,
                     const float *inner, int64_t L, int64_t sb, int64_t si, const float *qshift,
-                    const float *scale, const float *m0, float *parts, float *last, int64_t B, int64_t T,
-                    int64_t C, int64_t c0, int64_t c1) {
+                    const float *scale, const float *m0, float *parts, float *last, float *work,
+                    int64_t B, int64_t T, int64_t C, int64_t c0, int64_t c1) {
+    const int64_t n = c1 - c0;
+    float *a = work + c0, *ka = work + C + c0, *bb = work + 2 * C + c0, *kb = work + 3 * C + c0;
     for (int64_t b = 0; b < B; b++) {
-        for (int64_t lo = c0; lo < c1; lo += TILE) {
-            int64_t n = c1 - lo < TILE ? c1 - lo : TILE;
-            float a[TILE], ka[TILE], bb[TILE], kb[TILE];
-            for (int64_t j = 0; j < n; j++) {
-                a[j] = m0[(b * 2) * C + lo + j];
-                bb[j] = m0[(b * 2 + 1) * C + lo + j];
-                ka[j] = kb[j] = 0.0f;
-            }
-            for (int64_t t = 0; t < T; t++) {
-                const int64_t row = (b * T + t) * C + lo;
-                float *re = parts + ((b * T + t) * 2) * C + lo, *im = re + C;
-                const float sc = scale[t];
-                const float *pb = blk + (t / L) * sb + lo, *pi = inner + (t % L) * si + lo;
-                const float *qs = qshift + lo;
-#pragma omp simd
-                for (int64_t j = 0; j < n; j++) {
-                    float p = pb[j] + pi[j];
-                    float st, ct, sq, cq;
-                    sincos_f32(phi[row + j] + p, &st, &ct);
-                    KAHAN_ADD(a[j], ka[j], v[row + j] * ct);
-                    KAHAN_ADD(bb[j], kb[j], v[row + j] * st);
-                    sincos_f32(psi[row + j] + (p - qs[j]), &sq, &cq);
-                    cq *= sc;
-                    sq *= sc;
-                    re[j] = a[j] * cq + bb[j] * sq;
-                    im[j] = bb[j] * cq - a[j] * sq;
-                }
-            }
-            memcpy(last + (b * 2) * C + lo, a, n * sizeof(float));
-            memcpy(last + (b * 2 + 1) * C + lo, bb, n * sizeof(float));
+        for (int64_t j = 0; j < n; j++) {
+            a[j] = m0[(b * 2) * C + c0 + j];
+            bb[j] = m0[(b * 2 + 1) * C + c0 + j];
+            ka[j] = kb[j] = 0.0f;
         }
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t row = (b * T + t) * C + c0;
+            float *re = parts + ((b * T + t) * 2) * C + c0, *im = re + C;
+            const float sc = scale[t];
+            const float *pb = blk + (t / L) * sb + c0, *pi = inner + (t % L) * si + c0;
+            const float *qs = qshift + c0;
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) {
+                float p = pb[j] + pi[j];
+                float st, ct, sq, cq;
+                sincos_f32(phi[row + j] + p, &st, &ct);
+                KAHAN_ADD(a[j], ka[j], v[row + j] * ct);
+                KAHAN_ADD(bb[j], kb[j], v[row + j] * st);
+                sincos_f32(psi[row + j] + (p - qs[j]), &sq, &cq);
+                cq *= sc;
+                sq *= sc;
+                re[j] = a[j] * cq + bb[j] * sq;
+                im[j] = bb[j] * cq - a[j] * sq;
+            }
+        }
+        memcpy(last + (b * 2) * C + c0, a, n * sizeof(float));
+        memcpy(last + (b * 2 + 1) * C + c0, bb, n * sizeof(float));
     }
 }
 
@@ -90,44 +89,42 @@ void phasor_forward(const float *v, const float *phi, const float *psi, const fl
  * and ∂L/∂m0 = (gA, gB) at t = 0 (dm0 NULL: not wanted). */
 void phasor_backward(const float *v, const float *phi, const float *psi, const float *blk,
                      const float *inner, int64_t L, int64_t sb, int64_t si, const float *qshift,
-                     const float *scale, const float *parts, const float *gparts, const float *glast, float *dv,
-                     float *dphi, float *dpsi, float *dm0, int64_t B, int64_t T, int64_t C,
-                     int64_t c0, int64_t c1) {
+                     const float *scale, const float *parts, const float *gparts,
+                     const float *glast, float *dv, float *dphi, float *dpsi, float *dm0,
+                     float *work, int64_t B, int64_t T, int64_t C, int64_t c0, int64_t c1) {
+    const int64_t n = c1 - c0;
+    float *ga = work + c0, *ka = work + C + c0, *gb = work + 2 * C + c0, *kb = work + 3 * C + c0;
     for (int64_t b = 0; b < B; b++) {
-        for (int64_t lo = c0; lo < c1; lo += TILE) {
-            int64_t n = c1 - lo < TILE ? c1 - lo : TILE;
-            float ga[TILE], ka[TILE], gb[TILE], kb[TILE];
-            for (int64_t j = 0; j < n; j++) {
-                ga[j] = glast[(b * 2) * C + lo + j];
-                gb[j] = glast[(b * 2 + 1) * C + lo + j];
-                ka[j] = kb[j] = 0.0f;
-            }
-            for (int64_t t = T - 1; t >= 0; t--) {
-                const int64_t row = (b * T + t) * C + lo;
-                const int64_t prow = ((b * T + t) * 2) * C + lo;
-                const float sc = scale[t];
-                const float *pb = blk + (t / L) * sb + lo, *pi = inner + (t % L) * si + lo;
-                const float *qs = qshift + lo;
+        for (int64_t j = 0; j < n; j++) {
+            ga[j] = glast[(b * 2) * C + c0 + j];
+            gb[j] = glast[(b * 2 + 1) * C + c0 + j];
+            ka[j] = kb[j] = 0.0f;
+        }
+        for (int64_t t = T - 1; t >= 0; t--) {
+            const int64_t row = (b * T + t) * C + c0;
+            const int64_t prow = ((b * T + t) * 2) * C + c0;
+            const float sc = scale[t];
+            const float *pb = blk + (t / L) * sb + c0, *pi = inner + (t % L) * si + c0;
+            const float *qs = qshift + c0;
 #pragma omp simd
-                for (int64_t j = 0; j < n; j++) {
-                    float p = pb[j] + pi[j];
-                    float gre = gparts[prow + j], gim = gparts[prow + C + j];
-                    float sq, cq, st, ct;
-                    sincos_f32(psi[row + j] + (p - qs[j]), &sq, &cq);
-                    cq *= sc;
-                    sq *= sc;
-                    KAHAN_ADD(ga[j], ka[j], gre * cq - gim * sq);
-                    KAHAN_ADD(gb[j], kb[j], gre * sq + gim * cq);
-                    dpsi[row + j] = gre * parts[prow + C + j] - gim * parts[prow + j];
-                    sincos_f32(phi[row + j] + p, &st, &ct);
-                    dv[row + j] = ga[j] * ct + gb[j] * st;
-                    dphi[row + j] = v[row + j] * (gb[j] * ct - ga[j] * st);
-                }
+            for (int64_t j = 0; j < n; j++) {
+                float p = pb[j] + pi[j];
+                float gre = gparts[prow + j], gim = gparts[prow + C + j];
+                float sq, cq, st, ct;
+                sincos_f32(psi[row + j] + (p - qs[j]), &sq, &cq);
+                cq *= sc;
+                sq *= sc;
+                KAHAN_ADD(ga[j], ka[j], gre * cq - gim * sq);
+                KAHAN_ADD(gb[j], kb[j], gre * sq + gim * cq);
+                dpsi[row + j] = gre * parts[prow + C + j] - gim * parts[prow + j];
+                sincos_f32(phi[row + j] + p, &st, &ct);
+                dv[row + j] = ga[j] * ct + gb[j] * st;
+                dphi[row + j] = v[row + j] * (gb[j] * ct - ga[j] * st);
             }
-            if (dm0) {
-                memcpy(dm0 + (b * 2) * C + lo, ga, n * sizeof(float));
-                memcpy(dm0 + (b * 2 + 1) * C + lo, gb, n * sizeof(float));
-            }
+        }
+        if (dm0) {
+            memcpy(dm0 + (b * 2) * C + c0, ga, n * sizeof(float));
+            memcpy(dm0 + (b * 2 + 1) * C + c0, gb, n * sizeof(float));
         }
     }
 }
