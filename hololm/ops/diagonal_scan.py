@@ -25,6 +25,9 @@ Three forms compute the same function:
       g_t = ∂L/∂h_t + γ_{t+1} g_{t+1},   ∂L/∂x_t = g_t,   ∂L/∂log γ_t = g_t γ_t h_{t-1},
       ∂L/∂initial_state = γ_0 g_0.
   It is differentiable once (no double backward).
+  On CPU in float32, `gated_diagonal_scan` runs a fused C kernel instead
+  (hololm/ops/kernels/diagonal_scan.c): the plain sequential recurrence, forward and backward,
+  one pass over time vectorised across channels, γ_t recomputed in the backward.
 - `gated_diagonal_scan_step`: one token, for decoding.
 
 Dtypes: inputs may be float16 / bfloat16 / float32 / float64. Everything is computed in
@@ -35,10 +38,13 @@ growing state) is not rejected but may overflow.
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from hololm.ops import kernels
 from hololm.ops._validate import (
     require_positive_int,
     require_shape,
@@ -141,18 +147,66 @@ class _GatedDiagonalScan(torch.autograd.Function):
         return g, buf.mul_(gamma), d_h0, None
 
 
+def _native() -> ctypes.CDLL | None:
+    """The fused kernels of hololm/ops/kernels/diagonal_scan.c (None: the PyTorch form)."""
+    lib = kernels.library("diagonal_scan")
+    if lib is not None and lib.diagonal_scan_forward.argtypes is None:
+        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.diagonal_scan_forward.argtypes = [ptr] * 5 + [i64] * 5
+        lib.diagonal_scan_backward.argtypes = [ptr] * 8 + [i64] * 5
+        lib.diagonal_scan_forward.restype = lib.diagonal_scan_backward.restype = None
+    return lib
+
+
+class _GatedDiagonalScanNative(torch.autograd.Function):
+    """`_GatedDiagonalScan` as one C loop per direction (float32, CPU). Saves log γ (the input)
+    and h, and recomputes γ in the backward instead of keeping it."""
+
+    @staticmethod
+    def forward(ctx, x, log_decay, h0, lib):
+        B, T, H, D = x.shape
+        C = H * D
+        x, log_decay, h0 = x.contiguous(), log_decay.contiguous(), h0.contiguous()
+        h, work = torch.empty_like(x), x.new_empty(2, C)
+        p = kernels.pointer
+        kernels.run_over_channels(lib.diagonal_scan_forward, C, B * T * C, p(x), p(log_decay),
+                                  p(h0), p(h), p(work), B, T, C)
+        ctx.save_for_backward(log_decay, h, h0)
+        ctx.lib = lib
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h):
+        log_decay, h, h0 = ctx.saved_tensors
+        B, T, H, D = h.shape
+        C = H * D
+        grad_h = grad_h.to(torch.float32).contiguous()
+        d_x, d_log, d_h0 = torch.empty_like(h), torch.empty_like(h), torch.empty_like(h0)
+        work = h.new_empty(2, C)
+        p = kernels.pointer
+        kernels.run_over_channels(ctx.lib.diagonal_scan_backward, C, B * T * C, p(log_decay),
+                                  p(h), p(h0), p(grad_h), p(d_x), p(d_log), p(d_h0), p(work),
+                                  B, T, C)
+        return d_x, d_log, d_h0, None
+
+
 def gated_diagonal_scan(x: torch.Tensor, log_decay: torch.Tensor,
                         initial_state: torch.Tensor | None = None,
                         chunk_size: int = DEFAULT_CHUNK_SIZE,
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked form (same contract as `gated_diagonal_scan_ref`). `chunk_size` (>= 2, so that
     the recursion shrinks) need not divide T; it trades the length of the two within-chunk loops
-    against recursion depth."""
+    against recursion depth. On CPU in float32 the fused kernel runs instead (no chunks)."""
     _validate(x, log_decay, initial_state, "initial_state", 4)
     if require_positive_int("chunk_size", chunk_size) < 2:
         raise ValueError(f"chunk_size must be at least 2, got {chunk_size}")
     x, log_decay, h0 = _prepare(x, log_decay, initial_state)
-    h = _GatedDiagonalScan.apply(x, log_decay, h0, chunk_size)
+    lib = _native() if x.device.type == "cpu" and x.dtype == torch.float32 else None
+    if lib is not None:
+        h = _GatedDiagonalScanNative.apply(x, log_decay, h0, lib)
+    else:
+        h = _GatedDiagonalScan.apply(x, log_decay, h0, chunk_size)
     # a copy, so that keeping the state for decoding does not keep all of h alive
     return h, h[:, -1].clone()
 

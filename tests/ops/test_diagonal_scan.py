@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hololm.ops import kernels
 from hololm.ops.diagonal_scan import (
     gated_diagonal_scan,
     gated_diagonal_scan_ref,
@@ -17,6 +18,16 @@ from hololm.ops.diagonal_scan import (
 from tests.helpers import assert_close
 
 B, H, D = 2, 4, 8
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def form(request, monkeypatch):
+    """Every test runs on both fast forms: the fused C kernel and the chunked PyTorch one."""
+    native = request.param == "native"
+    if native and kernels.library("diagonal_scan") is None:
+        pytest.skip("the diagonal_scan kernel did not build here (no C compiler)")
+    monkeypatch.setattr(kernels, "ENABLED", native)
+    return request.param
 
 
 def _inputs(T: int, dtype: torch.dtype = torch.float32):
@@ -227,3 +238,33 @@ def _bad_calls():
 def test_bad_arguments(fn, args, kwargs, error, name):
     with pytest.raises(error, match=rf"\b{name}\b"):
         fn(*args, **kwargs)
+
+
+def test_native_kernel_equals_torch_form(form, monkeypatch):
+    """The fused kernel against the chunked PyTorch form: outputs, final state and gradients,
+    channels split over threads (bit-identical to one call), with a hard reset (log γ = −inf
+    gives γ = 0 exactly) and a decay of exp(−120) (flushed to 0, as its product is below any
+    normal float); a NaN decay stays NaN."""
+    if form == "torch":
+        pytest.skip("compares the two forms")
+    x, log_decay, state = _inputs(301)
+    x, log_decay, state = (t.repeat_interleave(5, -1) for t in (x, log_decay, state))  # 160 ch.
+    log_decay[:, 100, 0] = -math.inf
+    log_decay[:, 200, 1] = -120.0
+    results = {}
+    for name, enabled, threads in (("torch", False, 1), ("native", True, 1),
+                                   ("native split", True, 2)):
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        monkeypatch.setattr(kernels, "MIN_PARALLEL_ELEMENTS", 0)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            results[name] = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state)
+        finally:
+            torch.set_num_threads(before)
+    _assert_all_close(results["native"], results["torch"], 1e-6, "native")
+    assert all(torch.equal(a, b) for a, b in zip(results["native split"], results["native"],
+                                                 strict=True))
+    log_decay[0, 50, 2, 3] = math.nan
+    h, _ = gated_diagonal_scan(x, log_decay, state)
+    assert h[0, 50:, 2, 3].isnan().all() and not h[1].isnan().any()

@@ -1,0 +1,80 @@
+/* Fused CPU kernels of the gated diagonal scan h_t = exp(log γ_t) ⊙ h_{t-1} + x_t
+ * (hololm/ops/diagonal_scan.py has the math and the PyTorch form these replace): one pass over
+ * time, vectorised across the C = H·D contiguous channels of a row, the state in a work row.
+ * Only log γ_t itself is exponentiated, as in the reference loop.
+ *
+ * Layouts (float32, contiguous): x, log_decay, h, grad_h, dx, dlog [B, T, C]; h0, dh0 [B, C];
+ * work [2, C]. Each call covers channels [c0, c1), so callers can split C over threads.
+ */
+#include <stdint.h>
+#include <string.h>
+
+/* exp(x) as 2^k · exp(r), |r| <= ln2 / 2, with a two-constant Cody–Waite split and Cephes'
+ * degree-6 polynomial (~1 float32 ulp). Results below the smallest normal float flush to 0
+ * (torch returns a subnormal there); NaN propagates. Branch-free, so it vectorises. */
+static inline float exp_f32(float x) {
+    float c = x < -104.0f ? -104.0f : (x > 88.5f ? 88.5f : x);
+    float k = __builtin_rintf(c * 1.44269504088896341f);
+    float r = c - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int ki = (int)k;
+    union { int32_t i; float f; } two_k;
+    two_k.i = (int32_t)((uint32_t)(ki + 127) << 23);  /* unused (flushed) when ki < -126 */
+    float y = ki < -126 ? 0.0f : p * two_k.f;
+    return x != x ? x : y;
+}
+
+void diagonal_scan_forward(const float *x, const float *log_decay, const float *h0, float *h,
+                           float *work, int64_t B, int64_t T, int64_t C, int64_t c0,
+                           int64_t c1) {
+    const int64_t n = c1 - c0;
+    float *s = work + c0;
+    for (int64_t b = 0; b < B; b++) {
+        memcpy(s, h0 + b * C + c0, n * sizeof(float));
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t row = (b * T + t) * C + c0;
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) {
+                s[j] = exp_f32(log_decay[row + j]) * s[j] + x[row + j];
+                h[row + j] = s[j];
+            }
+        }
+    }
+}
+
+/* The same scan backwards in time:
+ *   g_t = ∂L/∂h_t + γ_{t+1} g_{t+1},  ∂L/∂x_t = g_t,  ∂L/∂log γ_t = g_t γ_t h_{t-1},
+ *   ∂L/∂h0 = γ_0 g_0. */
+void diagonal_scan_backward(const float *log_decay, const float *h, const float *h0,
+                            const float *grad_h, float *dx, float *dlog, float *dh0,
+                            float *work, int64_t B, int64_t T, int64_t C, int64_t c0,
+                            int64_t c1) {
+    const int64_t n = c1 - c0;
+    float *g = work + c0, *gamma_next = work + C + c0;
+    for (int64_t b = 0; b < B; b++) {
+        memset(g, 0, n * sizeof(float));
+        memset(gamma_next, 0, n * sizeof(float));
+        for (int64_t t = T - 1; t >= 0; t--) {
+            const int64_t row = (b * T + t) * C + c0;
+            const float *prev = t > 0 ? h + row - C : h0 + b * C + c0;
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) {
+                float gamma = exp_f32(log_decay[row + j]);
+                g[j] = grad_h[row + j] + gamma_next[j] * g[j];
+                dx[row + j] = g[j];
+                dlog[row + j] = g[j] * gamma * prev[j];
+                gamma_next[j] = gamma;
+            }
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            dh0[b * C + c0 + j] = gamma_next[j] * g[j];
+    }
+}
