@@ -113,7 +113,8 @@ def pointer(x: torch.Tensor | None) -> int | None:
 
 
 @functools.cache
-def _pool():
+def _pool(pid: int):
+    """One pool per process: a pool inherited through fork has no live threads."""
     from concurrent.futures import ThreadPoolExecutor
 
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
@@ -130,7 +131,7 @@ def run_over_channels(fn, channels: int, elements: int, *args) -> None:
         fn(*args, 0, channels)
         return
     bounds = [16 * round(i * channels / parts / 16) for i in range(parts)] + [channels]
-    jobs = [_pool().submit(fn, *args, lo, hi)
+    jobs = [_pool(os.getpid()).submit(fn, *args, lo, hi)
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
     for job in jobs:
         job.result()
