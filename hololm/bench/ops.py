@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import sys
 from collections.abc import Callable
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from hololm import ops
 from hololm.bench.measure import keep_freed_memory
 from hololm.bench.timing import Ceilings, measure_ceilings, median_time
+from hololm.ops.phasor import phasor_memory_parts
 
 
 @dataclass
@@ -74,14 +76,16 @@ def diagonal_scan_case(B: int, T: int, H: int, D: int) -> OpCase:
                   3 * B * T * H * D, 3 * 4 * B * T * H * D, "copy")
 
 
-def phasor_case(B: int, T: int, H: int, D: int) -> OpCase:
+def phasor_case(B: int, T: int, H: int, D: int, parts: bool = False) -> OpCase:
     v, kp, qp = _leaf(B, T, H, D), _leaf(B, T, H, D), _leaf(B, T, H, D)
     freqs = ops.generate_random_phasors(H * D, seed=0).view(H, D)
-    fast = lambda: ops.phasor_memory(v, kp, qp, freqs)  # noqa: E731
+    fn = phasor_memory_parts if parts else ops.phasor_memory
+    fast = lambda: fn(v, kp, qp, freqs)  # noqa: E731
     ref = lambda: ops.phasor_memory_ref(v, kp, qp, freqs)  # noqa: E731
-    # reads v, two phases; writes the complex retrieval (two floats)
-    return OpCase("phasor_memory", fast, ref, [v, kp, qp], 12 * B * T * H * D,
-                  5 * 4 * B * T * H * D, "copy")
+    # reads v, two phases; writes the retrieval (two floats: complex, or the layers' planar
+    # [Re, Im] parts, which skip the interleaving pass of the complex result)
+    return OpCase("phasor_memory_parts" if parts else "phasor_memory", fast, ref, [v, kp, qp],
+                  12 * B * T * H * D, 5 * 4 * B * T * H * D, "copy")
 
 
 def cumsum_case(B: int, T: int, H: int, D: int) -> OpCase:
@@ -113,6 +117,7 @@ CASES = {
     "matrix_memory": matrix_memory_case,
     "diagonal_scan": diagonal_scan_case,
     "phasor_memory": phasor_case,
+    "phasor_memory_parts": functools.partial(phasor_case, parts=True),
     "blocked_cumsum": cumsum_case,
     "fft_circular_conv": circular_conv_case,
     "causal_fft_conv": long_conv_case,

@@ -256,6 +256,7 @@ def test_native_kernel_equals_torch_form(form, monkeypatch):
                                    ("native split", True, 2)):
         monkeypatch.setattr(kernels, "ENABLED", enabled)
         monkeypatch.setattr(kernels, "MIN_PARALLEL_ELEMENTS", 0)
+        monkeypatch.setattr(kernels, "MIN_CHANNELS_PER_THREAD", 16)
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
