@@ -15,7 +15,7 @@ from hololm.ops.diagonal_scan import (
     gated_diagonal_scan_ref,
     gated_diagonal_scan_step,
 )
-from tests.helpers import assert_close
+from tests.helpers import assert_close, by_kernel_form
 
 B, H, D = 2, 4, 8
 
@@ -251,18 +251,8 @@ def test_native_kernel_equals_torch_form(form, monkeypatch):
     x, log_decay, state = (t.repeat_interleave(5, -1) for t in (x, log_decay, state))  # 160 ch.
     log_decay[:, 100, 0] = -math.inf
     log_decay[:, 200, 1] = -120.0
-    results = {}
-    for name, enabled, threads in (("torch", False, 1), ("native", True, 1),
-                                   ("native split", True, 2)):
-        monkeypatch.setattr(kernels, "ENABLED", enabled)
-        monkeypatch.setattr(kernels, "MIN_PARALLEL_ELEMENTS", 0)
-        monkeypatch.setattr(kernels, "MIN_CHANNELS_PER_THREAD", 16)
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            results[name] = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state)
-        finally:
-            torch.set_num_threads(before)
+    results = by_kernel_form(
+        lambda: _outputs_and_grads(gated_diagonal_scan, x, log_decay, state), monkeypatch)
     _assert_all_close(results["native"], results["torch"], 1e-6, "native")
     assert all(torch.equal(a, b) for a, b in zip(results["native split"], results["native"],
                                                  strict=True))

@@ -17,7 +17,7 @@ from hololm.ops.phasor import (
     position_phases,
     rope_frequencies,
 )
-from tests.helpers import assert_close, rel_rms
+from tests.helpers import assert_close, by_kernel_form, rel_rms
 
 B, H, D = 2, 2, 8
 NAMES = ("v", "key_phase", "query_phase", "query_shift", "initial_state")
@@ -349,20 +349,13 @@ def test_native_kernel_equals_torch_form(positional, form, monkeypatch):
            "query_phase": math.pi * torch.tanh(torch.randn(B, steps, heads, dim, generator=gen)),
            "query_shift": 3 * torch.randn(heads, generator=gen) if positional else None,
            "initial_state": torch.randn(B, heads, dim, dtype=torch.complex64, generator=gen)}
-    results = {}
-    for name, enabled, threads in (("torch", False, 1), ("native", True, 1),
-                                   ("native split", True, 2)):
-        monkeypatch.setattr(kernels, "ENABLED", enabled)
-        monkeypatch.setattr(kernels, "MIN_PARALLEL_ELEMENTS", 0)
-        monkeypatch.setattr(kernels, "MIN_CHANNELS_PER_THREAD", 16)
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            leaf = leaves(ins)
-            out, state = run(phasor_memory, leaf, freqs, offset=5)
-            results[name] = (out, state, grads(out, state, leaf))
-        finally:
-            torch.set_num_threads(before)
+
+    def compute():
+        leaf = leaves(ins)
+        out, state = run(phasor_memory, leaf, freqs, offset=5)
+        return out, state, grads(out, state, leaf)
+
+    results = by_kernel_form(compute, monkeypatch)
     (out, state, g), (out_n, state_n, g_n) = results["torch"], results["native"]
     assert_close(out_n, out, 1e-6, "native output")
     assert_close(state_n, state, 1e-6, "native state")
