@@ -249,9 +249,12 @@ def _native() -> ctypes.CDLL | None:
     lib = kernels.library("phasor")
     if lib is not None and lib.phasor_forward.argtypes is None:
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.phasor_forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 6 + [i64] * 5
-        lib.phasor_backward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 10 + [i64] * 5
-        lib.phasor_forward.restype = lib.phasor_backward.restype = None
+        for layout in ("", "_complex"):
+            forward, backward = (getattr(lib, f"phasor_{d}{layout}")
+                                 for d in ("forward", "backward"))
+            forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 6 + [i64] * 5
+            backward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 10 + [i64] * 5
+            forward.restype = backward.restype = None
     return lib
 
 
@@ -269,10 +272,11 @@ class _PhasorMemoryNative(torch.autograd.Function):
 
     forward: v, φ, ψ [B, T, H, D], shift [H, D] (δω wrapped; None = 0), m0 [B, 2, H, D]
     (None = 0), tables (blocks [n, H, D], inner [L, H, D]; None = content-only), scale [T]
-    → parts [B, T, 2, H, D], final memory [B, 2, H, D]."""
+    → the retrieval, planar parts [B, T, 2, H, D] or (`interleaved`) [B, T, H, D, 2], ready
+    for `torch.view_as_complex`, and the final memory [B, 2, H, D]."""
 
     @staticmethod
-    def forward(ctx, v, phi, psi, shift, m0, tables, scale, lib):
+    def forward(ctx, v, phi, psi, shift, m0, tables, scale, lib, interleaved):
         B, T, H, D = v.shape
         C = H * D
         v, phi, psi, scale = _f32(v), _f32(phi), _f32(psi), _f32(scale)
@@ -282,15 +286,17 @@ class _PhasorMemoryNative(torch.autograd.Function):
             tables, strides = (v.new_zeros(1, H, D), v.new_zeros(1, H, D)), (0, 0)
         else:
             tables, strides = tuple(_f32(x) for x in tables), (C, C)
-        parts, last = v.new_empty(B, T, 2, H, D), v.new_empty(B, 2, H, D)
+        shape = (B, T, H, D, 2) if interleaved else (B, T, 2, H, D)
+        parts, last = v.new_empty(shape), v.new_empty(B, 2, H, D)
         work = v.new_empty(4, C)  # running sums and their compensations
+        layout = "_complex" if interleaved else ""
         p = kernels.pointer
         kernels.run_over_channels(
-            lib.phasor_forward, C, B * T * C, p(v), p(phi), p(psi), p(tables[0]),
-            p(tables[1]), tables[1].shape[0], *strides, p(shift), p(scale), p(m0), p(parts),
-            p(last), p(work), B, T, C)
+            getattr(lib, "phasor_forward" + layout), C, B * T * C, p(v), p(phi), p(psi),
+            p(tables[0]), p(tables[1]), tables[1].shape[0], *strides, p(shift), p(scale), p(m0),
+            p(parts), p(last), p(work), B, T, C)
         ctx.save_for_backward(v, phi, psi, shift, scale, parts, *tables)
-        ctx.strides, ctx.lib = strides, lib
+        ctx.strides, ctx.backward = strides, getattr(lib, "phasor_backward" + layout)
         return parts, last
 
     @staticmethod
@@ -299,28 +305,24 @@ class _PhasorMemoryNative(torch.autograd.Function):
         v, phi, psi, shift, scale, parts, blocks, inner = ctx.saved_tensors
         B, T, H, D = v.shape
         C = H * D
-        g_parts = v.new_zeros(B, T, 2, H, D) if g_parts is None else _f32(g_parts)
+        g_parts = torch.zeros_like(parts) if g_parts is None else _f32(g_parts)
         g_last = v.new_zeros(B, 2, H, D) if g_last is None else _f32(g_last)
         d_v, d_phi, d_psi = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
         d_m0 = v.new_empty(B, 2, H, D) if ctx.needs_input_grad[4] else None
         work = v.new_empty(4, C)
         p = kernels.pointer
         kernels.run_over_channels(
-            ctx.lib.phasor_backward, C, B * T * C, p(v), p(phi), p(psi), p(blocks), p(inner),
+            ctx.backward, C, B * T * C, p(v), p(phi), p(psi), p(blocks), p(inner),
             inner.shape[0], *ctx.strides, p(shift), p(scale), p(parts), p(g_parts), p(g_last),
             p(d_v), p(d_phi), p(d_psi), p(d_m0), p(work), B, T, C)
         d_shift = -d_psi.sum((0, 1)) if ctx.needs_input_grad[3] else None  # ψ' = ψ + pω − δω
-        return d_v, d_phi, d_psi, d_shift, d_m0, None, None, None
+        return d_v, d_phi, d_psi, d_shift, d_m0, None, None, None, None
 
 
-def phasor_memory_parts(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.Tensor,
-                        freqs: torch.Tensor | None = None, *, offset: int = 0,
-                        query_shift: torch.Tensor | None = None,
-                        initial_state: torch.Tensor | None = None,
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`phasor_memory` with the retrieval as real parts: (parts [B, T, 2, H, D] with
-    parts[:, :, 0] = Re r and parts[:, :, 1] = Im r, M_T [B, H, D] complex). A layer that feeds
-    [Re r, Im r] to a norm uses `parts.flatten(2)` directly, without complex tensors."""
+def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_state,
+               complex_out: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fast forms behind `phasor_memory_parts` (planar parts [B, T, 2, H, D]) and
+    `phasor_memory` (complex [B, T, H, D]), with the final memory as complex [B, H, D]."""
     require_nonnegative_int("offset", offset)
     dtype, freqs = _prepare(v, key_phase, query_phase, freqs, query_shift, initial_state,
                             ndim=4, state_name="initial_state")
@@ -337,8 +339,10 @@ def phasor_memory_parts(v: torch.Tensor, key_phase: torch.Tensor, query_phase: t
         if lib is not None:
             tables = (None if freqs is None
                       else _position_phase_tables(offset, steps, freqs, dtype))
-            parts, last = _PhasorMemoryNative.apply(v, key_phase, query_phase, shift, m0,
-                                                    tables, scale, lib)
+            out, last = _PhasorMemoryNative.apply(v, key_phase, query_phase, shift, m0, tables,
+                                                  scale, lib, complex_out)
+            if complex_out:  # [B, T, H, D, 2] written interleaved: a view, no extra pass
+                out = torch.view_as_complex(out)
         else:
             v = v.to(dtype)
             if freqs is not None:
@@ -350,8 +354,22 @@ def phasor_memory_parts(v: torch.Tensor, key_phase: torch.Tensor, query_phase: t
                 psi = query_phase + (pos if shift is None else pos - shift)
             else:
                 theta, psi = key_phase.to(dtype), query_phase.to(dtype)
-            parts, last = _PhasorMemory.apply(v, theta, psi, scale[:, None, None], m0)
-    return parts, torch.complex(last[:, 0], last[:, 1])
+            out, last = _PhasorMemory.apply(v, theta, psi, scale[:, None, None], m0)
+            if complex_out:
+                out = torch.complex(out[:, :, 0], out[:, :, 1])
+    return out, torch.complex(last[:, 0], last[:, 1])
+
+
+def phasor_memory_parts(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.Tensor,
+                        freqs: torch.Tensor | None = None, *, offset: int = 0,
+                        query_shift: torch.Tensor | None = None,
+                        initial_state: torch.Tensor | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`phasor_memory` with the retrieval as real parts: (parts [B, T, 2, H, D] with
+    parts[:, :, 0] = Re r and parts[:, :, 1] = Im r, M_T [B, H, D] complex). A layer that feeds
+    [Re r, Im r] to a norm uses `parts.flatten(2)` directly, without complex tensors."""
+    return _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_state,
+                      complex_out=False)
 
 
 def phasor_memory(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.Tensor,
@@ -359,11 +377,11 @@ def phasor_memory(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.T
                   query_shift: torch.Tensor | None = None,
                   initial_state: torch.Tensor | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fast parallel form (no loop over T): real cos/sin binding + one blocked cumsum.
+    """Fast parallel form (no loop over T): on CPU in float32 the fused kernel, writing the
+    complex result directly; elsewhere real cos/sin binding + one blocked cumsum.
     v, key_phase, query_phase [B, T, H, D] → (r [B, T, H, D], M_T [B, H, D]) complex."""
-    parts, state = phasor_memory_parts(v, key_phase, query_phase, freqs, offset=offset,
-                                       query_shift=query_shift, initial_state=initial_state)
-    return torch.complex(parts[:, :, 0], parts[:, :, 1]), state
+    return _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_state,
+                      complex_out=True)
 
 
 def phasor_memory_step(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.Tensor,

@@ -12,6 +12,7 @@ from hololm.ops.cumsum import blocked_cumsum
 from hololm.ops.phasor import (
     generate_random_phasors,
     phasor_memory,
+    phasor_memory_parts,
     phasor_memory_ref,
     phasor_memory_step,
     position_phases,
@@ -334,11 +335,18 @@ def test_random_phasors_ignore_the_default_device():
     assert torch.equal(got, expect)
 
 
+def _parts_as_complex(*args, **kwargs):
+    parts, state = phasor_memory_parts(*args, **kwargs)
+    return torch.complex(parts[:, :, 0], parts[:, :, 1]), state
+
+
+@pytest.mark.parametrize("fn", [phasor_memory, _parts_as_complex], ids=["complex", "planar"])
 @pytest.mark.parametrize("positional", [True, False])
-def test_native_kernel_equals_torch_form(positional, form, monkeypatch):
-    """The fused kernel against the PyTorch form on the same inputs: outputs, final state and
-    every gradient (shift and initial state included), odd T across position blocks, channels
-    split over threads (bit-identical to one call: each channel is computed by one call)."""
+def test_native_kernel_equals_torch_form(positional, fn, form, monkeypatch):
+    """The fused kernel against the PyTorch form on the same inputs, in both output layouts:
+    outputs, final state and every gradient (shift and initial state included), odd T across
+    position blocks, channels split over threads (bit-identical to one call: each channel is
+    computed by one call)."""
     if form == "torch":
         pytest.skip("compares the two forms")
     heads, dim, steps = 2, 40, 301
@@ -352,7 +360,7 @@ def test_native_kernel_equals_torch_form(positional, form, monkeypatch):
 
     def compute():
         leaf = leaves(ins)
-        out, state = run(phasor_memory, leaf, freqs, offset=5)
+        out, state = run(fn, leaf, freqs, offset=5)
         return out, state, grads(out, state, leaf)
 
     results = by_kernel_form(compute, monkeypatch)

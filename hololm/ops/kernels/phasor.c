@@ -4,8 +4,10 @@
  * read or written once, where the eager form makes ~20 passes. The scan runs along T for each
  * channel, vectorised across channels (C = H·D contiguous floats).
  *
- * Layouts (float32, contiguous): v, phi, psi, dv, dphi, dpsi [B, T, C]; parts, gparts
- * [B, T, 2, C] (Re, Im); m0, last, glast, dm0 [B, 2, C]; scale [T]; qshift [C]; position
+ * Layouts (float32, contiguous): v, phi, psi, dv, dphi, dpsi [B, T, C]; the retrieval and its
+ * gradient, parts / gparts, either planar [B, T, 2, C] (Re, Im: the layers' features;
+ * phasor_forward / phasor_backward) or interleaved complex [B, T, C, 2] (`phasor_memory`'s
+ * complex64 result; the *_complex entry points); m0, last, glast, dm0 [B, 2, C]; scale [T]; qshift [C]; position
  * phases as two tables, blk [ceil(T / L), C] and inner [L, C]: p = blk[t / L] + inner[t % L],
  * the same two-part sum as the PyTorch form (content-only binding passes one row of zeros for
  * each, with row strides sb = si = 0). No pointer may be NULL but dm0: absent inputs are zeros,
@@ -47,10 +49,13 @@ static inline void sincos_f32(float x, float *s, float *c) {
         (sum) = t_;                            \
     } while (0)
 
-void phasor_forward(const float *v, const float *phi, const float *psi, const float *blk,
-                    const float *inner, int64_t L, int64_t sb, int64_t si, const float *qshift,
-                    const float *scale, const float *m0, float *parts, float *last, float *work,
-                    int64_t B, int64_t T, int64_t C, int64_t c0, int64_t c1) {
+/* es: the element stride of the retrieval, 1 (planar) or 2 (interleaved); a constant in each
+ * entry point below, so each gets its own vectorised loop. */
+static inline __attribute__((always_inline)) void forward(
+    const float *v, const float *phi, const float *psi, const float *blk, const float *inner,
+    int64_t L, int64_t sb, int64_t si, const float *qshift, const float *scale, const float *m0,
+    float *parts, float *last, float *work, int64_t B, int64_t T, int64_t C, int64_t c0,
+    int64_t c1, const int64_t es) {
     const int64_t n = c1 - c0;
     float *a = work + c0, *ka = work + C + c0, *bb = work + 2 * C + c0, *kb = work + 3 * C + c0;
     for (int64_t b = 0; b < B; b++) {
@@ -61,7 +66,7 @@ void phasor_forward(const float *v, const float *phi, const float *psi, const fl
         }
         for (int64_t t = 0; t < T; t++) {
             const int64_t row = (b * T + t) * C + c0;
-            float *re = parts + ((b * T + t) * 2) * C + c0, *im = re + C;
+            float *re = parts + ((b * T + t) * 2) * C + es * c0, *im = re + (es == 1 ? C : 1);
             const float sc = scale[t];
             const float *pb = blk + (t / L) * sb + c0, *pi = inner + (t % L) * si + c0;
             const float *qs = qshift + c0;
@@ -75,8 +80,8 @@ void phasor_forward(const float *v, const float *phi, const float *psi, const fl
                 sincos_f32(psi[row + j] + (p - qs[j]), &sq, &cq);
                 cq *= sc;
                 sq *= sc;
-                re[j] = a[j] * cq + bb[j] * sq;
-                im[j] = bb[j] * cq - a[j] * sq;
+                re[es * j] = a[j] * cq + bb[j] * sq;
+                im[es * j] = bb[j] * cq - a[j] * sq;
             }
         }
         memcpy(last + (b * 2) * C + c0, a, n * sizeof(float));
@@ -87,11 +92,12 @@ void phasor_forward(const float *v, const float *phi, const float *psi, const fl
 /* The reverse scan of the gradient: with (gA, gB) = ∂L/∂(A_t, B_t) summed over t' >= t,
  *   ∂L/∂v = gA cos θ + gB sin θ,  ∂L/∂θ = v (gB cos θ − gA sin θ),  ∂L/∂ψ' = g_re Im r − g_im Re r,
  * and ∂L/∂m0 = (gA, gB) at t = 0 (dm0 NULL: not wanted). */
-void phasor_backward(const float *v, const float *phi, const float *psi, const float *blk,
-                     const float *inner, int64_t L, int64_t sb, int64_t si, const float *qshift,
-                     const float *scale, const float *parts, const float *gparts,
-                     const float *glast, float *dv, float *dphi, float *dpsi, float *dm0,
-                     float *work, int64_t B, int64_t T, int64_t C, int64_t c0, int64_t c1) {
+static inline __attribute__((always_inline)) void backward(
+    const float *v, const float *phi, const float *psi, const float *blk, const float *inner,
+    int64_t L, int64_t sb, int64_t si, const float *qshift, const float *scale,
+    const float *parts, const float *gparts, const float *glast, float *dv, float *dphi,
+    float *dpsi, float *dm0, float *work, int64_t B, int64_t T, int64_t C, int64_t c0,
+    int64_t c1, const int64_t es) {
     const int64_t n = c1 - c0;
     float *ga = work + c0, *ka = work + C + c0, *gb = work + 2 * C + c0, *kb = work + 3 * C + c0;
     for (int64_t b = 0; b < B; b++) {
@@ -102,21 +108,21 @@ void phasor_backward(const float *v, const float *phi, const float *psi, const f
         }
         for (int64_t t = T - 1; t >= 0; t--) {
             const int64_t row = (b * T + t) * C + c0;
-            const int64_t prow = ((b * T + t) * 2) * C + c0;
+            const int64_t pre = ((b * T + t) * 2) * C + es * c0, pim = pre + (es == 1 ? C : 1);
             const float sc = scale[t];
             const float *pb = blk + (t / L) * sb + c0, *pi = inner + (t % L) * si + c0;
             const float *qs = qshift + c0;
 #pragma omp simd
             for (int64_t j = 0; j < n; j++) {
                 float p = pb[j] + pi[j];
-                float gre = gparts[prow + j], gim = gparts[prow + C + j];
+                float gre = gparts[pre + es * j], gim = gparts[pim + es * j];
                 float sq, cq, st, ct;
                 sincos_f32(psi[row + j] + (p - qs[j]), &sq, &cq);
                 cq *= sc;
                 sq *= sc;
                 KAHAN_ADD(ga[j], ka[j], gre * cq - gim * sq);
                 KAHAN_ADD(gb[j], kb[j], gre * sq + gim * cq);
-                dpsi[row + j] = gre * parts[prow + C + j] - gim * parts[prow + j];
+                dpsi[row + j] = gre * parts[pim + es * j] - gim * parts[pre + es * j];
                 sincos_f32(phi[row + j] + p, &st, &ct);
                 dv[row + j] = ga[j] * ct + gb[j] * st;
                 dphi[row + j] = v[row + j] * (gb[j] * ct - ga[j] * st);
@@ -127,4 +133,36 @@ void phasor_backward(const float *v, const float *phi, const float *psi, const f
             memcpy(dm0 + (b * 2 + 1) * C + c0, gb, n * sizeof(float));
         }
     }
+}
+
+#define FORWARD_ARGS                                                                          \
+    const float *v, const float *phi, const float *psi, const float *blk, const float *inner, \
+        int64_t L, int64_t sb, int64_t si, const float *qshift, const float *scale,           \
+        const float *m0, float *parts, float *last, float *work, int64_t B, int64_t T,        \
+        int64_t C, int64_t c0, int64_t c1
+#define BACKWARD_ARGS                                                                         \
+    const float *v, const float *phi, const float *psi, const float *blk, const float *inner, \
+        int64_t L, int64_t sb, int64_t si, const float *qshift, const float *scale,           \
+        const float *parts, const float *gparts, const float *glast, float *dv, float *dphi,  \
+        float *dpsi, float *dm0, float *work, int64_t B, int64_t T, int64_t C, int64_t c0,    \
+        int64_t c1
+
+void phasor_forward(FORWARD_ARGS) {
+    forward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, m0, parts, last, work, B, T, C,
+            c0, c1, 1);
+}
+
+void phasor_forward_complex(FORWARD_ARGS) {
+    forward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, m0, parts, last, work, B, T, C,
+            c0, c1, 2);
+}
+
+void phasor_backward(BACKWARD_ARGS) {
+    backward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, parts, gparts, glast, dv, dphi,
+             dpsi, dm0, work, B, T, C, c0, c1, 1);
+}
+
+void phasor_backward_complex(BACKWARD_ARGS) {
+    backward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, parts, gparts, glast, dv, dphi,
+             dpsi, dm0, work, B, T, C, c0, c1, 2);
 }
