@@ -267,8 +267,9 @@ class _PhasorMemoryNative(torch.autograd.Function):
     their sines and cosines are formed inside the loop from the content phases and the two
     position tables, and recomputed in the backward instead of saved, so the forward reads v,
     φ, ψ once and writes the parts once. Same math and the same position-phase rounding as the
-    PyTorch form; the running sums are compensated (Kahan), so over long sequences they are
-    more exact than the blocked cumsum.
+    PyTorch form. The running sums are compensated (Kahan): over 2^20 steps of a drifting
+    stream the result is within 1e-7 (relative RMS) of float64, as with the blocked cumsum,
+    where a plain sequential float32 sum measured 9e-6.
 
     forward: v, φ, ψ [B, T, H, D], shift [H, D] (δω wrapped; None = 0), m0 [B, 2, H, D]
     (None = 0), tables (blocks [n, H, D], inner [L, H, D]; None = content-only), scale [T]

@@ -372,3 +372,19 @@ def test_native_kernel_equals_torch_form(positional, fn, form, monkeypatch):
     out_s, state_s, g_s = results["native split"]
     assert torch.equal(out_s, out_n) and torch.equal(state_s, state_n)
     assert all(torch.equal(g_s[k], g_n[k]) for k in g)
+
+
+def test_native_running_sums_are_compensated(form):
+    """The kernel's running sums keep float32 accuracy over a long drifting stream: at 2^18
+    steps the state is within 3e-7 of float64 (a plain float32 running sum measured 1.3e-5
+    here; flags such as -ffast-math would silently drop the compensation)."""
+    if form == "torch":
+        pytest.skip("the kernel's own summation")
+    steps, dim = 2**18, 16
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(1, steps, 1, dim, generator=gen) + 0.5
+    phases = math.pi * torch.tanh(torch.randn(2, 1, steps, 1, dim, generator=gen))
+    freqs = generate_random_phasors(dim, seed=1) * 1e-3  # slow positions: the sums drift
+    _, state = phasor_memory(v, phases[0], phases[1], freqs)
+    _, state64 = phasor_memory(v.double(), phases[0].double(), phases[1].double(), freqs)
+    assert_close(state, state64, 3e-7, "state after 2^18 steps")

@@ -33,6 +33,7 @@ import torch
 
 ENABLED = os.environ.get("HOLOLM_NATIVE", "1") != "0"
 SOURCE_DIR = Path(__file__).parent
+# no -ffast-math: its reassociation would delete the compensated (Kahan) sums
 BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared",
               "-fPIC"]
 MIN_PARALLEL_ELEMENTS = 2**18  # below this, splitting over threads costs more than it saves
