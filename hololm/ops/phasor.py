@@ -27,6 +27,11 @@ only at the boundary (`phasor_memory_parts` returns the real parts, for layers t
 complex tensor at all). Its backward is written by hand (`_PhasorMemory`). The reference is a
 loop over T in complex arithmetic.
 
+Phase range: in float32, phases beyond 2^23 rad have no fractional part left (one float32 ulp
+is 1 rad there). The fused CPU kernel returns NaN for such angles (and for inf / NaN phases)
+instead of a meaningless value; the PyTorch form returns the sine of the rounded angle. Content
+phases of a layer (π·tanh) plus position phases stay below 3π.
+
 Dtypes: inputs may be float16/bfloat16/float32/float64. The computation runs in float32 with a
 complex64 output and state, unless v, key_phase, query_phase or initial_state is 64-bit, in
 which case it runs in float64 and returns complex128 (for references).

