@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from hololm import ops
 from hololm.bench.measure import keep_freed_memory
 from hololm.bench.timing import Ceilings, measure_ceilings, median_time
+from hololm.ops import kernels
 from hololm.ops.phasor import phasor_memory_parts
 
 
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     # as in `hololm bench speed`: fresh temporaries reuse heap pages instead of page-faulting
     allocator = "keeps freed memory" if keep_freed_memory() else "unchanged (not glibc)"
     ceilings = measure_ceilings()
+    print(f"# kernels: {kernels.status()}")
     print(f"# device cpu, {torch.get_num_threads()} threads, malloc {allocator}; "
           f"ceilings: {ceilings.describe()}")
     print(f"# B={args.batch} H={args.heads} D={args.head_dim}, fp32, median of {args.repeat}")

@@ -62,6 +62,7 @@ from hololm.layers.matrix import MatrixMemory
 from hololm.layers.phasor import PhasorAttention
 from hololm.layers.spectral import HoloSpectralBlock
 from hololm.models.presets import build_model
+from hololm.ops import kernels
 
 SECTIONS = ("mixers", "models", "train", "decode", "ops")
 MIXERS = ("attention", "phasor", "long", "matrix", "hsn")
@@ -633,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"vocab={setup.vocab_size}, batch={setup.batch}"),
         "ceilings": ceilings.describe(),
         "malloc": malloc,
+        "kernels": (kernels.status() if setup.device.type == "cpu"
+                    else "eager PyTorch (the fused kernels are CPU-only)"),
         "repeat": (f"median of {setup.repeat} or more interleaved rounds (up to 15 while a "
                    f"measurement took < {setup.min_time_s:.0f} s)"),
     }

@@ -57,3 +57,13 @@ def test_disabled_kernels_are_never_built(fresh_cache, monkeypatch):
     monkeypatch.setattr(kernels, "ENABLED", False)
     assert kernels.library("phasor") is None
     assert list(fresh_cache.iterdir()) == []
+
+
+def test_status_line_names_what_runs(fresh_cache, monkeypatch):
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    assert kernels.status().startswith("off")
+    monkeypatch.setattr(kernels, "ENABLED", True)
+    monkeypatch.setenv("CC", str(fresh_cache / "no-such-cc"))
+    with pytest.warns(UserWarning):
+        line = kernels.status()
+    assert line == ("fused C on CPU: none; unavailable (PyTorch forms): diagonal_scan, phasor")

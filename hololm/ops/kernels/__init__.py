@@ -111,6 +111,17 @@ def library(name: str) -> ctypes.CDLL | None:
     return _load(name) if ENABLED else None
 
 
+def status() -> str:
+    """One line for benchmark reports: which fused kernels this process runs."""
+    if not ENABLED:
+        return "off (HOLOLM_NATIVE=0 or ENABLED=False): PyTorch forms"
+    names = sorted(path.stem for path in SOURCE_DIR.glob("*.c"))
+    built = [name for name in names if library(name) is not None]
+    missing = [name for name in names if name not in built]
+    line = "fused C on CPU: " + (", ".join(built) or "none")
+    return line + (f"; unavailable (PyTorch forms): {', '.join(missing)}" if missing else "")
+
+
 def pointer(x: torch.Tensor | None) -> int | None:
     """A contiguous float32 CPU tensor's data address for ctypes (None stays NULL). The caller
     must hold a reference to the tensor until the call returns."""
