@@ -24,8 +24,10 @@ The fast form works on real tensors: with θ = φ + pω and ψ' = ψ + (p − δ
     r = (A cos ψ' + B sin ψ', B cos ψ' − A sin ψ') / sqrt(p + 1)
 which avoids complex autograd (slower) and complex + autocast issues; complex tensors appear
 only at the boundary (`phasor_memory_parts` returns the real parts, for layers that need no
-complex tensor at all). Its backward is written by hand (`_PhasorMemory`). The reference is a
-loop over T in complex arithmetic.
+complex tensor at all). Its backward is written by hand (`_PhasorMemory`). On CPU in float32
+the same formulas run as one fused C loop per direction instead (hololm/ops/kernels/phasor.c,
+`_PhasorMemoryNative`; the PyTorch form remains for GPUs, float64 and machines without a C
+compiler). The reference is a loop over T in complex arithmetic.
 
 Phase range: in float32, phases beyond 2^23 rad have no fractional part left (one float32 ulp
 is 1 rad there). The fused CPU kernel returns NaN for such angles (and for inf / NaN phases)
