@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hololm.ops import kernels
 from hololm.ops.diagonal_scan import (
     gated_diagonal_scan,
     gated_diagonal_scan_ref,
@@ -20,14 +19,8 @@ from tests.helpers import assert_close, by_kernel_form
 B, H, D = 2, 4, 8
 
 
-@pytest.fixture(autouse=True, params=["native", "torch"])
-def form(request, monkeypatch):
-    """Every test runs on both fast forms: the fused C kernel and the chunked PyTorch one."""
-    native = request.param == "native"
-    if native and kernels.library("diagonal_scan") is None:
-        pytest.skip("the diagonal_scan kernel did not build here (no C compiler)")
-    monkeypatch.setattr(kernels, "ENABLED", native)
-    return request.param
+KERNEL = "diagonal_scan"  # every test runs on both forms: `form`, tests/ops/conftest.py
+pytestmark = pytest.mark.usefixtures("form")
 
 
 def _inputs(T: int, dtype: torch.dtype = torch.float32):

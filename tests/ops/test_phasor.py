@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import hololm.ops.phasor as phasor_module
-from hololm.ops import kernels
 from hololm.ops.cumsum import blocked_cumsum
 from hololm.ops.phasor import (
     generate_random_phasors,
@@ -24,14 +23,8 @@ B, H, D = 2, 2, 8
 NAMES = ("v", "key_phase", "query_phase", "query_shift", "initial_state")
 
 
-@pytest.fixture(autouse=True, params=["native", "torch"])
-def form(request, monkeypatch):
-    """Every test runs on both fast forms: the fused C kernel and the PyTorch one."""
-    native = request.param == "native"
-    if native and kernels.library("phasor") is None:
-        pytest.skip("the phasor kernel did not build here (no C compiler)")
-    monkeypatch.setattr(kernels, "ENABLED", native)
-    return request.param
+KERNEL = "phasor"  # every test runs on both forms: `form`, tests/ops/conftest.py
+pytestmark = pytest.mark.usefixtures("form")
 
 
 def make_inputs(steps: int, dtype=torch.float32, shift=True, state=True) -> dict:

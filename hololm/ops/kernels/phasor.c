@@ -54,6 +54,21 @@ static inline void sincos_f32(float x, float *s, float *c) {
         (sum) = t_;                            \
     } while (0)
 
+/* The running sums of one batch row and channel range: (x, y) = pair[0, c0:c1], pair[1, c0:c1]
+ * of a [2, C] block, compensations zeroed; and back. */
+static inline void load_sums(float *x, float *kx, float *y, float *ky, const float *pair,
+                             int64_t C, int64_t n) {
+    memcpy(x, pair, n * sizeof(float));
+    memcpy(y, pair + C, n * sizeof(float));
+    memset(kx, 0, n * sizeof(float));
+    memset(ky, 0, n * sizeof(float));
+}
+
+static inline void store_sums(float *pair, const float *x, const float *y, int64_t C, int64_t n) {
+    memcpy(pair, x, n * sizeof(float));
+    memcpy(pair + C, y, n * sizeof(float));
+}
+
 /* es: the element stride of the retrieval, 1 (planar) or 2 (interleaved); a constant in each
  * entry point below, so each gets its own vectorised loop. */
 static inline __attribute__((always_inline)) void forward(
@@ -64,11 +79,7 @@ static inline __attribute__((always_inline)) void forward(
     const int64_t n = c1 - c0;
     float *a = work + c0, *ka = work + C + c0, *bb = work + 2 * C + c0, *kb = work + 3 * C + c0;
     for (int64_t b = 0; b < B; b++) {
-        for (int64_t j = 0; j < n; j++) {
-            a[j] = m0[(b * 2) * C + c0 + j];
-            bb[j] = m0[(b * 2 + 1) * C + c0 + j];
-            ka[j] = kb[j] = 0.0f;
-        }
+        load_sums(a, ka, bb, kb, m0 + (b * 2) * C + c0, C, n);
         for (int64_t t = 0; t < T; t++) {
             const int64_t row = (b * T + t) * C + c0;
             float *re = parts + ((b * T + t) * 2) * C + es * c0, *im = re + (es == 1 ? C : 1);
@@ -89,8 +100,7 @@ static inline __attribute__((always_inline)) void forward(
                 im[es * j] = bb[j] * cq - a[j] * sq;
             }
         }
-        memcpy(last + (b * 2) * C + c0, a, n * sizeof(float));
-        memcpy(last + (b * 2 + 1) * C + c0, bb, n * sizeof(float));
+        store_sums(last + (b * 2) * C + c0, a, bb, C, n);
     }
 }
 
@@ -106,11 +116,7 @@ static inline __attribute__((always_inline)) void backward(
     const int64_t n = c1 - c0;
     float *ga = work + c0, *ka = work + C + c0, *gb = work + 2 * C + c0, *kb = work + 3 * C + c0;
     for (int64_t b = 0; b < B; b++) {
-        for (int64_t j = 0; j < n; j++) {
-            ga[j] = glast[(b * 2) * C + c0 + j];
-            gb[j] = glast[(b * 2 + 1) * C + c0 + j];
-            ka[j] = kb[j] = 0.0f;
-        }
+        load_sums(ga, ka, gb, kb, glast + (b * 2) * C + c0, C, n);
         for (int64_t t = T - 1; t >= 0; t--) {
             const int64_t row = (b * T + t) * C + c0;
             const int64_t pre = ((b * T + t) * 2) * C + es * c0, pim = pre + (es == 1 ? C : 1);
@@ -133,10 +139,8 @@ static inline __attribute__((always_inline)) void backward(
                 dphi[row + j] = v[row + j] * (gb[j] * ct - ga[j] * st);
             }
         }
-        if (dm0) {
-            memcpy(dm0 + (b * 2) * C + c0, ga, n * sizeof(float));
-            memcpy(dm0 + (b * 2 + 1) * C + c0, gb, n * sizeof(float));
-        }
+        if (dm0)
+            store_sums(dm0 + (b * 2) * C + c0, ga, gb, C, n);
     }
 }
 
