@@ -152,8 +152,8 @@ def _native() -> ctypes.CDLL | None:
     lib = kernels.library("diagonal_scan")
     if lib is not None and lib.diagonal_scan_forward.argtypes is None:
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.diagonal_scan_forward.argtypes = [ptr] * 5 + [i64] * 5
-        lib.diagonal_scan_backward.argtypes = [ptr] * 8 + [i64] * 5
+        lib.diagonal_scan_forward.argtypes = [ptr] * 5 + [i64] * 7
+        lib.diagonal_scan_backward.argtypes = [ptr] * 8 + [i64] * 7
         lib.diagonal_scan_forward.restype = lib.diagonal_scan_backward.restype = None
     return lib
 
@@ -167,10 +167,10 @@ class _GatedDiagonalScanNative(torch.autograd.Function):
         B, T, H, D = x.shape
         C = H * D
         x, log_decay, h0 = x.contiguous(), log_decay.contiguous(), h0.contiguous()
-        h, work = torch.empty_like(x), x.new_empty(2, C)
+        h = torch.empty_like(x)
         p = kernels.pointer
-        kernels.run_over_channels(lib.diagonal_scan_forward, C, B * T * C, p(x), p(log_decay),
-                                  p(h0), p(h), p(work), B, T, C)
+        kernels.run_split(lib.diagonal_scan_forward, (p(x), p(log_decay), p(h0), p(h)), 1, x,
+                          B, T, C)  # 1 state row: h
         ctx.save_for_backward(log_decay, h, h0)
         ctx.lib = lib
         return h
@@ -183,11 +183,10 @@ class _GatedDiagonalScanNative(torch.autograd.Function):
         C = H * D
         grad_h = grad_h.to(torch.float32).contiguous()
         d_x, d_log, d_h0 = torch.empty_like(h), torch.empty_like(h), torch.empty_like(h0)
-        work = h.new_empty(2, C)
         p = kernels.pointer
-        kernels.run_over_channels(ctx.lib.diagonal_scan_backward, C, B * T * C, p(log_decay),
-                                  p(h), p(h0), p(grad_h), p(d_x), p(d_log), p(d_h0), p(work),
-                                  B, T, C)
+        kernels.run_split(  # 2 state rows: g and the next step's decay
+            ctx.lib.diagonal_scan_backward,
+            (p(log_decay), p(h), p(h0), p(grad_h), p(d_x), p(d_log), p(d_h0)), 2, h, B, T, C)
         return d_x, d_log, d_h0, None
 
 

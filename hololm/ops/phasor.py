@@ -259,8 +259,8 @@ def _native() -> ctypes.CDLL | None:
         for layout in ("", "_complex"):
             forward, backward = (getattr(lib, f"phasor_{d}{layout}")
                                  for d in ("forward", "backward"))
-            forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 6 + [i64] * 5
-            backward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 10 + [i64] * 5
+            forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 6 + [i64] * 7
+            backward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 10 + [i64] * 7
             forward.restype = backward.restype = None
     return lib
 
@@ -296,13 +296,12 @@ class _PhasorMemoryNative(torch.autograd.Function):
             tables, strides = tuple(_f32(x) for x in tables), (C, C)
         shape = (B, T, H, D, 2) if interleaved else (B, T, 2, H, D)
         parts, last = v.new_empty(shape), v.new_empty(B, 2, H, D)
-        work = v.new_empty(4, C)  # running sums and their compensations
         layout = "_complex" if interleaved else ""
         p = kernels.pointer
-        kernels.run_over_channels(
-            getattr(lib, "phasor_forward" + layout), C, B * T * C, p(v), p(phi), p(psi),
-            p(tables[0]), p(tables[1]), tables[1].shape[0], *strides, p(shift), p(scale), p(m0),
-            p(parts), p(last), p(work), B, T, C)
+        kernels.run_split(  # 4 state rows: the running sums and their compensations
+            getattr(lib, "phasor_forward" + layout),
+            (p(v), p(phi), p(psi), p(tables[0]), p(tables[1]), tables[1].shape[0], *strides,
+             p(shift), p(scale), p(m0), p(parts), p(last)), 4, v, B, T, C)
         ctx.save_for_backward(v, phi, psi, shift, scale, parts, *tables)
         ctx.strides, ctx.backward = strides, getattr(lib, "phasor_backward" + layout)
         return parts, last
@@ -317,12 +316,12 @@ class _PhasorMemoryNative(torch.autograd.Function):
         g_last = v.new_zeros(B, 2, H, D) if g_last is None else _f32(g_last)
         d_v, d_phi, d_psi = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
         d_m0 = v.new_empty(B, 2, H, D) if ctx.needs_input_grad[4] else None
-        work = v.new_empty(4, C)
         p = kernels.pointer
-        kernels.run_over_channels(
-            ctx.backward, C, B * T * C, p(v), p(phi), p(psi), p(blocks), p(inner),
-            inner.shape[0], *ctx.strides, p(shift), p(scale), p(parts), p(g_parts), p(g_last),
-            p(d_v), p(d_phi), p(d_psi), p(d_m0), p(work), B, T, C)
+        kernels.run_split(
+            ctx.backward,
+            (p(v), p(phi), p(psi), p(blocks), p(inner), inner.shape[0], *ctx.strides, p(shift),
+             p(scale), p(parts), p(g_parts), p(g_last), p(d_v), p(d_phi), p(d_psi), p(d_m0)),
+            4, v, B, T, C)
         d_shift = -d_psi.sum((0, 1)) if ctx.needs_input_grad[3] else None  # ψ' = ψ + pω − δω
         return d_v, d_phi, d_psi, d_shift, d_m0, None, None, None, None
 

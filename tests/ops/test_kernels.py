@@ -67,3 +67,44 @@ def test_status_line_names_what_runs(fresh_cache, monkeypatch):
     with pytest.warns(UserWarning):
         line = kernels.status()
     assert line == ("fused C on CPU: none; unavailable (PyTorch forms): diagonal_scan, phasor")
+
+
+def test_split_ranges(monkeypatch):
+    monkeypatch.setattr(kernels, "MIN_PARALLEL_ELEMENTS", 1000)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert kernels._ranges(8, 512, 10**6) == [(0, 8, 0, 512)]
+        torch.set_num_threads(2)
+        assert kernels._ranges(8, 512, 999) == [(0, 8, 0, 512)]  # too little work
+        assert kernels._ranges(8, 512, 10**6) == [(0, 4, 0, 512), (4, 8, 0, 512)]  # rows
+        assert kernels._ranges(3, 512, 10**6) == [(0, 2, 0, 512), (2, 3, 0, 512)]
+        assert kernels._ranges(1, 512, 10**6) == [(0, 1, 0, 512)]  # rows would get too short
+        assert kernels._ranges(1, 1040, 10**6) == [(0, 1, 0, 512), (0, 1, 512, 1040)]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_channel_split_of_one_row_is_bit_identical(monkeypatch):
+    """A single batch row split over channel ranges gives exactly the one-call result (the
+    batch split is covered by the ops' own native-vs-torch tests)."""
+    if kernels.library("phasor") is None:
+        pytest.skip("no C compiler on this machine")
+    monkeypatch.setattr(kernels, "ENABLED", True)
+    monkeypatch.setattr(kernels, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(kernels, "MIN_CHANNELS_PER_THREAD", 16)
+    gen = torch.Generator().manual_seed(3)
+    v = torch.randn(1, 50, 4, 16, generator=gen, requires_grad=True)
+    phase = math.pi * torch.tanh(torch.randn(2, 1, 50, 4, 16, generator=gen))
+    freqs = generate_random_phasors(64, seed=2)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out, state = phasor_memory(v, phase[0], phase[1], freqs)
+            grad, = torch.autograd.grad(torch.view_as_real(out).square().sum(), v)
+            results.append((out, state, grad))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))

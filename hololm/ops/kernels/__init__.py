@@ -137,18 +137,38 @@ def _pool(pid: int):
                               thread_name_prefix="hololm-kernel")
 
 
-def run_over_channels(fn, channels: int, elements: int, *args) -> None:
-    """Call fn(*args, c0, c1) over [0, channels), split into up to `torch.get_num_threads()`
-    ranges of whole 16-channel groups, each at least MIN_CHANNELS_PER_THREAD wide, when the work
-    (`elements` floats) is large enough. ctypes drops the GIL during the call, so the ranges run
-    in parallel; each channel is computed by exactly one call, so the result does not depend on
-    the split."""
-    parts = min(torch.get_num_threads(), channels // max(16, MIN_CHANNELS_PER_THREAD))
-    if parts <= 1 or elements < MIN_PARALLEL_ELEMENTS:
-        fn(*args, 0, channels)
-        return
+def _ranges(batch: int, channels: int, elements: int) -> list[tuple[int, int, int, int]]:
+    """(b0, b1, c0, c1) for each call: one call for small work or one thread; else up to
+    `torch.get_num_threads()` ranges of batch rows (rows stay whole: 1.7x on 2 threads at
+    B = 8), or, for a single row, of whole 16-channel groups at least MIN_CHANNELS_PER_THREAD
+    wide."""
+    threads = torch.get_num_threads()
+    if threads <= 1 or elements < MIN_PARALLEL_ELEMENTS:
+        return [(0, batch, 0, channels)]
+    if batch > 1:
+        parts = min(threads, batch)
+        bounds = [round(i * batch / parts) for i in range(parts + 1)]
+        return [(b0, b1, 0, channels) for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True)]
+    parts = min(threads, channels // max(16, MIN_CHANNELS_PER_THREAD))
+    if parts <= 1:
+        return [(0, batch, 0, channels)]
     bounds = [16 * round(i * channels / parts / 16) for i in range(parts)] + [channels]
-    jobs = [_pool(os.getpid()).submit(fn, *args, lo, hi)
-            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
-    for job in jobs:
+    return [(0, batch, c0, c1) for c0, c1 in zip(bounds[:-1], bounds[1:], strict=True)
+            if c1 > c0]
+
+
+def run_split(fn, args: tuple, state_rows: int, like: torch.Tensor, batch: int, steps: int,
+              channels: int) -> None:
+    """Call fn(*args, work, B, T, C, b0, b1, c0, c1) over the batch rows and channels, split
+    over threads where that pays (`_ranges`); each call gets its own work buffer of
+    [state_rows, C] floats. ctypes drops the GIL during a call, so the ranges run in parallel;
+    every (row, channel) is computed by exactly one call, so the result does not depend on the
+    split."""
+    ranges = _ranges(batch, channels, batch * steps * channels)
+    work = like.new_empty(len(ranges), state_rows, channels)
+    calls = [(*args, pointer(work[i]), batch, steps, channels, *r) for i, r in enumerate(ranges)]
+    if len(calls) == 1:
+        fn(*calls[0])
+        return
+    for job in [_pool(os.getpid()).submit(fn, *call) for call in calls]:
         job.result()

@@ -4,7 +4,8 @@
  * Only log γ_t itself is exponentiated, as in the reference loop.
  *
  * Layouts (float32, contiguous): x, log_decay, h, grad_h, dx, dlog [B, T, C]; h0, dh0 [B, C];
- * work [2, C]. Each call covers channels [c0, c1), so callers can split C over threads.
+ * work [2, C] (one per call). Each call covers batch rows [b0, b1) and channels [c0, c1), so
+ * callers can split the work over threads.
  */
 #include <stdint.h>
 #include <string.h>
@@ -32,11 +33,11 @@ static inline float exp_f32(float x) {
 }
 
 void diagonal_scan_forward(const float *x, const float *log_decay, const float *h0, float *h,
-                           float *work, int64_t B, int64_t T, int64_t C, int64_t c0,
-                           int64_t c1) {
+                           float *work, int64_t B, int64_t T, int64_t C, int64_t b0,
+                           int64_t b1, int64_t c0, int64_t c1) {
     const int64_t n = c1 - c0;
     float *s = work + c0;
-    for (int64_t b = 0; b < B; b++) {
+    for (int64_t b = b0; b < b1; b++) {
         memcpy(s, h0 + b * C + c0, n * sizeof(float));
         for (int64_t t = 0; t < T; t++) {
             const int64_t row = (b * T + t) * C + c0;
@@ -54,11 +55,11 @@ void diagonal_scan_forward(const float *x, const float *log_decay, const float *
  *   ∂L/∂h0 = γ_0 g_0. */
 void diagonal_scan_backward(const float *log_decay, const float *h, const float *h0,
                             const float *grad_h, float *dx, float *dlog, float *dh0,
-                            float *work, int64_t B, int64_t T, int64_t C, int64_t c0,
-                            int64_t c1) {
+                            float *work, int64_t B, int64_t T, int64_t C, int64_t b0,
+                            int64_t b1, int64_t c0, int64_t c1) {
     const int64_t n = c1 - c0;
     float *g = work + c0, *gamma_next = work + C + c0;
-    for (int64_t b = 0; b < B; b++) {
+    for (int64_t b = b0; b < b1; b++) {
         memset(g, 0, n * sizeof(float));
         memset(gamma_next, 0, n * sizeof(float));
         for (int64_t t = T - 1; t >= 0; t--) {
