@@ -38,8 +38,6 @@ growing state) is not rejected but may overflow.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -147,17 +145,6 @@ class _GatedDiagonalScan(torch.autograd.Function):
         return g, buf.mul_(gamma), d_h0, None
 
 
-def _native() -> ctypes.CDLL | None:
-    """The fused kernels of hololm/ops/kernels/diagonal_scan.c (None: the PyTorch form)."""
-    lib = kernels.library("diagonal_scan")
-    if lib is not None and lib.diagonal_scan_forward.argtypes is None:
-        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.diagonal_scan_forward.argtypes = [ptr] * 5 + [i64] * 7
-        lib.diagonal_scan_backward.argtypes = [ptr] * 8 + [i64] * 7
-        lib.diagonal_scan_forward.restype = lib.diagonal_scan_backward.restype = None
-    return lib
-
-
 class _GatedDiagonalScanNative(torch.autograd.Function):
     """`_GatedDiagonalScan` as one C loop per direction (float32, CPU). Saves log γ (the input)
     and h, and recomputes γ in the backward instead of keeping it."""
@@ -201,7 +188,8 @@ def gated_diagonal_scan(x: torch.Tensor, log_decay: torch.Tensor,
     if require_positive_int("chunk_size", chunk_size) < 2:
         raise ValueError(f"chunk_size must be at least 2, got {chunk_size}")
     x, log_decay, h0 = _prepare(x, log_decay, initial_state)
-    lib = _native() if x.device.type == "cpu" and x.dtype == torch.float32 else None
+    lib = (kernels.library("diagonal_scan")
+           if x.device.type == "cpu" and x.dtype == torch.float32 else None)
     if lib is not None:
         h = _GatedDiagonalScanNative.apply(x, log_decay, h0, lib)
     else:

@@ -41,7 +41,6 @@ which case it runs in float64 and returns complex128 (for references).
 
 from __future__ import annotations
 
-import ctypes
 import math
 
 import torch
@@ -251,20 +250,6 @@ class _PhasorMemory(torch.autograd.Function):
         return d_v, d_theta, d_psi, None, d_m0
 
 
-def _native() -> ctypes.CDLL | None:
-    """The fused kernels of hololm/ops/kernels/phasor.c (None: use `_PhasorMemory`)."""
-    lib = kernels.library("phasor")
-    if lib is not None and lib.phasor_forward.argtypes is None:
-        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        for layout in ("", "_complex"):
-            forward, backward = (getattr(lib, f"phasor_{d}{layout}")
-                                 for d in ("forward", "backward"))
-            forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 6 + [i64] * 7
-            backward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 10 + [i64] * 7
-            forward.restype = backward.restype = None
-    return lib
-
-
 def _f32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32).contiguous()
 
@@ -341,7 +326,8 @@ def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_st
     if initial_state is not None:
         m0 = initial_state.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
         m0 = torch.stack((m0.real, m0.imag), dim=1)  # [B, 2, H, D]
-    lib = _native() if v.device.type == "cpu" and dtype == torch.float32 else None
+    lib = (kernels.library("phasor") if v.device.type == "cpu" and dtype == torch.float32
+           else None)
     with torch.autocast(v.device.type, enabled=False):
         if lib is not None:
             tables = (None if freqs is None

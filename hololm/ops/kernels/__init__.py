@@ -42,6 +42,17 @@ MIN_PARALLEL_ELEMENTS = 2**18  # below this, splitting over threads costs more t
 # VM, splitting C = 256 or 512 over 2 threads was 1.3x slower than one thread.
 MIN_CHANNELS_PER_THREAD = 512
 
+# The C signatures, by file and function: p a pointer, i an int64. Every entry point ends with
+# its work buffer and (B, T, C, b0, b1, c0, c1), the arguments `run_split` appends.
+_PHASOR_FORWARD = "ppppp iii pppppp iiiiiii"
+_PHASOR_BACKWARD = "ppppp iii pppppppppp iiiiiii"
+SIGNATURES = {
+    "phasor": {"phasor_forward": _PHASOR_FORWARD, "phasor_forward_complex": _PHASOR_FORWARD,
+               "phasor_backward": _PHASOR_BACKWARD, "phasor_backward_complex": _PHASOR_BACKWARD},
+    "diagonal_scan": {"diagonal_scan_forward": "ppppp iiiiiii",
+                      "diagonal_scan_backward": "pppppppp iiiiiii"},
+}
+
 
 def cache_dir() -> Path:
     if os.environ.get("HOLOLM_KERNEL_CACHE"):
@@ -98,11 +109,17 @@ def _build(name: str) -> Path:
 @functools.cache
 def _load(name: str) -> ctypes.CDLL | None:
     try:
-        return ctypes.CDLL(str(_build(name)))
+        lib = ctypes.CDLL(str(_build(name)))
     except (RuntimeError, OSError) as err:
         warnings.warn(f"hololm: the fused CPU kernel '{name}' is unavailable ({err}); using the "
                       "PyTorch form, which gives the same results more slowly", stacklevel=3)
         return None
+    kinds = {"p": ctypes.c_void_p, "i": ctypes.c_int64}
+    for function, signature in SIGNATURES[name].items():
+        entry = getattr(lib, function)
+        entry.argtypes = [kinds[kind] for kind in signature.replace(" ", "")]
+        entry.restype = None
+    return lib
 
 
 def library(name: str) -> ctypes.CDLL | None:
