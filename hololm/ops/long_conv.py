@@ -101,6 +101,30 @@ def _recent(past: torch.Tensor | None, x: torch.Tensor, size: int) -> torch.Tens
     return torch.cat([past[:, past.shape[1] - (keep - x.shape[1]):], x], dim=1)
 
 
+def _swap_last_two(x: torch.Tensor) -> torch.Tensor:
+    """[B, M, N] → [B, N, M], contiguous. On CPU each batch row goes through torch's blocked 2-D
+    transpose copy, which a 3-D `.contiguous()` never takes: 0.67 vs 2.0 ms at [1, 4096, 256]."""
+    if x.device.type != "cpu":
+        return x.transpose(1, 2).contiguous()
+    x = x.contiguous()
+    out = x.new_empty(x.shape[0], x.shape[2], x.shape[1])
+    for row, src in zip(out, x, strict=True):
+        row.copy_(src.t())
+    return out
+
+
+class _SwapLastTwo(torch.autograd.Function):
+    """`_swap_last_two` with itself as the backward (a transpose's gradient is the transpose)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return _swap_last_two(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _swap_last_two(grad)
+
+
 def causal_conv_ref(x: torch.Tensor, kernel: torch.Tensor,
                     initial_state: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,12 +154,17 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor,
     n_past = stream.shape[1] - seq  # P: 0 or K − 1
     used = min(taps, stream.shape[1])  # later taps only ever meet zeros
     n = _fast_fft_size(stream.shape[1] + used - 1)
-    # transforms along the innermost axis (time moved last): pocketfft reads contiguous rows
-    # instead of striding over the channels, 1.25x faster fwd at [1, 4096, 256] on CPU
-    xf = torch.fft.rfft(stream.movedim(1, -1).contiguous(), n=n)  # [B, *C, n//2+1]
-    kf = torch.fft.rfft(kernel[:used].movedim(0, -1), n=n)  # [*C', n//2+1]
-    y = torch.fft.irfft(xf * kf, n=n)[..., n_past:n_past + seq]  # [B, *C, T]
-    return y.movedim(-1, 1), _recent(past, x, taps - 1)  # [B, T, *C]
+    # transforms along the innermost axis (time moved last): the FFT reads contiguous rows instead
+    # of striding over the channels, 2.3x faster at [1, 4096, 256] on CPU
+    batch, channels, kernel_channels = x.shape[0], x.shape[2:], kernel.shape[1:]
+    rows = _SwapLastTwo.apply(stream.reshape(batch, stream.shape[1], -1))  # [B, ΠC, P+T]
+    xf = torch.fft.rfft(rows, n=n).reshape(batch, *channels, -1)  # [B, *C, n//2+1]
+    taps_last = _SwapLastTwo.apply(kernel[:used].reshape(1, used, -1))  # [1, ΠC', K]
+    kf = torch.fft.rfft(taps_last.reshape(*kernel_channels, used), n=n)  # [*C', n//2+1]
+    spectrum = (xf * kf).reshape(batch, rows.shape[1], -1)  # [B, ΠC, n//2+1]
+    y = torch.fft.irfft(spectrum, n=n)[..., n_past:n_past + seq]  # [B, ΠC, T]
+    y = _SwapLastTwo.apply(y).reshape(batch, seq, *channels)  # [B, T, *C]
+    return y, _recent(past, x, taps - 1)
 
 
 def causal_conv_step(x_t: torch.Tensor, kernel: torch.Tensor,

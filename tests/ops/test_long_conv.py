@@ -5,6 +5,7 @@ import torch
 
 from hololm.ops.long_conv import (
     _fast_fft_size,
+    _SwapLastTwo,
     causal_conv_ref,
     causal_conv_step,
     causal_fft_conv,
@@ -149,6 +150,18 @@ def test_channel_free_input():
     y, state = causal_fft_conv(x, kernel)
     assert y.shape == (B, 33) and state.shape == (B, 8)
     assert_close(y, causal_conv_ref(x, kernel)[0], 1e-5, "fft")
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3), (3, 90, 70)])
+def test_swap_is_an_exact_transpose(shape):
+    """Both sizes: below and above the numel where torch's blocked 2-D transpose copy kicks in;
+    a non-contiguous input included."""
+    x = torch.randn(shape[0], shape[2], shape[1]).transpose(1, 2).requires_grad_()
+    y = _SwapLastTwo.apply(x)
+    assert y.is_contiguous() and torch.equal(y, x.transpose(1, 2))
+    w = torch.randn_like(y)
+    (grad,) = torch.autograd.grad((y * w).sum(), x)
+    assert torch.equal(grad, w.transpose(1, 2))
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
