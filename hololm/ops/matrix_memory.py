@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from hololm.ops._validate import (
     require_positive_int,
@@ -101,6 +102,43 @@ def holo_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_forget: tor
     return torch.stack(ys, dim=1), S
 
 
+class _ChunkStates(torch.autograd.Function):
+    """States passed chunk to chunk: S_{n+1} = a_n S_n + U_n from S_0, for a [B, H, N],
+    U [B, H, N, Dk, Dv], S_0 [B, H, Dk, Dv] → (S_in [B, H, N, Dk, Dv]: S_0 … S_{N−1}, the states
+    entering the chunks; S_N). A loop over chunks of one multiply-add each, written into slices of
+    the result, both ways: autograd would record two ops per chunk and stack the states, which
+    cost as much as the matmuls of the whole backward. The backward runs the recurrence in
+    reverse, G_n = ∂L/∂S_in[n] + a_n G_{n+1} from G_N = ∂L/∂S_N, with ∂L/∂U_n = G_{n+1},
+    ∂L/∂a_n = ⟨G_{n+1}, S_n⟩ and ∂L/∂S_0 = G_0."""
+
+    @staticmethod
+    def forward(ctx, a, U, S0):
+        N = U.shape[2]
+        U = U.to(S0.dtype)  # states add up in the compute dtype, even when autocast made U bf16
+        scale = a[..., None, None]  # [B, H, N, 1, 1]
+        S_in = torch.empty_like(U)
+        S_in[:, :, 0] = S0
+        for n in range(N - 1):
+            torch.addcmul(U[:, :, n], scale[:, :, n], S_in[:, :, n], out=S_in[:, :, n + 1])
+        S_last = torch.addcmul(U[:, :, -1], scale[:, :, -1], S_in[:, :, -1])
+        ctx.save_for_backward(a, S_in)
+        return S_in, S_last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_in, grad_last):
+        a, S_in = ctx.saved_tensors
+        N = S_in.shape[2]
+        scale = a[..., None, None]
+        d_U = torch.empty_like(S_in)  # d_U[n] = G_{n+1}
+        d_U[:, :, -1] = grad_last
+        for n in range(N - 1, 0, -1):
+            torch.addcmul(grad_in[:, :, n], scale[:, :, n], d_U[:, :, n], out=d_U[:, :, n - 1])
+        d_S0 = torch.addcmul(grad_in[:, :, 0], scale[:, :, 0], d_U[:, :, 0])
+        d_a = (d_U * S_in).sum((-1, -2))
+        return d_a, d_U, d_S0
+
+
 def gated_matrix_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         log_forget: torch.Tensor, write: torch.Tensor | None = None,
                         initial_state: torch.Tensor | None = None,
@@ -149,13 +187,8 @@ def gated_matrix_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     # each chunk's own contribution to the state it hands on, then pass states chunk to chunk
     K_end = K * G_rest.exp().to(dtype)[..., None]  # k_s exp(Γ_C − Γ_s)
     U = K_end.transpose(-1, -2) @ V  # [B, H, N, Dk, Dv]
-    chunk_decay = G[..., -1].exp().to(dtype)[..., None, None]  # [B, H, N, 1, 1]
-    S = _start_state(initial_state, q, v, dtype)
-    entering = []
-    for a_n, U_n in zip(chunk_decay.unbind(2), U.unbind(2), strict=True):  # see holo_scan
-        entering.append(S)
-        S = a_n * S + U_n
-    S_in = torch.stack(entering, dim=2)  # [B, H, N, Dk, Dv], state entering each chunk
+    chunk_decay = G[..., -1].exp().to(dtype)  # [B, H, N]
+    S_in, S = _ChunkStates.apply(chunk_decay, U, _start_state(initial_state, q, v, dtype))
 
     y = y + (Q * Gq.exp().to(dtype)[..., None]) @ S_in
     y = y.permute(0, 2, 3, 1, 4).reshape(B, N * C, H, -1)[:, :T]
