@@ -1,13 +1,15 @@
 """Micro-benchmark of the memory ops: fast form vs reference form, forward and forward+backward,
-with each op's achieved rate next to the machine's matmul and copy ceilings measured in this run.
+with each op's achieved rate next to the machine's matmul, copy and FFT ceilings measured in this
+run.
 
     python -m hololm.bench.ops                 # default sizes (a few minutes on 2 CPU cores)
     python -m hololm.bench.ops --seq_lens 1024 4096 --csv ops.csv
 
 The rate of an op is counted from a simple cost model (`flops` for matmul-bound forms, `bytes` of
 unavoidable reads + writes for memory-bound ones); `% of ceiling` is that rate over the bound that
-limits it. References are sequential loops: they are timed with a time budget, and skipped above
-`--ref_max_len`.
+limits it. The FFT ops are also rated against a bare rfft + irfft pair (`% of FFT`): torch.fft
+itself stays well short of the matmul rate on CPU. References are sequential loops: they are
+timed with a time budget, and skipped above `--ref_max_len`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class OpCase:
     flops: float  # useful floating-point operations of the fast form's forward pass
     bytes: float  # unavoidable bytes read + written by the forward pass
     bound: str  # "matmul" or "copy": the ceiling that bounds the fast form
+    fft: bool = False  # made of torch.fft transforms: also rated against the FFT ceiling
 
 
 def _leaf(*shape: int, scale: float = 1.0) -> torch.Tensor:
@@ -100,7 +103,7 @@ def circular_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
     n = H * D
     return OpCase("fft_circular_conv", lambda: ops.fft_circular_conv(x, key),
                   lambda: ops.circular_conv_ref(x, key), [x, key],
-                  B * T * 5 * n * math.log2(n), 2 * 4 * B * T * n, "copy")
+                  B * T * 5 * n * math.log2(n), 2 * 4 * B * T * n, "copy", fft=True)
 
 
 def long_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
@@ -111,7 +114,7 @@ def long_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
     # so measured against the matmul rate (the only compute ceiling measured)
     return OpCase("causal_fft_conv", lambda: ops.causal_fft_conv(x, kernel),
                   lambda: ops.causal_conv_ref(x, kernel), [x, kernel],
-                  B * H * D * 3 * 5 * n * math.log2(n), 2 * 4 * B * T * H * D, "matmul")
+                  B * H * D * 3 * 5 * n * math.log2(n), 2 * 4 * B * T * H * D, "matmul", fft=True)
 
 
 CASES = {
@@ -160,19 +163,26 @@ def bench_case(case: OpCase, ceilings: Ceilings, run_ref: bool, repeat: int,
         "ref_fwd_ms": ref_fwd * 1e3, "ref_fwdbwd_ms": ref_fb * 1e3,
         "speedup_fwd": ref_fwd / fast_fwd, "speedup_fwdbwd": ref_fb / fast_fb,
         "rate": rate, "unit": unit, "pct_of_ceiling": 100 * rate / ceiling,
+        # how close the op comes to the bare transforms it is made of
+        "pct_of_fft": (100 * case.flops / fast_fwd / 1e9 / ceilings.fft_gflops if case.fft
+                       else math.nan),
     }
+
+
+def _percent(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.0f}%"
 
 
 def format_table(rows: list[dict]) -> str:
     head = ("| op | T | fast fwd ms | fast fwd+bwd ms | ref fwd+bwd ms | speed-up fwd+bwd "
-            "| achieved | % of ceiling |")
-    lines = [head, "|" + "---|" * 8]
+            "| achieved | % of ceiling | % of FFT |")
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         ref = "skipped" if math.isnan(r["ref_fwdbwd_ms"]) else f"{r['ref_fwdbwd_ms']:.1f}"
         speed = "–" if math.isnan(r["speedup_fwdbwd"]) else f"{r['speedup_fwdbwd']:.1f}x"
         lines.append(f"| {r['op']} | {r['T']} | {r['fast_fwd_ms']:.2f} "
                      f"| {r['fast_fwdbwd_ms']:.2f} | {ref} | {speed} | {r['rate']:.1f} {r['unit']} "
-                     f"| {r['pct_of_ceiling']:.0f}% |")
+                     f"| {r['pct_of_ceiling']:.0f}% | {_percent(r['pct_of_fft'])} |")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ Sections (`--sections`, all by default):
           (Mamba-2's pure-torch path), each baseline's depth and MLP width / expand chosen to
           match the hololm models' median non-embedding parameters
   decode  per-token latency and memory vs context length vs Llama with its KV cache
-  ops     achieved GFLOP/s or GB/s of each memory op next to the matmul and copy ceilings
+  ops     achieved GFLOP/s or GB/s of each memory op next to the matmul, copy and FFT ceilings
 Every ratio comes from interleaved timings in this one process (each candidate timed once per
 round, median over rounds), next to the ceilings measured at the start of the same run. Every
 candidate runs under the same precision: bfloat16 autocast where bf16 matmuls pay (CUDA, or a
@@ -468,7 +468,7 @@ def run_ops(setup: Setup, ceilings: Ceilings, seq_len: int) -> list[dict]:
         rows.append({"op": name, "T": seq_len, "fwd_ms": row["fast_fwd_ms"],
                      "fwdbwd_ms": row["fast_fwdbwd_ms"], "achieved": row["rate"],
                      "unit": row["unit"], "ceiling": ceiling,
-                     "pct_of_ceiling": row["pct_of_ceiling"]})
+                     "pct_of_ceiling": row["pct_of_ceiling"], "pct_of_fft": row["pct_of_fft"]})
         del case
     return rows
 

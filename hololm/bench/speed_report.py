@@ -58,7 +58,8 @@ TABLES = {
                ("cache_mb", "cache MB", 2), ("resident_mb", "resident growth MB", 1)],
     "ops": [("op", "op", 0), ("T", "T", 0), ("fwd_ms", "fwd ms", 2),
             ("fwdbwd_ms", "fwd+bwd ms", 2), ("achieved", "achieved", 1), ("unit", "unit", 0),
-            ("ceiling", "ceiling", 1), ("pct_of_ceiling", "% of ceiling", 0)],
+            ("ceiling", "ceiling", 1), ("pct_of_ceiling", "% of ceiling", 0),
+            ("pct_of_fft", "% of FFT", 0)],
 }
 
 TITLES = {

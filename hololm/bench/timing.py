@@ -1,8 +1,10 @@
-"""Wall-clock timing and the machine's ceilings (matmul rate, copy bandwidth), measured in the same
-process as the thing being compared so that ratios are honest on a shared or throttled machine."""
+"""Wall-clock timing and the machine's ceilings (matmul rate, copy bandwidth, FFT rate), measured in
+the same process as the thing being compared so that ratios are honest on a shared or throttled
+machine."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -43,11 +45,13 @@ class Ceilings:
     matmul_fp32_gflops: float
     matmul_bf16_gflops: float
     copy_gbps: float
+    fft_gflops: float  # torch.fft's own rate: what bounds the FFT ops short of the matmul rate
 
     def describe(self) -> str:
         return (f"matmul fp32 {self.matmul_fp32_gflops:.0f} GFLOP/s, "
                 f"matmul bf16 {self.matmul_bf16_gflops:.0f} GFLOP/s, "
-                f"copy {self.copy_gbps:.1f} GB/s")
+                f"copy {self.copy_gbps:.1f} GB/s, "
+                f"FFT fp32 {self.fft_gflops:.0f} GFLOP/s")
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, device: torch.device | str = "cpu") -> float:
@@ -64,7 +68,16 @@ def copy_gbps(n_bytes: int = 256 * 2**20, device: torch.device | str = "cpu") ->
     return 2 * n_bytes / seconds / 1e9  # a copy reads and writes every byte
 
 
+def fft_gflops(rows: int = 256, n: int = 8192, device: torch.device | str = "cpu") -> float:
+    """A bare rfft + irfft pair over contiguous rows, counted as the FFT ops are: 5 n log2 n
+    flop per transform of length n."""
+    x = torch.randn(rows, n, device=device)
+    seconds = median_time(lambda: torch.fft.irfft(torch.fft.rfft(x), n=n), device=device,
+                          repeat=7)
+    return rows * 2 * 5 * n * math.log2(n) / seconds / 1e9
+
+
 def measure_ceilings(device: torch.device | str = "cpu") -> Ceilings:
     return Ceilings(matmul_gflops(torch.float32, device=device),
                     matmul_gflops(torch.bfloat16, device=device),
-                    copy_gbps(device=device))
+                    copy_gbps(device=device), fft_gflops(device=device))

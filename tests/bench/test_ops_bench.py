@@ -16,7 +16,7 @@ def test_every_op_case_runs_forward_and_backward():
 
 def test_cli_prints_a_table_and_writes_csv(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench_ops, "measure_ceilings",
-                        lambda: bench_ops.Ceilings(100.0, 400.0, 20.0))
+                        lambda: bench_ops.Ceilings(100.0, 400.0, 20.0, 30.0))
     out = tmp_path / "ops.csv"
     rc = bench_ops.main(["--ops", "matrix_memory", "diagonal_scan", "--seq_lens", "40", "70",
                          "--heads", "2", "--head_dim", "8", "--repeat", "1",

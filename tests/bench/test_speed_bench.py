@@ -24,7 +24,7 @@ def _rows(path):
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("speed")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(speed, "measure_ceilings", lambda device: Ceilings(100.0, 400.0, 20.0))
+        mp.setattr(speed, "measure_ceilings", lambda device: Ceilings(100.0, 400.0, 20.0, 30.0))
         assert speed.main(["--output_dir", str(out), *TINY]) == 0
     return out
 
