@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from hololm.ops import kernels
 from hololm.ops._validate import (
     require_positive_int,
     require_shape,
@@ -102,6 +103,59 @@ def holo_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_forget: tor
     return torch.stack(ys, dim=1), S
 
 
+def _decay_mask(scores: torch.Tensor, Gq: torch.Tensor, G: torch.Tensor,
+                read_before_write: bool) -> torch.Tensor:
+    """scores [B, H, N, C, C] (row t reads, column s wrote) times the intra-chunk decay: with
+    n = t − s (− 1 when reading S_{t-1}) gates between the write and the read, exp(Gq_t − G_s)
+    for n > 0, 1 for n = 0 (no gate), 0 for n < 0 (not visible). Gq, G [B, H, N, C] float64;
+    the result is float32 (float64 for float64 scores). On CPU in float32 a fused C kernel
+    (hololm/ops/kernels/matrix_memory.c) makes the one pass that replaces the five below."""
+    work = torch.promote_types(scores.dtype, torch.float32)
+    lib = (kernels.library("matrix_memory")
+           if scores.device.type == "cpu" and work == torch.float32 else None)
+    if lib is not None:
+        return _DecayMaskNative.apply(scores.float(), Gq, G, int(read_before_write), lib)
+    C = scores.shape[-1]
+    pos = torch.arange(C, device=scores.device)
+    n_gates = pos[:, None] - pos[None, :] - int(read_before_write)  # [C, C]
+    # n < 0: -inf before exp, so exact zeros; n = 0: a constant 1 that back-propagates nothing
+    no_gate = torch.zeros(C, C, dtype=work, device=scores.device)
+    no_gate = no_gate.masked_fill(n_gates < 0, float("-inf"))
+    log_decay = (Gq[..., :, None] - G[..., None, :]).to(work)  # [B, H, N, C, C]
+    return scores * torch.where(n_gates > 0, log_decay, no_gate).exp()
+
+
+class _DecayMaskNative(torch.autograd.Function):
+    """`_decay_mask` as one C loop per direction (float32 scores, CPU). Saves the scores and
+    recomputes the weights in the backward instead of keeping them."""
+
+    @staticmethod
+    def forward(ctx, scores, Gq, G, shift, lib):
+        C = scores.shape[-1]
+        scores, Gq, G = scores.contiguous(), Gq.contiguous(), G.contiguous()
+        out = torch.empty_like(scores)
+        p = kernels.pointer
+        kernels.run_split(lib.decay_mask_forward, (p(scores), p(Gq), p(G), p(out), C, shift), 0,
+                          scores, scores.numel() // (C * C), C * C, 1)  # blocks of C·C
+        ctx.save_for_backward(scores, Gq, G)
+        ctx.shift, ctx.lib = shift, lib
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        scores, Gq, G = ctx.saved_tensors
+        C = scores.shape[-1]
+        grad_out = grad_out.to(torch.float32).contiguous()
+        d_scores, d_Gq, d_G = torch.empty_like(scores), torch.empty_like(Gq), torch.empty_like(G)
+        p = kernels.pointer
+        kernels.run_split(
+            ctx.lib.decay_mask_backward,
+            (p(scores), p(Gq), p(G), p(grad_out), p(d_scores), p(d_Gq), p(d_G), C, ctx.shift),
+            0, scores, scores.numel() // (C * C), C * C, 1)
+        return d_scores, d_Gq, d_G, None, None
+
+
 class _ChunkStates(torch.autograd.Function):
     """States passed chunk to chunk: S_{n+1} = a_n S_n + U_n from S_0, for a [B, H, N],
     U [B, H, N, Dk, Dv], S_0 [B, H, Dk, Dv] → (S_in [B, H, N, Dk, Dv]: S_0 … S_{N−1}, the states
@@ -135,7 +189,7 @@ class _ChunkStates(torch.autograd.Function):
         for n in range(N - 1, 0, -1):
             torch.addcmul(grad_in[:, :, n], scale[:, :, n], d_U[:, :, n], out=d_U[:, :, n - 1])
         d_S0 = torch.addcmul(grad_in[:, :, 0], scale[:, :, 0], d_U[:, :, 0])
-        d_a = (d_U * S_in).sum((-1, -2))
+        d_a = torch.einsum("bhnkv,bhnkv->bhn", d_U, S_in)  # no [.., Dk, Dv] product kept
         return d_a, d_U, d_S0
 
 
@@ -174,15 +228,7 @@ def gated_matrix_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     Gq = F.pad(g[..., :-1], (1, 0)).cumsum(-1) if read_before_write else G  # read S_{t-1}: r < t
     G_rest = F.pad(g[..., 1:], (0, 1)).flip(-1).cumsum(-1).flip(-1)  # Σ_{s<r<=C} g_r
 
-    # intra-chunk: n = t − s (− 1 when reading S_{t-1}) gates lie between the write at s and the
-    # read at t; n < 0: not visible (-inf before exp, so exact zeros), n = 0: weight 1
-    pos = torch.arange(C, device=q.device)
-    n_gates = pos[:, None] - pos[None, :] - int(read_before_write)  # [C, C]
-    no_gate = torch.zeros(C, C, dtype=dtype, device=q.device)
-    no_gate = no_gate.masked_fill(n_gates < 0, float("-inf"))
-    log_decay = (Gq[..., :, None] - G[..., None, :]).to(dtype)  # [B, H, N, C, C]
-    decay = torch.where(n_gates > 0, log_decay, no_gate).exp()
-    y = ((Q @ K.transpose(-1, -2)) * decay) @ V  # [B, H, N, C, Dv]
+    y = _decay_mask(Q @ K.transpose(-1, -2), Gq, G, read_before_write) @ V  # [B, H, N, C, Dv]
 
     # each chunk's own contribution to the state it hands on, then pass states chunk to chunk
     K_end = K * G_rest.exp().to(dtype)[..., None]  # k_s exp(Γ_C − Γ_s)

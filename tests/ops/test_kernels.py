@@ -4,6 +4,7 @@ warning and the PyTorch forms (same results)."""
 from __future__ import annotations
 
 import math
+import shutil
 import warnings
 
 import pytest
@@ -36,6 +37,20 @@ def test_build_is_cached_and_leaves_no_temp_files(fresh_cache):
     assert built[0].stat().st_mtime_ns == stamp and list(fresh_cache.iterdir()) == built
 
 
+def test_an_edited_header_is_a_new_build(fresh_cache, tmp_path, monkeypatch):
+    """The cache key covers the headers a kernel includes, not just its own source."""
+    if kernels._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    sources = tmp_path / "src"
+    shutil.copytree(kernels.SOURCE_DIR, sources, ignore=shutil.ignore_patterns("*.py", "__*"))
+    monkeypatch.setattr(kernels, "SOURCE_DIR", sources)
+    first = kernels._build("diagonal_scan")
+    header = sources / "exp_f32.h"
+    header.write_text(header.read_text() + "/* edited */\n")
+    second = kernels._build("diagonal_scan")
+    assert second != first and first.exists() and second.exists()
+
+
 def test_without_a_compiler_ops_fall_back_with_one_warning(fresh_cache, monkeypatch):
     monkeypatch.setenv("CC", str(fresh_cache / "no-such-cc"))
     with pytest.warns(UserWarning, match="fused CPU kernel 'phasor' is unavailable"):
@@ -66,7 +81,8 @@ def test_status_line_names_what_runs(fresh_cache, monkeypatch):
     monkeypatch.setenv("CC", str(fresh_cache / "no-such-cc"))
     with pytest.warns(UserWarning):
         line = kernels.status()
-    assert line == ("fused C on CPU: none; unavailable (PyTorch forms): diagonal_scan, phasor")
+    assert line == ("fused C on CPU: none; unavailable (PyTorch forms): diagonal_scan, "
+                    "matrix_memory, phasor")
 
 
 def test_split_ranges(monkeypatch):

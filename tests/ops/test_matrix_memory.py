@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from hololm.ops.matrix_memory import gated_matrix_memory, gated_matrix_memory_step, holo_scan
-from tests.helpers import assert_close
+from tests.helpers import assert_close, by_kernel_form
 
+KERNEL = "matrix_memory"  # every test runs on both forms: `form`, tests/ops/conftest.py
+pytestmark = pytest.mark.usefixtures("form")
 B, H, DK, DV = 2, 2, 8, 6
 NAMES = ("q", "k", "v", "log_forget", "write", "initial_state")
 
@@ -265,3 +267,23 @@ def test_bad_step_arguments(changes, error, match):
     token = {n: x[:, 0] for n, x in make_inputs(5).items() if n in NAMES[:5]}
     with pytest.raises(error, match=match):
         gated_matrix_memory_step(**{**token, "state": None, **changes})
+
+
+@pytest.mark.parametrize("read_before_write", [False, True])
+def test_native_kernel_equals_torch_form(form, monkeypatch, read_before_write):
+    """The fused decay mask against its PyTorch form: outputs, final state and every gradient,
+    with strong decays between weak ones (weights that underflow to 0 included), the blocks
+    split over threads bit-identical to one call."""
+    if form == "torch":
+        pytest.skip("compares the two forms")
+    T = 3 * 16 + 5
+    strong = torch.rand(B, T, H) < 0.3
+    log_forget = torch.where(strong, -60 * torch.rand(B, T, H), -0.05 * torch.rand(B, T, H))
+    inputs = make_inputs(T, log_forget=log_forget)
+    results = by_kernel_form(
+        lambda: run(gated_matrix_memory, inputs, read_before_write=read_before_write,
+                    chunk_size=16), monkeypatch)
+    assert_same(results["native"], results["torch"], 1e-6)
+    native, split = results["native"], results["native split"]
+    assert torch.equal(native[0], split[0]) and torch.equal(native[1], split[1])
+    assert all(torch.equal(native[2][n], split[2][n]) for n in native[2])

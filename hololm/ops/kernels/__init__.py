@@ -8,7 +8,7 @@ scan state in registers. No torch headers are needed (plain C on float pointers)
 compiles in about a second, and is cached:
 
     $HOLOLM_KERNEL_CACHE or $XDG_CACHE_HOME/hololm/kernels or ~/.cache/hololm/kernels
-    <name>-<sha256 of source, compiler, flags and CPU>.so   (written to a temp file, renamed)
+    <name>-<sha256 of source, headers, compiler, flags and CPU>.so   (temp file, renamed)
 
 The compiler is $CC, else `cc` or `gcc` on PATH; `-march=native` is tried first (the library
 is built for the CPU it runs on, and the CPU is part of the cache key). Where no compiler works
@@ -51,6 +51,8 @@ SIGNATURES = {
                "phasor_backward": _PHASOR_BACKWARD, "phasor_backward_complex": _PHASOR_BACKWARD},
     "diagonal_scan": {"diagonal_scan_forward": "ppppp iiiiiii",
                       "diagonal_scan_backward": "pppppppp iiiiiii"},
+    "matrix_memory": {"decay_mask_forward": "pppp ii p iiiiiii",
+                      "decay_mask_backward": "ppppppp ii p iiiiiii"},
 }
 
 
@@ -82,9 +84,11 @@ def _build(name: str) -> Path:
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install cc/gcc)")
     source = SOURCE_DIR / f"{name}.c"
+    headers = [path.read_text() for path in sorted(SOURCE_DIR.glob("*.h"))]  # what it includes
     errors = []
     for flags in (["-march=native", *BASE_FLAGS], BASE_FLAGS):
-        key = hashlib.sha256("\0".join([source.read_text(), cc, *flags, _cpu_id()]).encode())
+        key = hashlib.sha256("\0".join([source.read_text(), *headers, cc, *flags,
+                                         _cpu_id()]).encode())
         target = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
         if target.exists():
             return target
