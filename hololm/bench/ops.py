@@ -46,6 +46,11 @@ class OpCase:
     fft: bool = False  # made of torch.fft transforms: also rated against the FFT ceiling
 
 
+def _real_fft_flops(n: int) -> float:
+    """FFTW's convention for a real transform of length n (half a complex one's 5 n log2 n)."""
+    return 2.5 * n * math.log2(n)
+
+
 def _leaf(*shape: int, scale: float = 1.0) -> torch.Tensor:
     return (torch.randn(*shape) * scale).requires_grad_()
 
@@ -101,20 +106,22 @@ def cumsum_case(B: int, T: int, H: int, D: int) -> OpCase:
 def circular_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
     x, key = _leaf(B, T, H * D), _leaf(H * D, scale=(H * D) ** -0.5)
     n = H * D
+    # an rfft and an irfft per row (the key's transform is a single row): 2.5 log2(n) / 4 = 5
+    # flop per byte moved at n = 256, at the ridge point; rated against the copy bandwidth
     return OpCase("fft_circular_conv", lambda: ops.fft_circular_conv(x, key),
                   lambda: ops.circular_conv_ref(x, key), [x, key],
-                  B * T * 5 * n * math.log2(n), 2 * 4 * B * T * n, "copy", fft=True)
+                  B * T * 2 * _real_fft_flops(n), 2 * 4 * B * T * n, "copy", fft=True)
 
 
 def long_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
     x, kernel = _leaf(B, T, H * D), _leaf(T, H * D, scale=T**-0.5)
     n = 2 * T
-    # three length-n FFTs per channel: 15 n log2(n) / (8 T) ≈ 50 flop per byte moved at T = 4096,
-    # far above the ridge point of any CPU (matmul rate / copy bandwidth ≈ 5 here): compute-bound,
-    # so measured against the matmul rate (the only compute ceiling measured)
+    # three real FFTs of length n per channel: 7.5 n log2(n) / (8 T) ≈ 25 flop per byte moved at
+    # T = 4096, far above the ridge point of any CPU (matmul rate / copy bandwidth ≈ 5 here):
+    # compute-bound, so measured against the matmul rate
     return OpCase("causal_fft_conv", lambda: ops.causal_fft_conv(x, kernel),
                   lambda: ops.causal_conv_ref(x, kernel), [x, kernel],
-                  B * H * D * 3 * 5 * n * math.log2(n), 2 * 4 * B * T * H * D, "matmul", fft=True)
+                  B * H * D * 3 * _real_fft_flops(n), 2 * 4 * B * T * H * D, "matmul", fft=True)
 
 
 CASES = {
