@@ -1,5 +1,12 @@
 """Pure-function memory ops, layout [B, T, H, D]. Each memory has a reference loop, a fast
-parallel/chunked form and a single-token step; all return (output, final_state)."""
+parallel/chunked form and a single-token step; all return (output, final_state).
+
+Under torch.compile the fast forms built on custom autograd Functions run eagerly
+(`torch.compiler.disable`; the model around them still compiles): their forwards write into
+buffers through ctypes kernels or `out=` slices, which dynamo traced into silent garbage (a NaN
+loss for a compiled holo model) or an IndexError. Compiling them did not pay on CPU anyway:
+whole models trained 0.96–1.05x as fast compiled.
+"""
 
 from hololm.ops.circular import (
     circular_conv_ref,

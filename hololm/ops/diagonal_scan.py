@@ -177,6 +177,7 @@ class _GatedDiagonalScanNative(torch.autograd.Function):
         return d_x, d_log, d_h0, None
 
 
+@torch.compiler.disable  # see hololm/ops/__init__.py
 def gated_diagonal_scan(x: torch.Tensor, log_decay: torch.Tensor,
                         initial_state: torch.Tensor | None = None,
                         chunk_size: int = DEFAULT_CHUNK_SIZE,

@@ -143,6 +143,7 @@ def causal_conv_ref(x: torch.Tensor, kernel: torch.Tensor,
     return torch.stack(ys, dim=1), _recent(past, x, taps - 1)
 
 
+@torch.compiler.disable  # see hololm/ops/__init__.py
 def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor,
                     initial_state: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -193,6 +193,7 @@ class _ChunkStates(torch.autograd.Function):
         return d_a, d_U, d_S0
 
 
+@torch.compiler.disable  # see hololm/ops/__init__.py
 def gated_matrix_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         log_forget: torch.Tensor, write: torch.Tensor | None = None,
                         initial_state: torch.Tensor | None = None,

@@ -311,6 +311,7 @@ class _PhasorMemoryNative(torch.autograd.Function):
         return d_v, d_phi, d_psi, d_shift, d_m0, None, None, None, None
 
 
+@torch.compiler.disable  # see hololm/ops/__init__.py
 def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_state,
                complex_out: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The fast forms behind `phasor_memory_parts` (planar parts [B, T, 2, H, D]) and
