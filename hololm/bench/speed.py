@@ -10,7 +10,8 @@ Sections (`--sections`, all by default):
           (Mamba-2's pure-torch path), each baseline's depth and MLP width / expand chosen to
           match the hololm models' median non-embedding parameters
   decode  per-token latency and memory vs context length vs Llama with its KV cache
-  ops     achieved GFLOP/s or GB/s of each memory op next to the matmul, copy and FFT ceilings
+  ops     achieved GFLOP/s or GB/s of each memory op next to the matmul, copy and FFT ceilings,
+          measured again right before each op
 Every ratio comes from interleaved timings in this one process (each candidate timed once per
 round, median over rounds), next to the ceilings measured at the start of the same run. Every
 candidate runs under the same precision: bfloat16 autocast where bf16 matmuls pay (CUDA, or a
@@ -455,10 +456,13 @@ def run_decode(setup: Setup, names: list[str], contexts: list[int], steps: int,
     return rows
 
 
-def run_ops(setup: Setup, ceilings: Ceilings, seq_len: int) -> list[dict]:
+def run_ops(setup: Setup, seq_len: int) -> list[dict]:
+    """Each op against ceilings measured again right before it: the run's first ceilings can be
+    many minutes old by the time this section runs on a shared machine."""
     rows = []
     head_dim = setup.hidden_size // setup.heads
     for name, make in tqdm(op_bench.CASES.items(), desc="ops", unit="op"):
+        ceilings = measure_ceilings(setup.device)
         torch.manual_seed(setup.seed)
         with torch.device(setup.device):
             case = make(setup.batch, seq_len, setup.heads, head_dim)
@@ -617,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode": lambda: run_decode(setup, args.models, list(profile.decode_contexts),
                                      profile.decode_steps, args.real_prefill, args.hsn_window,
                                      args.prefill_chunk),
-        "ops": lambda: run_ops(setup, ceilings, profile.op_seq_len),
+        "ops": lambda: run_ops(setup, profile.op_seq_len),
     }
     results: dict[str, list[dict]] = {}
     for section, run in sections.items():
