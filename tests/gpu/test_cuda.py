@@ -10,6 +10,7 @@
 - Attention runs on SDPA's FlashAttention backend (training calls: no mask, is_causal).
 - The trainer takes bf16 steps on the GPU through accelerate, the loss falls, and the checkpoint
   it writes generates text on the GPU.
+- A model compiled with torch.compile (inductor) gives the eager model's loss and gradients.
 """
 
 from __future__ import annotations
@@ -147,6 +148,26 @@ def test_bf16_autocast_on_gpu_is_finite_and_close(name):
     assert_close(out.float(), ref, 3e-2, f"{name} bf16 autocast logits vs fp32")
     for pname, p in model.named_parameters():
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {pname}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_compiled_model_on_gpu_equals_eager(name):
+    """torch.compile with inductor (Triton kernels) around the eager fast forms: same loss and
+    gradients as the eager model on the GPU."""
+    model = _model(name).to(CUDA).train()
+    x = ids(2, 257, seed=5).to(CUDA)
+    results = []
+    for compiled in (False, True):
+        if compiled:
+            model.compile()
+        model.zero_grad()
+        loss = model(x, labels=x).loss
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss, grads), (loss_c, grads_c) = results
+    assert_close(loss_c, loss, 1e-5, f"{name} compiled loss")
+    for g_c, g in zip(grads_c, grads, strict=True):
+        assert_close(g_c, g, 1e-4, f"{name} compiled gradient")
 
 
 def test_attention_runs_on_flash_backend():
