@@ -20,7 +20,8 @@ code; its text reads after). Three forms compute the same function:
   s <= t becomes s < t. Only sums of log gates (<= 0) are exponentiated, never Γ alone with
   the wrong sign, so any decay strength is safe; they are summed in float64 over exactly the
   gates they span. The chunk-to-chunk state passing is a loop over the T / C chunks (measured
-  as fast as the quadratic all-pairs form at T = 4096 and linear beyond).
+  as fast as the quadratic all-pairs form at T = 4096 and linear beyond). On CPU in float32 the
+  intra-chunk decay mask is a fused C kernel (hololm/ops/kernels/matrix_memory.c).
 - `gated_matrix_memory_step`: one token, for decoding.
 
 Dtypes: inputs may be float16 / bfloat16 / float32 / float64. Everything is computed in
