@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from hololm import ops
 from hololm.bench.measure import keep_freed_memory
-from hololm.bench.timing import Ceilings, measure_ceilings, median_time
+from hololm.bench.timing import Ceilings, measure_ceilings, median_time, real_fft_flops
 from hololm.ops import kernels
 from hololm.ops.phasor import phasor_memory_parts
 
@@ -44,11 +44,6 @@ class OpCase:
     bytes: float  # unavoidable bytes read + written by the forward pass
     bound: str  # "matmul" or "copy": the ceiling that bounds the fast form
     fft: bool = False  # made of torch.fft transforms: also rated against the FFT ceiling
-
-
-def _real_fft_flops(n: int) -> float:
-    """FFTW's convention for a real transform of length n (half a complex one's 5 n log2 n)."""
-    return 2.5 * n * math.log2(n)
 
 
 def _leaf(*shape: int, scale: float = 1.0) -> torch.Tensor:
@@ -110,7 +105,7 @@ def circular_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
     # flop per byte moved at n = 256, at the ridge point; rated against the copy bandwidth
     return OpCase("fft_circular_conv", lambda: ops.fft_circular_conv(x, key),
                   lambda: ops.circular_conv_ref(x, key), [x, key],
-                  B * T * 2 * _real_fft_flops(n), 2 * 4 * B * T * n, "copy", fft=True)
+                  B * T * 2 * real_fft_flops(n), 2 * 4 * B * T * n, "copy", fft=True)
 
 
 def long_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
@@ -121,7 +116,7 @@ def long_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
     # compute-bound, so measured against the matmul rate
     return OpCase("causal_fft_conv", lambda: ops.causal_fft_conv(x, kernel),
                   lambda: ops.causal_conv_ref(x, kernel), [x, kernel],
-                  B * H * D * 3 * _real_fft_flops(n), 2 * 4 * B * T * H * D, "matmul", fft=True)
+                  B * H * D * 3 * real_fft_flops(n), 2 * 4 * B * T * H * D, "matmul", fft=True)
 
 
 CASES = {

@@ -68,13 +68,18 @@ def copy_gbps(n_bytes: int = 256 * 2**20, device: torch.device | str = "cpu") ->
     return 2 * n_bytes / seconds / 1e9  # a copy reads and writes every byte
 
 
+def real_fft_flops(n: int) -> float:
+    """FFTW's convention for a real transform of length n (half a complex one's 5 n log2 n): the
+    count of the FFT ceiling and of the FFT ops alike."""
+    return 2.5 * n * math.log2(n)
+
+
 def fft_gflops(rows: int = 256, n: int = 8192, device: torch.device | str = "cpu") -> float:
-    """A bare rfft + irfft pair over contiguous rows, counted as the FFT ops are (FFTW's
-    convention: 2.5 n log2 n flop per real transform of length n)."""
+    """A bare rfft + irfft pair over contiguous rows."""
     x = torch.randn(rows, n, device=device)
     seconds = median_time(lambda: torch.fft.irfft(torch.fft.rfft(x), n=n), device=device,
                           repeat=7)
-    return rows * 2 * 2.5 * n * math.log2(n) / seconds / 1e9
+    return rows * 2 * real_fft_flops(n) / seconds / 1e9
 
 
 def measure_ceilings(device: torch.device | str = "cpu") -> Ceilings:
