@@ -22,17 +22,23 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float, what: str = "") -
     assert err <= tol, f"{what}: relative RMS error {err:.3e} > {tol:.1e}"
 
 
-def by_kernel_form(compute, monkeypatch) -> dict:
-    """compute() on the PyTorch form ("torch"), the fused C kernels ("native") and the kernels
-    with the channels split over two threads ("native split"), keyed by form."""
-    from hololm.ops import kernels
+def by_kernel_form(compute, monkeypatch, form: str = "native") -> dict:
+    """compute() on the PyTorch form ("torch") and on a fast `form`: the fused C kernels
+    ("native", and "native split" with the channels split over two threads) or the Triton
+    kernel ("triton"), keyed by form."""
+    from hololm.ops import kernels, triton_kernels
 
     monkeypatch.setattr(kernels, "MIN_PARALLEL_ELEMENTS", 0)
     monkeypatch.setattr(kernels, "MIN_CHANNELS_PER_THREAD", 16)
+    runs = [("torch", False, False, 1)]
+    if form == "triton":
+        runs.append(("triton", False, True, 1))
+    else:
+        runs += [("native", True, False, 1), ("native split", True, False, 2)]
     results = {}
-    for name, enabled, threads in (("torch", False, 1), ("native", True, 1),
-                                   ("native split", True, 2)):
-        monkeypatch.setattr(kernels, "ENABLED", enabled)
+    for name, native, fused, threads in runs:
+        monkeypatch.setattr(kernels, "ENABLED", native)
+        monkeypatch.setattr(triton_kernels, "ENABLED", fused)
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:

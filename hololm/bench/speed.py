@@ -63,7 +63,7 @@ from hololm.layers.matrix import MatrixMemory
 from hololm.layers.phasor import PhasorAttention
 from hololm.layers.spectral import HoloSpectralBlock
 from hololm.models.presets import build_model
-from hololm.ops import kernels
+from hololm.ops import kernels, triton_kernels
 
 SECTIONS = ("mixers", "models", "train", "decode", "ops")
 MIXERS = ("attention", "phasor", "long", "matrix", "hsn")
@@ -456,24 +456,39 @@ def run_decode(setup: Setup, names: list[str], contexts: list[int], steps: int,
     return rows
 
 
+FUSED_ON_CUDA = ("matrix_memory", "diagonal_scan", "phasor_memory", "phasor_memory_parts")
+
+
 def run_ops(setup: Setup, seq_len: int) -> list[dict]:
     """Each op against ceilings measured again right before it: the run's first ceilings can be
-    many minutes old by the time this section runs on a shared machine."""
+    many minutes old by the time this section runs on a shared machine. On CUDA the ops with
+    fused kernels (Triton, or fla for the matrix memory) are also run as eager PyTorch, the
+    row after, so one run tells what the kernels bought."""
     rows = []
     head_dim = setup.hidden_size // setup.heads
     for name, make in tqdm(op_bench.CASES.items(), desc="ops", unit="op"):
-        ceilings = measure_ceilings(setup.device)
-        torch.manual_seed(setup.seed)
-        with torch.device(setup.device):
-            case = make(setup.batch, seq_len, setup.heads, head_dim)
-        row = op_bench.bench_case(case, ceilings, False, setup.repeat, setup.device)
-        ceiling = (ceilings.matmul_fp32_gflops if row["unit"] == "GFLOP/s"
-                   else ceilings.copy_gbps)
-        rows.append({"op": name, "T": seq_len, "fwd_ms": row["fast_fwd_ms"],
-                     "fwdbwd_ms": row["fast_fwdbwd_ms"], "achieved": row["rate"],
-                     "unit": row["unit"], "ceiling": ceiling,
-                     "pct_of_ceiling": row["pct_of_ceiling"], "pct_of_fft": row["pct_of_fft"]})
-        del case
+        variants = [(name, True)]
+        if setup.device.type == "cuda" and name in FUSED_ON_CUDA:
+            variants.append((f"{name} (eager)", False))
+        for label, fused in variants:
+            ceilings = measure_ceilings(setup.device)
+            torch.manual_seed(setup.seed)
+            enabled = triton_kernels.ENABLED
+            triton_kernels.ENABLED = enabled and fused
+            try:
+                with torch.device(setup.device):
+                    case = make(setup.batch, seq_len, setup.heads, head_dim)
+                row = op_bench.bench_case(case, ceilings, False, setup.repeat, setup.device)
+            finally:
+                triton_kernels.ENABLED = enabled
+            ceiling = (ceilings.matmul_fp32_gflops if row["unit"] == "GFLOP/s"
+                       else ceilings.copy_gbps)
+            rows.append({"op": label, "T": seq_len, "fwd_ms": row["fast_fwd_ms"],
+                         "fwdbwd_ms": row["fast_fwdbwd_ms"], "achieved": row["rate"],
+                         "unit": row["unit"], "ceiling": ceiling,
+                         "pct_of_ceiling": row["pct_of_ceiling"],
+                         "pct_of_fft": row["pct_of_fft"]})
+            del case
     return rows
 
 
@@ -639,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         "ceilings": ceilings.describe(),
         "malloc": malloc,
         "kernels": (kernels.status() if setup.device.type == "cpu"
-                    else "eager PyTorch (the fused kernels are CPU-only)"),
+                    else triton_kernels.status()),
         "repeat": (f"median of {setup.repeat} or more interleaved rounds (up to 15 while a "
                    f"measurement took < {setup.min_time_s:.0f} s)"),
     }

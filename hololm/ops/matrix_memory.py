@@ -21,7 +21,9 @@ code; its text reads after). Three forms compute the same function:
   the wrong sign, so any decay strength is safe; they are summed in float64 over exactly the
   gates they span. The chunk-to-chunk state passing is a loop over the T / C chunks (measured
   as fast as the quadratic all-pairs form at T = 4096 and linear beyond). On CPU in float32 the
-  intra-chunk decay mask is a fused C kernel (hololm/ops/kernels/matrix_memory.c).
+  intra-chunk decay mask is a fused C kernel (hololm/ops/kernels/matrix_memory.c). On CUDA,
+  when flash-linear-attention is installed, its chunked Triton kernels run instead
+  (hololm/ops/triton_kernels/fla_matrix_memory.py; not for read_before_write).
 - `gated_matrix_memory_step`: one token, for decoding.
 
 Dtypes: inputs may be float16 / bfloat16 / float32 / float64. Everything is computed in
@@ -35,13 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from hololm.ops import kernels
+from hololm.ops import kernels, triton_kernels
 from hololm.ops._validate import (
     require_positive_int,
     require_shape,
     require_state,
     require_tensor,
 )
+from hololm.ops.triton_kernels import fla_matrix_memory
 
 
 def _validate(q, k, v, log_forget, write, state, state_name: str, read_before_write,
@@ -206,6 +209,10 @@ def gated_matrix_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     _validate(q, k, v, log_forget, write, initial_state, "initial_state", read_before_write, 4)
     require_positive_int("chunk_size", chunk_size)
     dtype = _compute_dtype(q, k, v, log_forget, write, initial_state)
+    if (q.is_cuda and dtype == torch.float32 and not read_before_write
+            and triton_kernels.ENABLED and fla_matrix_memory.available()):
+        state = None if initial_state is None else initial_state.float()
+        return fla_matrix_memory.gated_matrix_memory_fla(q, k, v, log_forget, write, state)
     B, T, H, _ = q.shape
     C = min(chunk_size, T)
     N = -(-T // C)

@@ -46,7 +46,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-from hololm.ops import kernels
+from hololm.ops import kernels, triton_kernels
 from hololm.ops._validate import (
     require_nonnegative_int,
     require_positive_int,
@@ -327,14 +327,21 @@ def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_st
     if initial_state is not None:
         m0 = initial_state.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
         m0 = torch.stack((m0.real, m0.imag), dim=1)  # [B, 2, H, D]
-    lib = (kernels.library("phasor") if v.device.type == "cpu" and dtype == torch.float32
-           else None)
+    fused = dtype == torch.float32 and triton_kernels.usable(v)
+    lib = (kernels.library("phasor")
+           if not fused and v.device.type == "cpu" and dtype == torch.float32 else None)
     with torch.autocast(v.device.type, enabled=False):
-        if lib is not None:
+        if fused or lib is not None:
             tables = (None if freqs is None
                       else _position_phase_tables(offset, steps, freqs, dtype))
-            out, last = _PhasorMemoryNative.apply(v, key_phase, query_phase, shift, m0, tables,
-                                                  scale, lib, complex_out)
+            if fused:
+                from hololm.ops.triton_kernels.phasor import PhasorMemoryTriton
+
+                out, last = PhasorMemoryTriton.apply(v, key_phase, query_phase, shift, m0,
+                                                     tables, scale, complex_out)
+            else:
+                out, last = _PhasorMemoryNative.apply(v, key_phase, query_phase, shift, m0,
+                                                      tables, scale, lib, complex_out)
             if complex_out:  # [B, T, H, D, 2] written interleaved: a view, no extra pass
                 out = torch.view_as_complex(out)
         else:

@@ -1,0 +1,81 @@
+"""The Triton kernels on a GPU (skipped without one): each equals the eager PyTorch form it
+replaces on CUDA, at a length that spans many tiles, outputs and gradients. (On CPU hololm's
+own kernels run through Triton's interpreter in tests/ops, on every op test; fla's kernels
+cannot, so the fla path of the matrix memory is tested here only.)"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hololm.ops import (
+    gated_matrix_memory,
+    generate_random_phasors,
+    phasor_memory,
+    phasor_memory_parts,
+    triton_kernels,
+)
+from hololm.ops.triton_kernels import fla_matrix_memory
+from tests.helpers import assert_close
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _eager_and_triton(compute, monkeypatch) -> tuple:
+    monkeypatch.setattr(triton_kernels, "ENABLED", False)
+    eager = compute()
+    monkeypatch.setattr(triton_kernels, "ENABLED", True)
+    return eager, compute()
+
+
+@pytest.mark.parametrize("fn", [phasor_memory, phasor_memory_parts], ids=["complex", "planar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_phasor_triton_equals_eager_on_gpu(fn, dtype, monkeypatch):
+    B, T, H, D = 2, 8192 + 3, 4, 40
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(B, T, H, D, generator=gen)
+    phases = math.pi * torch.tanh(torch.randn(2, B, T, H, D, generator=gen))
+    shift = 3 * torch.randn(H, generator=gen)
+    m0 = torch.randn(B, H, D, dtype=torch.complex64, generator=gen)
+    freqs = generate_random_phasors(H * D, seed=1)
+
+    def compute():
+        leaves = [x.to("cuda", dtype if x.is_floating_point() and x.dim() == 4 else x.dtype)
+                  .requires_grad_() for x in (v, phases[0], phases[1], shift, m0)]
+        out, state = fn(*leaves[:3], freqs, offset=7, query_shift=leaves[3],
+                        initial_state=leaves[4])
+        loss = (torch.view_as_real(out) if out.is_complex() else out).sin().sum()
+        loss = loss + torch.view_as_real(state).cos().sum()
+        return (out, state, *torch.autograd.grad(loss, leaves))
+
+    eager, fused = _eager_and_triton(compute, monkeypatch)
+    for name, a, b in zip(("out", "state", "d_v", "d_phi", "d_psi", "d_shift", "d_m0"), fused,
+                          eager, strict=True):
+        assert_close(a.cpu(), b.cpu(), 1e-5 if name != "d_shift" else 1e-4, name)
+
+
+@pytest.mark.skipif(not fla_matrix_memory.available(),
+                    reason="flash-linear-attention is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matrix_memory_through_fla_equals_eager_on_gpu(dtype, monkeypatch):
+    B, T, H, D = 2, 8192 + 3, 4, 64
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, T, H, D, generator=gen) / D**0.25 for _ in range(3))
+    log_forget = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=gen) + 4)
+    write = torch.rand(B, T, H, generator=gen)
+    state = torch.randn(B, H, D, D, generator=gen)
+
+    def compute():
+        leaves = [x.to("cuda", dtype if x.dim() == 4 and x.shape[1] == T else torch.float32)
+                  .requires_grad_() for x in (q, k, v, log_forget, write, state)]
+        y, final = gated_matrix_memory(*leaves[:5], initial_state=leaves[5])
+        loss = y.float().sin().sum() + final.cos().sum()
+        return (y, final, *torch.autograd.grad(loss, leaves))
+
+    eager, fla = _eager_and_triton(compute, monkeypatch)
+    tol = 2e-3 if dtype == torch.float32 else 2e-2  # fla's fp32 dots may run in TF32
+    for name, a, b in zip(("y", "state", "d_q", "d_k", "d_v", "d_log_forget", "d_write",
+                           "d_state"), fla, eager, strict=True):
+        assert_close(a.cpu(), b.cpu(), tol, name)
