@@ -27,7 +27,9 @@ Three forms compute the same function:
   It is differentiable once (no double backward).
   On CPU in float32, `gated_diagonal_scan` runs a fused C kernel instead
   (hololm/ops/kernels/diagonal_scan.c): the plain sequential recurrence, forward and backward,
-  one pass over time vectorised across channels, γ_t recomputed in the backward.
+  one pass over time vectorised across channels, γ_t recomputed in the backward. On CUDA in
+  float32 it runs fused Triton kernels (hololm/ops/triton_kernels/diagonal_scan.py): the same
+  three phases, each chunk of 64 steps scanned in parallel over its time steps.
 - `gated_diagonal_scan_step`: one token, for decoding.
 
 Dtypes: inputs may be float16 / bfloat16 / float32 / float64. Everything is computed in
@@ -42,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from hololm.ops import kernels
+from hololm.ops import kernels, triton_kernels
 from hololm.ops._validate import (
     require_positive_int,
     require_shape,
@@ -184,14 +186,19 @@ def gated_diagonal_scan(x: torch.Tensor, log_decay: torch.Tensor,
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked form (same contract as `gated_diagonal_scan_ref`). `chunk_size` (>= 2, so that
     the recursion shrinks) need not divide T; it trades the length of the two within-chunk loops
-    against recursion depth. On CPU in float32 the fused kernel runs instead (no chunks)."""
+    against recursion depth. In float32 fused kernels run instead, ignoring `chunk_size`: the C
+    kernel on CPU (no chunks), the Triton kernels on CUDA (chunks of their own size)."""
     _validate(x, log_decay, initial_state, "initial_state", 4)
     if require_positive_int("chunk_size", chunk_size) < 2:
         raise ValueError(f"chunk_size must be at least 2, got {chunk_size}")
     x, log_decay, h0 = _prepare(x, log_decay, initial_state)
-    lib = (kernels.library("diagonal_scan")
-           if x.device.type == "cpu" and x.dtype == torch.float32 else None)
-    if lib is not None:
+    fp32 = x.dtype == torch.float32
+    lib = kernels.library("diagonal_scan") if fp32 and x.device.type == "cpu" else None
+    if fp32 and triton_kernels.usable(x):
+        from hololm.ops.triton_kernels.diagonal_scan import gated_diagonal_scan_triton
+
+        h = gated_diagonal_scan_triton(x, log_decay, h0)
+    elif lib is not None:
         h = _GatedDiagonalScanNative.apply(x, log_decay, h0, lib)
     else:
         h = _GatedDiagonalScan.apply(x, log_decay, h0, chunk_size)

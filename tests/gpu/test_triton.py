@@ -10,13 +10,8 @@ import math
 import pytest
 import torch
 
-from hololm.ops import (
-    gated_matrix_memory,
-    generate_random_phasors,
-    phasor_memory,
-    phasor_memory_parts,
-    triton_kernels,
-)
+from hololm.ops import gated_matrix_memory, generate_random_phasors, phasor_memory, triton_kernels
+from hololm.ops.phasor import phasor_memory_parts
 from hololm.ops.triton_kernels import fla_matrix_memory
 from tests.helpers import assert_close
 

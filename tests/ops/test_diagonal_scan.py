@@ -19,19 +19,21 @@ from tests.helpers import assert_close, by_kernel_form
 B, H, D = 2, 4, 8
 
 
-KERNEL = "diagonal_scan"  # every test runs on both forms: `form`, tests/ops/conftest.py
+KERNEL = "diagonal_scan"  # every test runs on each form: `form`, tests/ops/conftest.py
+KERNEL_FORMS = ("native", "torch", "triton")
 pytestmark = pytest.mark.usefixtures("form")
 
 
-def _inputs(T: int, dtype: torch.dtype = torch.float32):
+def _inputs(T: int, dtype: torch.dtype = torch.float32, shape: tuple[int, int, int] = (B, H, D)):
     """x [B, T, H, D]; log_decay = logsigmoid(...) whose per-head mean decays run from 0.5 to
     0.9999 (memory time scales 2 to 10^4 steps, spaced geometrically), jittered per token and
     channel as the layer's decay projection does; a float32 state [B, H, D]."""
-    mean = 1 - torch.logspace(math.log10(0.5), -4, H, dtype=torch.float64)
-    logit = torch.log(mean / (1 - mean)).view(1, 1, H, 1)
-    log_decay = F.logsigmoid(logit + 0.3 * torch.randn(B, T, H, D, dtype=torch.float64))
-    x = torch.randn(B, T, H, D, dtype=torch.float64)
-    return x.to(dtype), log_decay.to(dtype), torch.randn(B, H, D)
+    b, h, d = shape
+    mean = 1 - torch.logspace(math.log10(0.5), -4, h, dtype=torch.float64)
+    logit = torch.log(mean / (1 - mean)).view(1, 1, h, 1)
+    log_decay = F.logsigmoid(logit + 0.3 * torch.randn(b, T, h, d, dtype=torch.float64))
+    x = torch.randn(b, T, h, d, dtype=torch.float64)
+    return x.to(dtype), log_decay.to(dtype), torch.randn(b, h, d)
 
 
 def _f64(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -60,7 +62,10 @@ def _assert_all_close(got, want, tol: float, label: str = "") -> None:
 
 @pytest.mark.parametrize("T", [1, 2, 63, 64, 65, 257])
 @pytest.mark.parametrize("chunk_size", [4, 16, 64])
-def test_fast_matches_reference(T, chunk_size):
+def test_fast_matches_reference(T, chunk_size, form):
+    if form == "triton" and chunk_size != 16:
+        pytest.skip("chunk_size sets the PyTorch form's chunks only (and Triton's interpreter "
+                    "is slow)")
     x, log_decay, state = _inputs(T)
     want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
     got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state,
@@ -123,9 +128,11 @@ def test_half_inputs(half):
         assert_close(a, b, tol, f"{half} {name}")
 
 
-def test_long_sequence_is_stable():
+def test_long_sequence_is_stable(form):
     # decays near 1 keep ~10^4 steps in memory; T = 100_000 crosses three recursion levels
-    T = 100_000
+    # (of 16-step chunks), and 64·64 + 5 those of the Triton kernel's 64-step chunks (Triton's
+    # interpreter takes ~80 µs per element scanned: 100_000 steps would take minutes)
+    T = 64 * 64 + 5 if form == "triton" else 100_000
     x = torch.randn(1, T, 2, 2)
     log_decay = torch.log(0.999 + 0.0009 * torch.rand(1, T, 2, 2))
     state = torch.randn(1, 2, 2)
@@ -233,22 +240,75 @@ def test_bad_arguments(fn, args, kwargs, error, name):
         fn(*args, **kwargs)
 
 
-def test_native_kernel_equals_torch_form(form, monkeypatch):
-    """The fused kernel against the chunked PyTorch form: outputs, final state and gradients,
-    channels split over threads (bit-identical to one call), with a hard reset (log γ = −inf
-    gives γ = 0 exactly) and a decay of exp(−120) (flushed to 0, as its product is below any
-    normal float); a NaN decay stays NaN."""
+def test_fused_kernel_equals_torch_form(form, monkeypatch):
+    """The fused kernel (C or Triton) against the chunked PyTorch form: outputs, final state
+    and gradients, for the C kernel with the channels split over threads (bit-identical to one
+    call), with a hard reset (log γ = −inf gives γ = 0 exactly) and a decay of exp(−120)
+    (flushed to 0, as its product is below any normal float); a NaN decay stays NaN."""
     if form == "torch":
         pytest.skip("compares the two forms")
     x, log_decay, state = _inputs(301)
-    x, log_decay, state = (t.repeat_interleave(5, -1) for t in (x, log_decay, state))  # 160 ch.
+    if form == "native":  # 160 channels, enough to split
+        x, log_decay, state = (t.repeat_interleave(5, -1) for t in (x, log_decay, state))
     log_decay[:, 100, 0] = -math.inf
     log_decay[:, 200, 1] = -120.0
     results = by_kernel_form(
-        lambda: _outputs_and_grads(gated_diagonal_scan, x, log_decay, state), monkeypatch)
-    _assert_all_close(results["native"], results["torch"], 1e-6, "native")
-    assert all(torch.equal(a, b) for a, b in zip(results["native split"], results["native"],
-                                                 strict=True))
+        lambda: _outputs_and_grads(gated_diagonal_scan, x, log_decay, state), monkeypatch, form)
+    _assert_all_close(results[form], results["torch"], 1e-6, form)
+    if form == "native":
+        assert all(torch.equal(a, b) for a, b in zip(results["native split"], results["native"],
+                                                     strict=True))
     log_decay[0, 50, 2, 3] = math.nan
     h, _ = gated_diagonal_scan(x, log_decay, state)
     assert h[0, 50:, 2, 3].isnan().all() and not h[1].isnan().any()
+
+
+def _triton_module(form: str):
+    """The Triton kernels' module, on the Triton form only."""
+    if form != "triton":
+        pytest.skip("checks of the Triton kernel itself")
+    from hololm.ops.triton_kernels import diagonal_scan
+
+    return diagonal_scan
+
+
+@pytest.mark.parametrize("T", [1, 63, 65, 200])
+@pytest.mark.parametrize("block_c", [64, 8])
+def test_triton_odd_lengths_and_channels(form, monkeypatch, T, block_c):
+    """Lengths that are not multiples of the 64-step chunk, over 12 channels: one block of 16
+    with 4 masked, or (block_c = 8) two blocks, the second half masked."""
+    monkeypatch.setattr(_triton_module(form), "BLOCK_C", block_c)
+    x, log_decay, state = _inputs(T, shape=(2, 3, 4))
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
+    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state)
+    _assert_all_close(got, want, 1e-6, f"T={T} BLOCK_C={block_c}")
+
+
+@pytest.mark.parametrize("block_t, T", [(2, 37), (4, 4 ** 3 + 5), (4, 4 ** 4)])
+def test_triton_recursion_levels(form, monkeypatch, block_t, T):
+    """Short chunks, so that few steps cross many recursion levels (37 steps in chunks of 2:
+    six; 69 or 256 in chunks of 4: four, with and without tails): outputs and gradients equal
+    the reference."""
+    monkeypatch.setattr(_triton_module(form), "BLOCK_T", block_t)
+    x, log_decay, state = _inputs(T, shape=(1, 4, 2))
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
+    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state)
+    _assert_all_close(got, want, 1e-6, f"T={T} BLOCK_T={block_t}")
+
+
+def test_triton_reads_bf16_inputs(form):
+    """The kernels read bf16 x and log γ themselves (the op casts them to float32 first): the
+    states and the initial state's gradient are float32 computations on the rounded inputs; the
+    other gradients come back rounded to bf16, as the reference's would."""
+    scan = _triton_module(form).gated_diagonal_scan_triton
+    x, log_decay, state = _inputs(65, torch.bfloat16)
+
+    def fn(x, log_decay, state):
+        h = scan(x, log_decay, state)
+        return h, h[:, -1]
+
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
+    got = _outputs_and_grads(fn, x, log_decay, state)
+    assert got[0].dtype == torch.float32 and got[2].dtype == got[3].dtype == torch.bfloat16
+    for name, a, b in zip(NAMES, got, want, strict=True):
+        assert_close(a, b.to(a.dtype), 1e-3 if a.dtype == torch.bfloat16 else 1e-6, name)

@@ -73,7 +73,7 @@ def _query(psi_, scale, t, T):
 @triton.jit
 def _forward_sums(v, phi, blocks, inner, sums, T, C, L, N,
                   POSITIONAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-    c_block, n, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n, c_block, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t, c, mask = _tile(n, c_block, T, C, BT, BC)
     row = (b * T + t).to(tl.int64)
     theta = _key_angle(phi, blocks, inner, row, t, c, mask, C, L, POSITIONAL)
@@ -87,7 +87,7 @@ def _forward_sums(v, phi, blocks, inner, sums, T, C, L, N,
 def _forward(v, phi, psi, blocks, inner, shift, scale, entry, parts, T, C, L, N,
              PART_STRIDE, CHANNEL_STRIDE,
              POSITIONAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-    c_block, n, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n, c_block, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t, c, mask = _tile(n, c_block, T, C, BT, BC)
     row = (b * T + t).to(tl.int64)
     theta = _key_angle(phi, blocks, inner, row, t, c, mask, C, L, POSITIONAL)
@@ -118,7 +118,7 @@ def _grad_mem(psi, blocks, inner, shift, scale, g_parts, row, t, c, mask, T, C, 
 def _backward_sums(psi, blocks, inner, shift, scale, g_parts, sums, T, C, L, N,
                    PART_STRIDE, CHANNEL_STRIDE,
                    POSITIONAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-    c_block, n, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n, c_block, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t, c, mask = _tile(n, c_block, T, C, BT, BC)
     row = (b * T + t).to(tl.int64)
     g_a, g_b, _, _ = _grad_mem(psi, blocks, inner, shift, scale, g_parts, row, t, c, mask, T,
@@ -132,7 +132,7 @@ def _backward_sums(psi, blocks, inner, shift, scale, g_parts, sums, T, C, L, N,
 def _backward(v, phi, psi, blocks, inner, shift, scale, parts, g_parts, entry,
               d_v, d_phi, d_psi, T, C, L, N, PART_STRIDE, CHANNEL_STRIDE,
               POSITIONAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-    c_block, n, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n, c_block, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t, c, mask = _tile(n, c_block, T, C, BT, BC)
     row = (b * T + t).to(tl.int64)
     g_a, g_b, g_re, g_im = _grad_mem(psi, blocks, inner, shift, scale, g_parts, row, t, c,
@@ -173,7 +173,7 @@ class PhasorMemoryTriton(torch.autograd.Function):
         shift = v.new_zeros(C, dtype=torch.float32) if shift is None else shift.float()
         shift = shift.contiguous()
         L = inner.shape[0] if positional else 1
-        grid = (triton.cdiv(C, BLOCK_C), N, B)
+        grid = (N, triton.cdiv(C, BLOCK_C), B)  # N first: the only axis allowed past 65535
         sums = v.new_empty(B, N, 2, C, dtype=torch.float32)
         _forward_sums[grid](v, phi, blocks, inner, sums, T, C, L, N, POSITIONAL=positional,
                             BT=BLOCK_T, BC=BLOCK_C)
@@ -194,7 +194,7 @@ class PhasorMemoryTriton(torch.autograd.Function):
         C, N = H * D, triton.cdiv(T, BLOCK_T)
         g_parts = (torch.zeros_like(parts) if g_parts is None
                    else g_parts.float().contiguous())
-        grid = (triton.cdiv(C, BLOCK_C), N, B)
+        grid = (N, triton.cdiv(C, BLOCK_C), B)  # N first: the only axis allowed past 65535
         layout = _layout(ctx.interleaved, C)
         sums = parts.new_empty(B, N, 2, C)
         _backward_sums[grid](psi, blocks, inner, shift, scale, g_parts, sums, T, C, ctx.L, N,
