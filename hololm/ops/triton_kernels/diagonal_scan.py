@@ -25,6 +25,9 @@ from torch.autograd.function import once_differentiable
 # tuned (written without a GPU); BLOCK_T also sets the recursion depth.
 BLOCK_T = 64
 BLOCK_C = 64
+# compiled for sm_90 here (tests/ops/test_triton_compile.py): at 4 warps the backward's last
+# kernel needs 255 registers and spills; at 8 warps no kernel spills
+NUM_WARPS = 8
 
 
 @triton.jit
@@ -144,7 +147,7 @@ def _chunk_ends(x: torch.Tensor, decay: torch.Tensor, h0: torch.Tensor, backward
         return h0
     prod, end = (x.new_empty(B, grid[0], C, dtype=torch.float32) for _ in range(2))
     _chunk_ends_kernel[grid](x, decay, prod, end, T, C, BACKWARD=backward, LOG=log,
-                             BLOCK_T=BLOCK_T, BLOCK_C=block_c)
+                             BLOCK_T=BLOCK_T, BLOCK_C=block_c, num_warps=NUM_WARPS)
     return _scan(end, prod, h0, log=False)
 
 
@@ -156,7 +159,7 @@ def _scan(x: torch.Tensor, decay: torch.Tensor, h0: torch.Tensor, log: bool) -> 
     h = torch.empty(B, T, C, dtype=torch.float32, device=x.device)
     grid, block_c = _grid(B, T, C)
     _states_kernel[grid](x, decay, h0, ends, h, T, C, LOG=log, BLOCK_T=BLOCK_T,
-                         BLOCK_C=block_c)
+                         BLOCK_C=block_c, num_warps=NUM_WARPS)
     return h
 
 
@@ -185,7 +188,7 @@ class _GatedDiagonalScanTriton(torch.autograd.Function):
         d_x, d_log, d_h0 = torch.empty_like(h), torch.empty_like(h), torch.empty_like(h0)
         grid, block_c = _grid(B, T, C)
         _grad_kernel[grid](grad_h, log_decay, zero, ends, h, h0, d_x, d_log, d_h0, T, C,
-                           BLOCK_T=BLOCK_T, BLOCK_C=block_c)
+                           BLOCK_T=BLOCK_T, BLOCK_C=block_c, num_warps=NUM_WARPS)
         shape = ctx.shape
         return d_x.view(shape), d_log.view(shape), d_h0.view(shape[0], *shape[2:])
 

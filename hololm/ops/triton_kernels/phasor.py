@@ -22,6 +22,9 @@ from torch.autograd.function import once_differentiable
 
 BLOCK_T = 64
 BLOCK_C = 32
+# compiled for sm_90 here (tests/ops/test_triton_compile.py): at 4 warps the backward kernel
+# needs 255 registers and spills; at 8 warps no kernel spills
+NUM_WARPS = 8
 
 
 @triton.jit
@@ -151,6 +154,11 @@ def _backward(v, phi, psi, blocks, inner, shift, scale, parts, g_parts, entry,
     tl.store(d_psi + row * C + c, g_re * im - g_im * re, mask=mask)
 
 
+def _meta(positional: bool) -> dict:
+    """The compile-time arguments of every launch."""
+    return {"POSITIONAL": positional, "BT": BLOCK_T, "BC": BLOCK_C, "num_warps": NUM_WARPS}
+
+
 def _layout(interleaved: bool, C: int) -> tuple[int, int]:
     """(distance from Re to Im, distance between channels) in the parts buffer."""
     return (1, 2) if interleaved else (C, 1)
@@ -175,13 +183,13 @@ class PhasorMemoryTriton(torch.autograd.Function):
         L = inner.shape[0] if positional else 1
         grid = (N, triton.cdiv(C, BLOCK_C), B)  # N first: the only axis allowed past 65535
         sums = v.new_empty(B, N, 2, C, dtype=torch.float32)
-        _forward_sums[grid](v, phi, blocks, inner, sums, T, C, L, N, POSITIONAL=positional,
-                            BT=BLOCK_T, BC=BLOCK_C)
+        meta = _meta(positional)
+        _forward_sums[grid](v, phi, blocks, inner, sums, T, C, L, N, **meta)
         entry, last = _running_entries(sums, m0, reverse=False)
         parts = v.new_empty((B, T, H, D, 2) if interleaved else (B, T, 2, H, D),
                             dtype=torch.float32)
         _forward[grid](v, phi, psi, blocks, inner, shift, scale, entry, parts, T, C, L, N,
-                       *_layout(interleaved, C), POSITIONAL=positional, BT=BLOCK_T, BC=BLOCK_C)
+                       *_layout(interleaved, C), **meta)
         ctx.save_for_backward(v, phi, psi, shift, scale, parts, blocks, inner)
         ctx.positional, ctx.interleaved, ctx.L = positional, interleaved, L
         return parts, last.view(B, 2, H, D)
@@ -197,14 +205,14 @@ class PhasorMemoryTriton(torch.autograd.Function):
         grid = (N, triton.cdiv(C, BLOCK_C), B)  # N first: the only axis allowed past 65535
         layout = _layout(ctx.interleaved, C)
         sums = parts.new_empty(B, N, 2, C)
+        meta = _meta(ctx.positional)
         _backward_sums[grid](psi, blocks, inner, shift, scale, g_parts, sums, T, C, ctx.L, N,
-                             *layout, POSITIONAL=ctx.positional, BT=BLOCK_T, BC=BLOCK_C)
+                             *layout, **meta)
         g_last = None if g_last is None else g_last.reshape(B, 2, C)
         entry, d_m0 = _running_entries(sums, g_last, reverse=True)
         d_v, d_phi, d_psi = (parts.new_empty(B, T, H, D) for _ in range(3))
         _backward[grid](v, phi, psi, blocks, inner, shift, scale, parts, g_parts, entry,
-                        d_v, d_phi, d_psi, T, C, ctx.L, N, *layout,
-                        POSITIONAL=ctx.positional, BT=BLOCK_T, BC=BLOCK_C)
+                        d_v, d_phi, d_psi, T, C, ctx.L, N, *layout, **meta)
         d_shift = -d_psi.sum((0, 1)) if ctx.needs_input_grad[3] else None  # ψ' = ψ + pω − δω
         d_m0 = d_m0.view(B, 2, H, D) if ctx.needs_input_grad[4] else None
         return d_v, d_phi, d_psi, d_shift, d_m0, None, None, None
