@@ -191,13 +191,15 @@ def gated_diagonal_scan(x: torch.Tensor, log_decay: torch.Tensor,
     _validate(x, log_decay, initial_state, "initial_state", 4)
     if require_positive_int("chunk_size", chunk_size) < 2:
         raise ValueError(f"chunk_size must be at least 2, got {chunk_size}")
+    given = x, log_decay
     x, log_decay, h0 = _prepare(x, log_decay, initial_state)
     fp32 = x.dtype == torch.float32
     lib = kernels.library("diagonal_scan") if fp32 and x.device.type == "cpu" else None
     if fp32 and triton_kernels.usable(x):
         from hololm.ops.triton_kernels.diagonal_scan import gated_diagonal_scan_triton
 
-        h = gated_diagonal_scan_triton(x, log_decay, h0)
+        # the kernels read half-precision inputs themselves: no float32 copies made first
+        h = gated_diagonal_scan_triton(*given, h0)
     elif lib is not None:
         h = _GatedDiagonalScanNative.apply(x, log_decay, h0, lib)
     else:

@@ -23,7 +23,7 @@ INTS = {"T", "C", "L", "N", "PART_STRIDE", "CHANNEL_STRIDE"}
 
 def _cases():
     """(module, kernel, constexprs, pointers read as bf16) as the launches use them; the
-    phasor kernels read v, φ and ψ in their own dtype."""
+    phasor kernels read v, φ and ψ, the scan's x and log γ, in their own dtype."""
     for positional in (True, False):
         meta = {"POSITIONAL": positional, "BT": phasor.BLOCK_T, "BC": phasor.BLOCK_C}
         bf16 = {"v", "phi", "psi"}
@@ -31,13 +31,15 @@ def _cases():
                        phasor._backward):
             yield phasor, kernel, meta, bf16
     blocks = {"BLOCK_T": diagonal_scan.BLOCK_T, "BLOCK_C": diagonal_scan.BLOCK_C}
-    # the scan's inputs are float32 by then (gated_diagonal_scan casts them)
+    # x and log γ as given (bf16 under autocast); the chunk ends (LOG False) are float32
     for backward in (True, False):
         for log in (True, False):
             yield (diagonal_scan, diagonal_scan._chunk_ends_kernel,
-                   {"BACKWARD": backward, "LOG": log, **blocks}, set())
-    yield diagonal_scan, diagonal_scan._states_kernel, {"LOG": True, **blocks}, set()
-    yield diagonal_scan, diagonal_scan._grad_kernel, blocks, set()
+                   {"BACKWARD": backward, "LOG": log, **blocks},
+                   set() if not log else {"decay_ptr"} if backward else {"x_ptr", "decay_ptr"})
+    yield (diagonal_scan, diagonal_scan._states_kernel, {"LOG": True, **blocks},
+           {"x_ptr", "decay_ptr"})
+    yield diagonal_scan, diagonal_scan._grad_kernel, blocks, {"log_ptr"}
 
 
 def _resources(cubin: bytes) -> dict:
