@@ -35,6 +35,22 @@ def usable(x: torch.Tensor) -> bool:
                          and os.environ.get("TRITON_INTERPRET") == "1")
 
 
+def on_input_device(method):
+    """An autograd Function's forward / backward run with the current CUDA device set to that
+    of its first tensor argument: Triton launches on the current device, which need not be the
+    tensors' (inputs on cuda:1 while cuda:0 is current)."""
+
+    @functools.wraps(method)
+    def run(ctx, *args):
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        if first is None or not first.is_cuda:
+            return method(ctx, *args)
+        with torch.cuda.device(first.device):
+            return method(ctx, *args)
+
+    return run
+
+
 def status() -> str:
     """One line for GPU benchmark reports: which fused kernels the CUDA paths run."""
     if not ENABLED:

@@ -21,6 +21,8 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from hololm.ops.triton_kernels import on_input_device
+
 # Steps per chunk and (at most) channels per program: a [64, 64] fp32 tile per scan. Neither is
 # tuned (written without a GPU); BLOCK_T also sets the recursion depth.
 BLOCK_T = 64
@@ -168,6 +170,7 @@ class _GatedDiagonalScanTriton(torch.autograd.Function):
     the backward allocates only its outputs and [B, N, C] chunk buffers."""
 
     @staticmethod
+    @on_input_device
     def forward(ctx, x: torch.Tensor, log_decay: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         B, T, H, D = x.shape
         x, log_decay = (t.contiguous().view(B, T, H * D) for t in (x, log_decay))  # [B, T, C]
@@ -179,6 +182,7 @@ class _GatedDiagonalScanTriton(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @on_input_device
     def backward(ctx, grad_h: torch.Tensor):
         log_decay, h, h0 = ctx.saved_tensors
         B, T, C = h.shape

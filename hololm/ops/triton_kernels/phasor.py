@@ -20,6 +20,8 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from hololm.ops.triton_kernels import on_input_device
+
 BLOCK_T = 64
 BLOCK_C = 32
 # compiled for sm_90 here (tests/ops/test_triton_compile.py): at 4 warps the backward kernel
@@ -171,6 +173,7 @@ class PhasorMemoryTriton(torch.autograd.Function):
     → parts [B, T, 2, H, D] or [B, T, H, D, 2] and the final memory [B, 2, H, D], float32."""
 
     @staticmethod
+    @on_input_device
     def forward(ctx, v, phi, psi, shift, m0, tables, scale, interleaved):
         B, T, H, D = v.shape
         C, N = H * D, triton.cdiv(T, BLOCK_T)
@@ -196,6 +199,7 @@ class PhasorMemoryTriton(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @on_input_device
     def backward(ctx, g_parts, g_last):
         v, phi, psi, shift, scale, parts, blocks, inner = ctx.saved_tensors
         B, T, H, D = v.shape
