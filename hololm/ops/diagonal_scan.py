@@ -66,13 +66,16 @@ def _validate(x, log_decay, state, state_name: str, ndim: int) -> None:
         raise ValueError("x must have at least one time step, got T=0")
 
 
-def _prepare(x, log_decay, state):
-    """Inputs cast to the compute dtype; a None state becomes zeros [B, H, D]."""
+def _prepare(x, log_decay, state, cast: bool = True):
+    """Inputs cast to the compute dtype (left as given with `cast=False`); a None state becomes
+    zeros [B, H, D]; and the compute dtype."""
     wide = any(t is not None and t.dtype == torch.float64 for t in (x, log_decay, state))
     dtype = torch.float64 if wide else torch.float32
     if state is None:
         state = x.new_zeros(x.shape[0], *x.shape[-2:], dtype=dtype)
-    return x.to(dtype), log_decay.to(dtype), state.to(dtype)
+    if cast:
+        x, log_decay = x.to(dtype), log_decay.to(dtype)
+    return x, log_decay, state.to(dtype), dtype
 
 
 def gated_diagonal_scan_ref(x: torch.Tensor, log_decay: torch.Tensor,
@@ -81,7 +84,7 @@ def gated_diagonal_scan_ref(x: torch.Tensor, log_decay: torch.Tensor,
     """Reference loop. x, log_decay: [B, T, H, D]; initial_state: [B, H, D] or None (zeros).
     Returns all states h [B, T, H, D] and the final state [B, H, D]."""
     _validate(x, log_decay, initial_state, "initial_state", 4)
-    x, log_decay, h = _prepare(x, log_decay, initial_state)
+    x, log_decay, h, _ = _prepare(x, log_decay, initial_state)
     states = []
     for x_t, log_decay_t in zip(x.unbind(1), log_decay.unbind(1), strict=True):
         h = log_decay_t.exp() * h + x_t
@@ -191,19 +194,20 @@ def gated_diagonal_scan(x: torch.Tensor, log_decay: torch.Tensor,
     _validate(x, log_decay, initial_state, "initial_state", 4)
     if require_positive_int("chunk_size", chunk_size) < 2:
         raise ValueError(f"chunk_size must be at least 2, got {chunk_size}")
-    given = x, log_decay
-    x, log_decay, h0 = _prepare(x, log_decay, initial_state)
-    fp32 = x.dtype == torch.float32
-    lib = kernels.library("diagonal_scan") if fp32 and x.device.type == "cpu" else None
-    if fp32 and triton_kernels.usable(x):
+    x, log_decay, h0, dtype = _prepare(x, log_decay, initial_state, cast=False)
+    if dtype == torch.float32 and triton_kernels.usable(x):
         from hololm.ops.triton_kernels.diagonal_scan import gated_diagonal_scan_triton
 
         # the kernels read half-precision inputs themselves: no float32 copies made first
-        h = gated_diagonal_scan_triton(*given, h0)
-    elif lib is not None:
-        h = _GatedDiagonalScanNative.apply(x, log_decay, h0, lib)
+        h = gated_diagonal_scan_triton(x, log_decay, h0)
     else:
-        h = _GatedDiagonalScan.apply(x, log_decay, h0, chunk_size)
+        x, log_decay = x.to(dtype), log_decay.to(dtype)
+        lib = (kernels.library("diagonal_scan")
+               if dtype == torch.float32 and x.device.type == "cpu" else None)
+        if lib is not None:
+            h = _GatedDiagonalScanNative.apply(x, log_decay, h0, lib)
+        else:
+            h = _GatedDiagonalScan.apply(x, log_decay, h0, chunk_size)
     # a copy, so that keeping the state for decoding does not keep all of h alive
     return h, h[:, -1].clone()
 
@@ -214,6 +218,6 @@ def gated_diagonal_scan_step(x: torch.Tensor, log_decay: torch.Tensor,
     """One token. x, log_decay: [B, H, D]; state: [B, H, D] or None (zeros).
     Returns (h, new_state), which are equal: the layer reads the state itself."""
     _validate(x, log_decay, state, "state", 3)
-    x, log_decay, state = _prepare(x, log_decay, state)
+    x, log_decay, state, _ = _prepare(x, log_decay, state)
     h = log_decay.exp() * state + x
     return h, h

@@ -22,8 +22,9 @@ code; its text reads after). Three forms compute the same function:
   gates they span. The chunk-to-chunk state passing is a loop over the T / C chunks (measured
   as fast as the quadratic all-pairs form at T = 4096 and linear beyond). On CPU in float32 the
   intra-chunk decay mask is a fused C kernel (hololm/ops/kernels/matrix_memory.c). On CUDA,
-  when flash-linear-attention is installed, its chunked Triton kernels run instead
-  (hololm/ops/triton_kernels/fla_matrix_memory.py; not for read_before_write).
+  when flash-linear-attention is installed and q, k, v are half precision (autocast training),
+  its chunked Triton kernels run instead (hololm/ops/triton_kernels/fla_matrix_memory.py; not
+  for read_before_write; its own chunk size, and its own numerics: see there).
 - `gated_matrix_memory_step`: one token, for decoding.
 
 Dtypes: inputs may be float16 / bfloat16 / float32 / float64. Everything is computed in
@@ -209,8 +210,8 @@ def gated_matrix_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     _validate(q, k, v, log_forget, write, initial_state, "initial_state", read_before_write, 4)
     require_positive_int("chunk_size", chunk_size)
     dtype = _compute_dtype(q, k, v, log_forget, write, initial_state)
-    if (q.is_cuda and dtype == torch.float32 and not read_before_write
-            and triton_kernels.ENABLED and fla_matrix_memory.available()):
+    if (triton_kernels.ENABLED and dtype == torch.float32
+            and fla_matrix_memory.applies(q, k, v, read_before_write)):
         state = None if initial_state is None else initial_state.float()
         return fla_matrix_memory.gated_matrix_memory_fla(q, k, v, log_forget, write, state)
     B, T, H, _ = q.shape

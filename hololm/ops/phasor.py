@@ -26,13 +26,14 @@ which avoids complex autograd (slower) and complex + autocast issues; complex te
 only at the boundary (`phasor_memory_parts` returns the real parts, for layers that need no
 complex tensor at all). Its backward is written by hand (`_PhasorMemory`). On CPU in float32
 the same formulas run as one fused C loop per direction instead (hololm/ops/kernels/phasor.c,
-`_PhasorMemoryNative`; the PyTorch form remains for GPUs, float64 and machines without a C
-compiler). The reference is a loop over T in complex arithmetic.
+`_PhasorMemoryNative`); on CUDA in float32 they run as Triton kernels
+(hololm/ops/triton_kernels/phasor.py). The PyTorch form remains for float64, machines without
+a C compiler and GPUs without triton. The reference is a loop over T in complex arithmetic.
 
 Phase range: in float32, phases beyond 2^23 rad have no fractional part left (one float32 ulp
-is 1 rad there). The fused CPU kernel returns NaN for such angles (and for inf / NaN phases)
-instead of a meaningless value; the PyTorch form returns the sine of the rounded angle. Content
-phases of a layer (π·tanh) plus position phases stay below 3π.
+is 1 rad there). The fused kernels (C and Triton) return NaN for such angles (and for inf /
+NaN phases) instead of a meaningless value; the PyTorch form returns the sine of the rounded
+angle. Content phases of a layer (π·tanh) plus position phases stay below 3π.
 
 Dtypes: inputs may be float16/bfloat16/float32/float64. The computation runs in float32 with a
 complex64 output and state, unless v, key_phase, query_phase or initial_state is 64-bit, in
@@ -378,8 +379,9 @@ def phasor_memory(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.T
                   query_shift: torch.Tensor | None = None,
                   initial_state: torch.Tensor | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fast parallel form (no loop over T): on CPU in float32 the fused kernel, writing the
-    complex result directly; elsewhere real cos/sin binding + one blocked cumsum.
+    """Fast parallel form (no loop over T): in float32 a fused kernel (C on CPU, Triton on
+    CUDA), writing the complex result directly; elsewhere real cos/sin binding + one blocked
+    cumsum.
     v, key_phase, query_phase [B, T, H, D] → (r [B, T, H, D], M_T [B, H, D]) complex."""
     return _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_state,
                       complex_out=True)

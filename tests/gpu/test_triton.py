@@ -48,13 +48,16 @@ def test_phasor_triton_equals_eager_on_gpu(fn, dtype, monkeypatch):
     eager, fused = _eager_and_triton(compute, monkeypatch)
     for name, a, b in zip(("out", "state", "d_v", "d_phi", "d_psi", "d_shift", "d_m0"), fused,
                           eager, strict=True):
-        assert_close(a.cpu(), b.cpu(), 1e-5 if name != "d_shift" else 1e-4, name)
+        # bf16 gradients: two float32 results ~1e-6 apart round to different bf16 values
+        tol = 1e-5 if dtype == torch.float32 else 1e-3
+        assert_close(a.cpu(), b.cpu(), tol if name != "d_shift" else 10 * tol, name)
 
 
 @pytest.mark.skipif(not fla_matrix_memory.available(),
                     reason="flash-linear-attention is not installed")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_matrix_memory_through_fla_equals_eager_on_gpu(dtype, monkeypatch):
+def test_matrix_memory_through_fla_equals_eager_on_gpu(monkeypatch):
+    """bf16 q, k, v (the autocast case) go through fla; float32 ones never do."""
+    dtype = torch.bfloat16
     B, T, H, D = 2, 8192 + 3, 4, 64
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(B, T, H, D, generator=gen) / D**0.25 for _ in range(3))
@@ -70,10 +73,12 @@ def test_matrix_memory_through_fla_equals_eager_on_gpu(dtype, monkeypatch):
         return (y, final, *torch.autograd.grad(loss, leaves))
 
     eager, fla = _eager_and_triton(compute, monkeypatch)
-    tol = 2e-3 if dtype == torch.float32 else 2e-2  # fla's fp32 dots may run in TF32
+    tol = 2e-2  # fla keeps its chunk states in bf16 (fla_matrix_memory.py)
     for name, a, b in zip(("y", "state", "d_q", "d_k", "d_v", "d_log_forget", "d_write",
                            "d_state"), fla, eager, strict=True):
         assert_close(a.cpu(), b.cpu(), tol, name)
+    q32 = q.to("cuda")
+    assert not fla_matrix_memory.applies(q32, q32, q32, read_before_write=False)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")

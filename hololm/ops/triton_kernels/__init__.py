@@ -59,6 +59,6 @@ def status() -> str:
         return "triton is not installed: eager PyTorch"
     from hololm.ops.triton_kernels import fla_matrix_memory
 
-    fla = ("fla's chunked kernels" if fla_matrix_memory.available()
+    fla = ("fla's chunked kernels for half-precision inputs" if fla_matrix_memory.available()
            else "eager PyTorch (flash-linear-attention is not installed)")
     return f"Triton on CUDA: phasor, diagonal_scan; matrix memory: {fla}"

@@ -166,7 +166,8 @@ def _scan(x: torch.Tensor, decay: torch.Tensor, h0: torch.Tensor, log: bool) -> 
 
 
 class _GatedDiagonalScanTriton(torch.autograd.Function):
-    """`_GatedDiagonalScan` in Triton kernels (float32, CUDA). Saves log γ (the input), h and h0;
+    """`_GatedDiagonalScan` in Triton kernels (float32 compute, CUDA). Saves log γ (the input, in
+    its own dtype), h and h0;
     the backward allocates only its outputs and [B, N, C] chunk buffers."""
 
     @staticmethod
@@ -199,6 +200,7 @@ class _GatedDiagonalScanTriton(torch.autograd.Function):
 
 def gated_diagonal_scan_triton(x: torch.Tensor, log_decay: torch.Tensor,
                                h0: torch.Tensor) -> torch.Tensor:
-    """All states h [B, T, H, D] (float32) from x, log_decay [B, T, H, D] and h0 [B, H, D], all
-    float32 on one CUDA device (or CPU tensors under Triton's interpreter)."""
+    """All states h [B, T, H, D] (float32) from x, log_decay [B, T, H, D] (float32, bfloat16 or
+    float16, read as float32 in the kernels) and h0 [B, H, D] float32, on one CUDA device (or
+    CPU tensors under Triton's interpreter)."""
     return _GatedDiagonalScanTriton.apply(x, log_decay, h0)

@@ -2,7 +2,13 @@
 `pip install fla-core`), used on CUDA when it is installed. hololm's memory is fla's simple GLA:
 one scalar log-forget gate per token and head, S_t = exp(g_t) S_{t-1} + k_t v_tᵀ, y_t = S_tᵀ q_t,
 with the write gate folded into the values and no query scaling. fla does not read before
-writing; that variant stays on the PyTorch form."""
+writing; that variant stays on the PyTorch form.
+
+Used for half-precision q, k, v only (autocast training): fla's dot products on float32 inputs
+run in TF32, below the float32 contract of hololm's ops, so float32 inputs stay on the PyTorch
+form. fla's numerics differ from hololm's chunked form in ways the GPU tests bound (2e-2
+relative RMS at T = 8195): it keeps chunk states and rounds the output in the inputs' half
+precision, sums the log gates in float32 (hololm in float64) and uses its own chunk size."""
 
 from __future__ import annotations
 
@@ -23,17 +29,23 @@ def available() -> bool:
     return (major, minor) >= (0, 4)
 
 
+def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, read_before_write: bool) -> bool:
+    """Whether the fla path runs: CUDA, q, k, v in one half-precision dtype, reading after
+    writing, and fla installed."""
+    return (q.is_cuda and q.dtype in (torch.bfloat16, torch.float16)
+            and q.dtype == k.dtype == v.dtype and not read_before_write and available())
+
+
 def gated_matrix_memory_fla(q, k, v, log_forget, write, initial_state
                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q, k [B, T, H, Dk], v [B, T, H, Dv], log_forget / write [B, T, H], initial_state
-    [B, H, Dk, Dv] float32 or None → (y [B, T, H, Dv], final state [B, H, Dk, Dv]), float32.
-    q, k and v go in as one dtype (bf16 under autocast); fla accumulates in float32."""
+    """q, k [B, T, H, Dk], v [B, T, H, Dv] of one dtype, log_forget / write [B, T, H],
+    initial_state [B, H, Dk, Dv] float32 or None → (y [B, T, H, Dv], final state
+    [B, H, Dk, Dv]), float32. fla accumulates its dot products in float32."""
     from fla.ops.simple_gla import chunk_simple_gla
 
-    dtype = q.dtype if q.dtype == k.dtype == v.dtype else torch.float32
     if write is not None:
         v = v * write.to(v.dtype)[..., None]
-    y, state = chunk_simple_gla(q.to(dtype), k.to(dtype), v.to(dtype), g=log_forget.float(),
+    y, state = chunk_simple_gla(q, k, v, g=log_forget.float(),
                                 scale=1.0, initial_state=initial_state,
                                 output_final_state=True)
     return y.float(), state.float()

@@ -80,7 +80,7 @@ def _forward_sums(v, phi, blocks, inner, sums, T, C, L, N,
                   POSITIONAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     n, c_block, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t, c, mask = _tile(n, c_block, T, C, BT, BC)
-    row = (b * T + t).to(tl.int64)
+    row = (b * T + t).to(tl.int64)  # B·T·C may pass 2^31 (B·T may not)
     theta = _key_angle(phi, blocks, inner, row, t, c, mask, C, L, POSITIONAL)
     value = tl.load(v + row * C + c, mask=mask, other=0.0).to(tl.float32)
     out = sums + ((b * N + n) * 2).to(tl.int64) * C + c
@@ -94,7 +94,7 @@ def _forward(v, phi, psi, blocks, inner, shift, scale, entry, parts, T, C, L, N,
              POSITIONAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     n, c_block, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t, c, mask = _tile(n, c_block, T, C, BT, BC)
-    row = (b * T + t).to(tl.int64)
+    row = (b * T + t).to(tl.int64)  # B·T·C may pass 2^31 (B·T may not)
     theta = _key_angle(phi, blocks, inner, row, t, c, mask, C, L, POSITIONAL)
     psi_ = _query_angle(psi, blocks, inner, shift, row, t, c, mask, C, L, POSITIONAL)
     value = tl.load(v + row * C + c, mask=mask, other=0.0).to(tl.float32)
@@ -125,7 +125,7 @@ def _backward_sums(psi, blocks, inner, shift, scale, g_parts, sums, T, C, L, N,
                    POSITIONAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     n, c_block, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t, c, mask = _tile(n, c_block, T, C, BT, BC)
-    row = (b * T + t).to(tl.int64)
+    row = (b * T + t).to(tl.int64)  # B·T·C may pass 2^31 (B·T may not)
     g_a, g_b, _, _ = _grad_mem(psi, blocks, inner, shift, scale, g_parts, row, t, c, mask, T,
                                C, L, PART_STRIDE, CHANNEL_STRIDE, POSITIONAL)
     out = sums + ((b * N + n) * 2).to(tl.int64) * C + c
@@ -139,7 +139,7 @@ def _backward(v, phi, psi, blocks, inner, shift, scale, parts, g_parts, entry,
               POSITIONAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     n, c_block, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t, c, mask = _tile(n, c_block, T, C, BT, BC)
-    row = (b * T + t).to(tl.int64)
+    row = (b * T + t).to(tl.int64)  # B·T·C may pass 2^31 (B·T may not)
     g_a, g_b, g_re, g_im = _grad_mem(psi, blocks, inner, shift, scale, g_parts, row, t, c,
                                      mask, T, C, L, PART_STRIDE, CHANNEL_STRIDE, POSITIONAL)
     start = entry + ((b * N + n) * 2).to(tl.int64) * C + c
