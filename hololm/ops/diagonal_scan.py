@@ -195,7 +195,7 @@ def gated_diagonal_scan(x: torch.Tensor, log_decay: torch.Tensor,
     if require_positive_int("chunk_size", chunk_size) < 2:
         raise ValueError(f"chunk_size must be at least 2, got {chunk_size}")
     x, log_decay, h0, dtype = _prepare(x, log_decay, initial_state, cast=False)
-    if dtype == torch.float32 and triton_kernels.usable(x):
+    if triton_kernels.usable(x, dtype):
         from hololm.ops.triton_kernels.diagonal_scan import gated_diagonal_scan_triton
 
         # the kernels read half-precision inputs themselves: no float32 copies made first

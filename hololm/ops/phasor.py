@@ -328,7 +328,7 @@ def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_st
     if initial_state is not None:
         m0 = initial_state.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
         m0 = torch.stack((m0.real, m0.imag), dim=1)  # [B, 2, H, D]
-    fused = dtype == torch.float32 and triton_kernels.usable(v)
+    fused = triton_kernels.usable(v, dtype)
     lib = (kernels.library("phasor")
            if not fused and v.device.type == "cpu" and dtype == torch.float32 else None)
     with torch.autocast(v.device.type, enabled=False):

@@ -113,7 +113,7 @@ def test_triton_diagonal_scan_equals_float64_reference(dtype):
     kernels was off by 2-4e-6: each chunk carries its entry state through a product of 64
     rounded decays); gradients of bf16 inputs come back in bf16: compared with the reference
     rounded the same way."""
-    if not triton_kernels.usable(torch.empty(0, device=CUDA)):
+    if not triton_kernels.usable(torch.empty(0, device=CUDA), torch.float32):
         pytest.skip("the Triton kernels are off (HOLOLM_TRITON=0) or triton is not installed")
     B, T, H, D = 2, 8192 + 3, 3, 32
     gen = torch.Generator().manual_seed(0)

@@ -10,19 +10,12 @@ import math
 import pytest
 import torch
 
-from hololm.ops import gated_matrix_memory, generate_random_phasors, phasor_memory, triton_kernels
+from hololm.ops import gated_matrix_memory, generate_random_phasors, phasor_memory
 from hololm.ops.phasor import phasor_memory_parts
 from hololm.ops.triton_kernels import fla_matrix_memory
-from tests.helpers import assert_close
+from tests.helpers import assert_close, by_kernel_form
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def _eager_and_triton(compute, monkeypatch) -> tuple:
-    monkeypatch.setattr(triton_kernels, "ENABLED", False)
-    eager = compute()
-    monkeypatch.setattr(triton_kernels, "ENABLED", True)
-    return eager, compute()
 
 
 @pytest.mark.parametrize("fn", [phasor_memory, phasor_memory_parts], ids=["complex", "planar"])
@@ -45,7 +38,8 @@ def test_phasor_triton_equals_eager_on_gpu(fn, dtype, monkeypatch):
         loss = loss + torch.view_as_real(state).cos().sum()
         return (out, state, *torch.autograd.grad(loss, leaves))
 
-    eager, fused = _eager_and_triton(compute, monkeypatch)
+    forms = by_kernel_form(compute, monkeypatch, "triton")
+    eager, fused = forms["torch"], forms["triton"]
     for name, a, b in zip(("out", "state", "d_v", "d_phi", "d_psi", "d_shift", "d_m0"), fused,
                           eager, strict=True):
         # bf16 gradients: two float32 results ~1e-6 apart round to different bf16 values
@@ -72,7 +66,8 @@ def test_matrix_memory_through_fla_equals_eager_on_gpu(monkeypatch):
         loss = y.float().sin().sum() + final.cos().sum()
         return (y, final, *torch.autograd.grad(loss, leaves))
 
-    eager, fla = _eager_and_triton(compute, monkeypatch)
+    forms = by_kernel_form(compute, monkeypatch, "triton")
+    eager, fla = forms["torch"], forms["triton"]
     tol = 2e-2  # fla keeps its chunk states in bf16 (fla_matrix_memory.py)
     for name, a, b in zip(("y", "state", "d_q", "d_k", "d_v", "d_log_forget", "d_write",
                            "d_state"), fla, eager, strict=True):
@@ -98,6 +93,7 @@ def test_kernels_run_on_their_inputs_device(monkeypatch):
             loss = torch.view_as_real(r).sin().sum() + h.cos().sum()
             return (r, h, *torch.autograd.grad(loss, leaves))
 
-    eager, fused = _eager_and_triton(compute, monkeypatch)
+    forms = by_kernel_form(compute, monkeypatch, "triton")
+    eager, fused = forms["torch"], forms["triton"]
     for a, b in zip(fused, eager, strict=True):
         assert_close(a.cpu(), b.cpu(), 1e-5, "on cuda:1")

@@ -27,9 +27,9 @@ def importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def usable(x: torch.Tensor) -> bool:
-    """Whether an op on `x` (in float32 compute) runs its Triton kernel."""
-    if not (ENABLED and importable()):
+def usable(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether an op on `x` computing in `dtype` runs its Triton kernel (float32 only)."""
+    if not (ENABLED and dtype == torch.float32 and importable()):
         return False
     return x.is_cuda or (ON_CPU and x.device.type == "cpu"
                          and os.environ.get("TRITON_INTERPRET") == "1")

@@ -166,9 +166,9 @@ def _scan(x: torch.Tensor, decay: torch.Tensor, h0: torch.Tensor, log: bool) -> 
 
 
 class _GatedDiagonalScanTriton(torch.autograd.Function):
-    """`_GatedDiagonalScan` in Triton kernels (float32 compute, CUDA). Saves log γ (the input, in
-    its own dtype), h and h0;
-    the backward allocates only its outputs and [B, N, C] chunk buffers."""
+    """`_GatedDiagonalScan` in Triton kernels (float32 compute, CUDA). Saves log γ (the input,
+    in its own dtype), h and h0; the backward allocates only its outputs and [B, N, C] chunk
+    buffers."""
 
     @staticmethod
     @on_input_device
