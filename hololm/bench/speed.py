@@ -618,8 +618,17 @@ def make_setup(args: argparse.Namespace, ceilings: Ceilings) -> tuple[Setup, Pro
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # the objects of the imports (transformers: ~0.6 s per full collection) are never garbage:
-    # keep them out of the collections that precede every memory measurement
+    # keep them out of the collections that precede every memory measurement, until the end
+    # (objects still frozen at exit are never freed: triton's nanobind bindings then print
+    # dozens of "leaked" lines)
     gc.freeze()
+    try:
+        return _run(args, argv)
+    finally:
+        gc.unfreeze()
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     malloc = "glibc defaults" if args.default_malloc else (
         "keeps freed memory" if keep_freed_memory() else "unchanged (not glibc)")
     if args.threads:

@@ -1,4 +1,5 @@
 import csv
+import gc
 import math
 
 import pytest
@@ -27,6 +28,15 @@ def tiny_run(tmp_path_factory):
         mp.setattr(speed, "measure_ceilings", lambda device: Ceilings(100.0, 400.0, 20.0, 30.0))
         assert speed.main(["--output_dir", str(out), *TINY]) == 0
     return out
+
+
+def test_main_leaves_no_object_frozen(tmp_path):
+    """Objects still frozen at exit are never freed, and triton's bindings then print dozens of
+    "nanobind: leaked" lines at the exit of every bench run where triton is installed."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(speed, "measure_ceilings", lambda device: Ceilings(100.0, 400.0, 20.0, 30.0))
+        assert speed.main(["--output_dir", str(tmp_path), "--sections", "ops", *TINY]) == 0
+    assert gc.get_freeze_count() == 0
 
 
 def test_every_section_writes_csv_and_png(tiny_run):
