@@ -33,6 +33,24 @@ NUM_WARPS = 8
 
 
 @triton.jit
+def _decay(log):
+    """γ = exp(log γ), float32, elementwise. From γ = 1/2 up, where a state keeps many steps and
+    a bias in γ compounds over them, γ = 1 + expm1(log γ) by expm1's series to the 9th power
+    (truncation < 1.5e-8 on [−ln 2, 0]), rounded once: on a GPU `tl.exp` is ex2.approx (up to
+    2 ulp off), and a 2-ulp bias, emulated in the interpreter, made the state of γ ≈ 0.999-0.9999
+    over 8k steps 2e-4 off the float64 reference, against 5e-7 with this series."""
+    p = 1.0 + log * (1.0 / 9.0)
+    p = 1.0 + log * (1.0 / 8.0) * p
+    p = 1.0 + log * (1.0 / 7.0) * p
+    p = 1.0 + log * (1.0 / 6.0) * p
+    p = 1.0 + log * (1.0 / 5.0) * p
+    p = 1.0 + log * (1.0 / 4.0) * p
+    p = 1.0 + log * (1.0 / 3.0) * p
+    p = 1.0 + log * 0.5 * p
+    return tl.where(log >= -0.6931471805599453, 1.0 + log * p, tl.exp(log))
+
+
+@triton.jit
 def _combine(a1, b1, a2, b2):
     """The map h -> a1 h + b1, then h -> a2 h + b2."""
     return a1 * a2, a2 * b1 + b2
@@ -66,7 +84,7 @@ def _scan_tile(x_ptr, decay_ptr, t, offs, mask, T, C, BACKWARD: tl.constexpr,
         offs, mask = offs + C, mask & (t + 1 < T)[:, None]
     decay = tl.load(decay_ptr + offs, mask=mask).to(tl.float32)
     if LOG:
-        decay = tl.exp(decay)
+        decay = _decay(decay)
     decay = tl.where(mask, decay, 1.0)
     return tl.associative_scan((decay, x), 0, _combine)
 
@@ -121,7 +139,7 @@ def _grad_kernel(grad_h_ptr, log_ptr, zero_ptr, ends_ptr, h_ptr, h0_ptr, dx_ptr,
     prod, g = _scan_tile(grad_h_ptr, log_ptr, t, offs, mask, T, C, True, True)
     g += prod * _entry(zero_ptr, ends_ptr, c, C)[None, :]
     tl.store(dx_ptr + offs, g, mask=mask)
-    g_gamma = g * tl.exp(tl.load(log_ptr + offs, mask=mask, other=0.0).to(tl.float32))
+    g_gamma = g * _decay(tl.load(log_ptr + offs, mask=mask, other=0.0).to(tl.float32))
     h0 = tl.load(h0_ptr + tl.program_id(2).to(tl.int64) * C + c, mask=c < C, other=0.0)
     h_prev = tl.load(h_ptr + offs - C, mask=mask & (t > 0)[:, None], other=0.0)
     h_prev = tl.where((t == 0)[:, None], h0[None, :], h_prev)
