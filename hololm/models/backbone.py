@@ -91,10 +91,26 @@ class Backbone(nn.Module):
         if self.rotary is not None:
             x = self.rotary(x, position)
         new_states = []
-        for layer, state in zip(self.layers, states, strict=True):
-            if self.gradient_checkpointing and self.training:
-                x, state = self._gradient_checkpointing_func(layer, x, state, position)
-            else:
-                x, state = layer(x, state, position)
-            new_states.append(state)
-        return self.norm(x), new_states
+        try:
+            for layer, state in zip(self.layers, states, strict=True):
+                if self.gradient_checkpointing and self.training:
+                    x, state = self._gradient_checkpointing_func(layer, x, state, position)
+                else:
+                    x, state = layer(x, state, position)
+                new_states.append(state)
+            return self.norm(x), new_states
+        except (RuntimeError, TypeError) as err:
+            self._refuse_mixed_weights(err)
+            raise
+
+    def _refuse_mixed_weights(self, err: Exception) -> None:
+        """A model cast in part (one layer `.to(torch.bfloat16)`) fails inside torch with a
+        RuntimeError about mixed dtypes, or in a layer's own input check; name the weight and
+        the fix for the whole model instead. Checked only once something failed: a check per
+        forward costs ~3 % of a decoding step."""
+        expect = self.embed_tokens.weight.dtype
+        for name, weight in self.named_parameters():
+            if weight.dtype != expect:
+                raise TypeError(f"the model's weights mix dtypes: {name} is {weight.dtype}, the "
+                                f"embeddings {expect}; cast the whole model (model.to("
+                                f"{weight.dtype})) or run under autocast") from err

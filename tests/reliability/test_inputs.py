@@ -17,6 +17,7 @@ through a `HoloCache` in any chunking equals the full forward pass for every fam
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
@@ -113,6 +114,15 @@ def test_models_refuse_bad_labels_and_embeds(family):
     labels = x.clone()
     labels[:, :3] = -100  # ignored positions are fine
     assert torch.isfinite(model(x, labels=labels).loss)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_model_cast_in_part_names_the_weight(family):
+    """One layer cast to bf16 failed with torch's RuntimeError about mixed dtypes."""
+    model = copy.deepcopy(model_of(family))  # not the shared one
+    model.model.layers[0].to(torch.bfloat16)
+    with pytest.raises(TypeError, match=r"weights mix dtypes: layers\.0\..* is torch\.bfloat16"):
+        model(ids(1, 4))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
