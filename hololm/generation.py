@@ -1,7 +1,7 @@
 """Text generation from a trained model, streamed piece by piece as tokens are produced.
 
 The decoding loop is explicit: one forward over the prompt (prefill), then one token at a time
-through the model's cache (`past_key_values`). For pure holographic models that cache is a
+through the model's cache. For pure holographic models that cache is a
 `HoloCache` of fixed size, so memory stays constant however long the generation runs (the
 returned `Generation.cache_bytes` shows it); attention layers keep a growing KV cache. Logits
 are shaped by `transformers`' own processors (repetition penalty, temperature, top-k, top-p,
@@ -10,7 +10,6 @@ do_sample=False)` token for token."""
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import time
@@ -24,13 +23,14 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
 from hololm.eval.checkpoints import load_model_and_tokenizer
-from hololm.models.cache import HoloCache
+from hololm.models.cache import HoloCache, cache_argument, cache_of
 
 Stream = Callable[[str], object] | bool | None
 
@@ -98,9 +98,14 @@ def validate_sampling(max_new_tokens: int, temperature: float, top_k: int, top_p
 
 
 def logits_processors(temperature: float, top_k: int, top_p: float,
-                      repetition_penalty: float) -> LogitsProcessorList:
-    """The processors `generate()` would build, in its order; the warpers only when sampling."""
+                      repetition_penalty: float, suppress_tokens: list[int] | None = None,
+                      device: torch.device | str = "cpu") -> LogitsProcessorList:
+    """The processors `generate()` would build, in its order; the warpers only when sampling.
+    `suppress_tokens` (the model's generation config: padded vocabulary rows) are never
+    produced."""
     processors = LogitsProcessorList()
+    if suppress_tokens:
+        processors.append(SuppressTokensLogitsProcessor(suppress_tokens, device=device))
     if repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
     if temperature > 0:
@@ -113,19 +118,12 @@ def logits_processors(temperature: float, top_k: int, top_p: float,
     return processors
 
 
-def _cache_argument(model: PreTrainedModel) -> str:
-    """HF's Mamba-2 names its cache `cache_params`; every other family (hololm's HoloCache
-    included) `past_key_values`."""
-    return "cache_params" if "cache_params" in inspect.signature(model.forward).parameters \
-        else "past_key_values"
-
-
-def _step(model: PreTrainedModel, input_ids: torch.Tensor, cache_argument: str,
+def _step(model: PreTrainedModel, input_ids: torch.Tensor, argument: str,
           cache: object | None) -> tuple[torch.Tensor, object]:
     """Next-token logits [1, V] (float32) and the updated cache."""
-    kwargs = {cache_argument: cache} if cache is not None else {}
+    kwargs = {argument: cache} if cache is not None else {}
     out = model(input_ids=input_ids, use_cache=True, **kwargs)
-    return out.logits[:, -1].float(), getattr(out, cache_argument)
+    return out.logits[:, -1].float(), cache_of(out)
 
 
 def _emitter(stream: Stream) -> Callable[[str], object] | None:
@@ -162,10 +160,11 @@ def generate_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     # allocated once so that each step costs the same however long the text grows
     sequence = torch.empty(1, len(ids) + max_new_tokens, dtype=torch.long, device=device)
     sequence[0, :len(ids)] = torch.tensor(ids)
-    processors = logits_processors(temperature, top_k, top_p, repetition_penalty)
+    processors = logits_processors(temperature, top_k, top_p, repetition_penalty,
+                                   model.generation_config.suppress_tokens, device)
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     decoder, eos, argument = IncrementalDecoder(tokenizer), tokenizer.eos_token_id, \
-        _cache_argument(model)
+        cache_argument(model)
 
     begin = time.perf_counter()
     logits, cache = _step(model, sequence[:, :len(ids)], argument, None)  # prefill

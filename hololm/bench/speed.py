@@ -62,6 +62,7 @@ from hololm.layers.long import LongAttentionV5
 from hololm.layers.matrix import MatrixMemory
 from hololm.layers.phasor import PhasorAttention
 from hololm.layers.spectral import HoloSpectralBlock
+from hololm.models.cache import cache_argument, cache_of
 from hololm.models.presets import build_model
 from hololm.ops import kernels, triton_kernels
 
@@ -232,7 +233,7 @@ def run_mixers(setup: Setup, names: list[str], seq_lens: list[int]) -> list[dict
                 layer.zero_grad(set_to_none=True)
                 x.grad = None
                 with setup.autocast(), setup.attention_backend():
-                    y, _ = layer(x)
+                    y, _ = layer(x, None, 0)
                     loss = y.float().square().mean()
                 loss.backward()
 
@@ -396,12 +397,13 @@ def _random_kv_cache(model: PreTrainedModel, setup: Setup, context: int) -> Dyna
 @torch.no_grad()
 def _prefill(model: PreTrainedModel, setup: Setup, context: int, chunk: int) -> object:
     """Run `context` random tokens through the model in chunks; return its cache."""
-    cache = None
+    cache, argument = None, cache_argument(model)
     for start in range(0, context, chunk):
         n = min(chunk, context - start)
         ids = torch.randint(setup.vocab_size, (setup.batch, n), device=setup.device)
         with setup.autocast():
-            cache = model(input_ids=ids, past_key_values=cache, use_cache=True).past_key_values
+            cache = cache_of(model(input_ids=ids, use_cache=True,
+                                   **({argument: cache} if cache is not None else {})))
     return cache
 
 
@@ -431,9 +433,11 @@ def run_decode(setup: Setup, names: list[str], contexts: list[int], steps: int,
                                        "resident_mb": (after - before) / MB}
                 token = torch.randint(setup.vocab_size, (setup.batch, 1), device=setup.device)
 
-                def step(model=model, cache=cache, token=token):
+                cache_kwargs = {cache_argument(model): cache}
+
+                def step(model=model, cache_kwargs=cache_kwargs, token=token):
                     with torch.no_grad(), setup.autocast():
-                        model(input_ids=token, past_key_values=cache, use_cache=True)
+                        model(input_ids=token, use_cache=True, **cache_kwargs)
 
                 decoders[name, context] = step
                 bar.update()

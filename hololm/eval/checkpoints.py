@@ -22,6 +22,7 @@ from transformers.utils import logging as hf_logging
 import hololm.models  # noqa: F401  (registers the hololm families with the Auto classes)
 from hololm.data.tokenizers import TokenizerUnavailableError, load_tokenizer
 from hololm.errors import CheckpointError
+from hololm.models.vocabulary import restrict_generation_to
 from hololm.train.checkpoint import (
     MODEL_FILE,
     latest_checkpoint,
@@ -71,6 +72,10 @@ def load_model_and_tokenizer(checkpoint: str | Path, device: str | torch.device 
         tokenizer = load_tokenizer(str(path))
     except TokenizerUnavailableError:
         raise CheckpointError(f"checkpoint {str(path)!r} has no tokenizer files") from None
+    try:
+        restrict_generation_to(model, len(tokenizer))
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {err}") from None
     return model.to(device).eval(), tokenizer
 
 

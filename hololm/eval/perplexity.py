@@ -29,6 +29,7 @@ from transformers import PreTrainedModel
 from hololm.data.packing import load_token_data
 from hololm.errors import ConfigError
 from hololm.eval.checkpoints import load_model_and_tokenizer, resolve_checkpoint
+from hololm.models.cache import cache_argument, cache_of
 from hololm.models.modeling import HoloLMForCausalLM
 
 DEFAULT_CONTEXT_LENGTHS = (256, 512, 1024, 2048, 4096)
@@ -58,12 +59,13 @@ def _window_nll(model: PreTrainedModel, inputs: torch.Tensor, targets: torch.Ten
     in chunks of `chunk_size` carried by the cache."""
     if chunk_size is None or inputs.shape[1] <= chunk_size:
         return _nll_sum(model(input_ids=inputs, use_cache=False).logits, targets)
-    total, cache = 0.0, None
+    total, cache, argument = 0.0, None, cache_argument(model)
     for start in range(0, inputs.shape[1], chunk_size):
         piece = slice(start, start + chunk_size)
-        out = model(input_ids=inputs[:, piece], past_key_values=cache, use_cache=True)
+        out = model(input_ids=inputs[:, piece], use_cache=True,
+                    **({argument: cache} if cache is not None else {}))
         total += _nll_sum(out.logits, targets[:, piece])
-        cache = out.past_key_values
+        cache = cache_of(out)
     return total
 
 

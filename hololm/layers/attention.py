@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_mixer_input, check_state
+from hololm.layers.base import Mixer, Padding, State, check_mixer_input, check_state
 from hololm.layers.rotary import RotaryEmbedding
 
 
@@ -23,8 +23,8 @@ class CausalSelfAttention(Mixer):
         self.o_proj = nn.Linear(d_model, d_model, bias=bias)
         self.rotary = RotaryEmbedding(self.head_dim, base=rope_base)
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                position: int = 0) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, position: int = 0,
+                pad: Padding | None = None) -> tuple[torch.Tensor, State]:
         check_mixer_input(x, self.o_proj.in_features, position, self.o_proj.weight)
         check_state(state, {"k", "v"}, x.shape[0])
         B, T, _ = x.shape
@@ -35,7 +35,9 @@ class CausalSelfAttention(Mixer):
             k = torch.cat([state["k"].to(k.dtype), k], dim=2)
             v = torch.cat([state["v"].to(v.dtype), v], dim=2)
         past = k.shape[2] - T
-        if T == 1:
+        if pad is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=_padded_mask(pad, past, T))
+        elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)
         elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -49,3 +51,13 @@ class CausalSelfAttention(Mixer):
     def state_bytes(self, batch_size: int, context_len: int) -> int:
         itemsize = self.o_proj.weight.element_size()
         return 2 * batch_size * self.n_heads * context_len * self.head_dim * itemsize
+
+
+def _padded_mask(pad: Padding, past: int, T: int) -> torch.Tensor:
+    """[B, 1, T, past + T] bool: query i reads key j <= past + i when j is a real token, and
+    always itself, so that a padding query has a key to read and stays finite."""
+    device = pad.keys.device
+    rows = torch.arange(T, device=device)[:, None] + past
+    cols = torch.arange(past + T, device=device)[None, :]
+    mask = (pad.keys[:, None, :] & (cols <= rows)) | (cols == rows)  # [B, T, past + T]
+    return mask.unsqueeze(1)

@@ -4,9 +4,15 @@ A mixer maps x [B, T, d] to y [B, T, d]. It may continue from a recurrent `state
 tensors whose first dim is the batch; None = start of the sequence) and always returns the state
 after the last token, so that a model can prefill, then decode token by token, and get exactly
 the full forward pass. `position` is the number of tokens already consumed into `state`.
+
+A padded batch passes `pad` (a `Padding`): padding tokens are skipped, so each row's outputs and
+final state are those of its real tokens alone (left padding: the memory starts at the first real
+token; right padding: it ends at the last one).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,9 +20,37 @@ from torch import nn
 State = dict[str, torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Padding:
+    """Which tokens of a padded batch are real, for a chunk of T tokens after `past` cached ones.
+
+    keep [B, T] bool: real tokens of the chunk. keys [B, past + T] bool: every token an attention
+    layer may read (the cached ones included). positions [B, T] long: each token's index among the
+    real tokens of its row (what it would be without padding; 0 on leading pads)."""
+
+    keep: torch.Tensor
+    keys: torch.Tensor
+    positions: torch.Tensor
+
+    def zero_pads(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, ...] with padding positions set to 0 (`where`, so a NaN there goes too)."""
+        keep = self.keep.view(*self.keep.shape, *([1] * (x.dim() - 2)))
+        return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def last_real(window: torch.Tensor, keep: torch.Tensor, n: int) -> torch.Tensor:
+    """The last n real entries of each row of window [B, S, C] (keep [B, S] bool), in order:
+    a short convolution's buffer after a right-padded chunk. Assumes each row has >= n real
+    entries (a buffer's own entries count as real)."""
+    if n == 0:
+        return window[:, :0]
+    order = torch.argsort(keep.to(torch.int8), dim=1, stable=True)[:, -n:]  # pads sort first
+    return window.gather(1, order.unsqueeze(-1).expand(-1, -1, window.shape[-1]))
+
+
 class Mixer(nn.Module):
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                position: int = 0) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, position: int = 0,
+                pad: Padding | None = None) -> tuple[torch.Tensor, State]:
         raise NotImplementedError
 
     def state_bytes(self, batch_size: int, context_len: int) -> int:

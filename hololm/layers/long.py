@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_mixer_input, check_state
+from hololm.layers.base import Mixer, Padding, State, check_mixer_input, check_state
 from hololm.layers.short_conv import ShortConv
 from hololm.ops.diagonal_scan import gated_diagonal_scan, gated_diagonal_scan_step
 
@@ -73,15 +73,17 @@ class LongAttentionV5(Mixer):
                                 self.n_heads, dtype=torch.float64)  # 1 − γ per head
         b_decay.copy_((torch.log1p(-forget) - torch.log(forget)).unsqueeze(1).expand_as(b_decay))
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                position: int = 0) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, position: int = 0,
+                pad: Padding | None = None) -> tuple[torch.Tensor, State]:
         check_mixer_input(x, self.d_model, position, self.o_proj.weight)
         check_state(state, {"h", "conv"}, x.shape[0])
         B, T, d = x.shape
         H, D, eps = self.n_heads, self.head_dim, self.norm_eps
         dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64
         state = state or {}
-        xc, conv_state = self.conv(x, state.get("conv"))
+        if pad is not None:
+            x = pad.zero_pads(x)
+        xc, conv_state = self.conv(x, state.get("conv"), None if pad is None else pad.keep)
         xc = F.silu(xc)  # [B, T, d]
         q, k = self.qk_proj(xc).to(dtype).view(B, T, 2, H, D).unbind(2)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)  # [B, T, H, D]
@@ -90,6 +92,8 @@ class LongAttentionV5(Mixer):
         i, decay, out_gate = self.gate_proj(xc).to(dtype).view(B, T, 3, H, D).unbind(2)
         u = torch.sigmoid(i) * k * v  # [B, T, H, D]
         log_decay = F.logsigmoid(decay)  # log γ_t <= 0, [B, T, H, D]
+        if pad is not None:  # a padding token neither writes nor decays: h passes unchanged
+            u, log_decay = pad.zero_pads(u), pad.zero_pads(log_decay)
         if T == 1:
             h, h_last = gated_diagonal_scan_step(u[:, 0], log_decay[:, 0], state.get("h"))
             h = h.unsqueeze(1)  # [B, 1, H, D]

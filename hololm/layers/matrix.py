@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_mixer_input, check_state
+from hololm.layers.base import Mixer, Padding, State, check_mixer_input, check_state
 from hololm.ops.matrix_memory import gated_matrix_memory, gated_matrix_memory_step
 
 
@@ -55,8 +55,8 @@ class MatrixMemory(Mixer):
         b_f.fill_(self.forget_bias)
         b_w.fill_(self.write_bias)
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                position: int = 0) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, position: int = 0,
+                pad: Padding | None = None) -> tuple[torch.Tensor, State]:
         check_mixer_input(x, self.d_model, position, self.o_proj.weight)
         check_state(state, {"memory"}, x.shape[0])
         B, T, _ = x.shape
@@ -66,6 +66,8 @@ class MatrixMemory(Mixer):
         q, k, v = F.normalize(q, dim=-1), F.normalize(k, dim=-1), torch.tanh(v)
         forget, write = self.gate_proj(x).to(dtype).view(B, T, 2, H).unbind(2)  # [B, T, H]
         log_f, w = F.logsigmoid(forget), torch.sigmoid(write)
+        if pad is not None:  # a padding token neither writes nor forgets: M passes unchanged
+            log_f, w = pad.zero_pads(log_f), pad.zero_pads(w)
         memory = (state or {}).get("memory")
         if T == 1:
             r, memory = gated_matrix_memory_step(q[:, 0], k[:, 0], v[:, 0], log_f[:, 0], w[:, 0],

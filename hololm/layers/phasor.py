@@ -36,7 +36,7 @@ import math
 import torch
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_mixer_input, check_state
+from hololm.layers.base import Mixer, Padding, State, check_mixer_input, check_state, last_real
 from hololm.layers.short_conv import ShortConv
 from hololm.ops.phasor import generate_random_phasors, phasor_memory_parts, phasor_memory_step
 
@@ -58,6 +58,18 @@ def _memory(v: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor, freqs: torch.
         return torch.view_as_real(r).permute(0, 3, 1, 2).unsqueeze(1), m  # [B, 1, 2, H, Dh]
     return phasor_memory_parts(v, phi, psi, freqs, offset=position, query_shift=shift,
                                initial_state=state)
+
+
+def _count_real_tokens(r: torch.Tensor, position: int, pad: Padding | None) -> torch.Tensor:
+    """The op divides by sqrt(p_t + 1) at the chunk's absolute positions; a padded row divides
+    by its own count of real tokens instead. r: parts [B, T, 2, H, Dh]. The phases need no
+    correction: a row's positions are shifted by a constant, which its queries undo."""
+    if pad is None:
+        return r
+    B, T = pad.keep.shape
+    absolute = torch.arange(position + 1, position + T + 1, device=r.device, dtype=torch.float64)
+    factor = (absolute / (pad.positions + 1).to(torch.float64)).sqrt()  # [B, T]
+    return r * factor.to(r.dtype).view(B, T, 1, 1, 1)
 
 
 class PhasorAttention(Mixer):
@@ -132,21 +144,24 @@ class PhasorAttention(Mixer):
             parts = parts[:, :, :1]
         return parts.reshape(*parts.shape[:2], -1)
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                position: int = 0) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, position: int = 0,
+                pad: Padding | None = None) -> tuple[torch.Tensor, State]:
         check_mixer_input(x, self.d_model, position, self.o_proj.weight)
         check_state(state, self.state_keys, x.shape[0])
         state = state or {}
         new_state: State = {}
+        keep = None
+        if pad is not None:  # zero inputs write nothing (v = 0) and feed the convs zeros
+            x, keep = pad.zero_pads(x), pad.keep
         x_key = x
         if self.key_conv is not None:
-            x_key, new_state["conv"] = self.key_conv(x, state.get("conv"))  # [B, T, d]
+            x_key, new_state["conv"] = self.key_conv(x, state.get("conv"), keep)  # [B, T, d]
         v = self._heads(self.v_proj(x))  # [B, T, H, Dh]
         phi = _content_phase(self._heads(self.k_proj(x_key)))  # [B, T, H, Dh]
         psi = _content_phase(self._heads(self.q_proj(x)))  # [B, T, H, Dh]
         r, new_state["memory"] = _memory(v, phi, psi, self.freqs, self.query_offset,
                                          state.get("memory"), position)  # [B, T, 2, H, Dh]
-        features = [self._features(r)]
+        features = [self._features(_count_real_tokens(r, position, pad))]
         if self.dual_path:
             prev = state.get("prev")  # [B, 1, d]: the token before this chunk (zeros at start)
             prev = x.new_zeros(x.shape[0], 1, x.shape[2]) if prev is None else prev.to(x.dtype)
@@ -156,8 +171,13 @@ class PhasorAttention(Mixer):
             psi2 = _content_phase(self._heads(self.assoc_q_proj(x)))
             a, new_state["assoc"] = _memory(v2, phi2, psi2, None, None, state.get("assoc"),
                                             position)  # [B, T, 2, H, Dh]
-            new_state["prev"] = x[:, -1:].clone()
-            features.append(self._features(a))
+            if keep is None:
+                new_state["prev"] = x[:, -1:].clone()
+            else:  # the last real token (prev itself when the chunk has none)
+                held = torch.ones_like(keep[:, :1])
+                new_state["prev"] = last_real(torch.cat([prev, x], dim=1),
+                                              torch.cat([held, keep], dim=1), 1)
+            features.append(self._features(_count_real_tokens(a, position, pad)))
         h = features[0] if len(features) == 1 else torch.cat(features, dim=-1)
         h = h.to(x.dtype)  # [B, T, n_features]
         return self.o_proj(self.norm(h)), new_state

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hololm.layers.base import check_activations
+from hololm.layers.base import check_activations, last_real
 
 
 class ShortConv(nn.Module):
@@ -19,8 +19,10 @@ class ShortConv(nn.Module):
         self.channels, self.kernel_size = channels, kernel_size
         self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`keep` [B, T] bool marks real tokens of a padded batch (their inputs already zeroed
+        at pads by the caller): the state handed on holds the last k-1 *real* inputs."""
         check_activations(x, self.channels, self.conv.weight)
         B, T, C = x.shape
         k = self.kernel_size
@@ -40,5 +42,8 @@ class ShortConv(nn.Module):
             y = y + self.conv.bias.to(x.dtype)
         for j in range(k - 1):  # a loop over the k - 1 taps, not over T
             y = torch.addcmul(y, window[:, j:j + T], weight[:, j])
+        if keep is not None:
+            held = torch.ones(B, k - 1, dtype=torch.bool, device=x.device)
+            return y, last_real(window, torch.cat([held, keep], dim=1), k - 1)
         # a copy: a view would keep the whole window (the prompt) alive in a decoding cache
         return y, window[:, window.shape[1] - (k - 1):].clone()

@@ -6,7 +6,7 @@ convolution / correlation over the feature dim (`hololm.ops.circular`), p_t = po
 
     bound_t     = b ⊛ x_t                                  bind
     hologram_t  = λ · hologram_{t−1} + bound_t             bundle (λ = 1 without decay: a cumsum)
-    y_t         = (u ⋆ hologram_t) / sqrt(n_t)             unbind
+    y_t         = (hologram_t ⋆ u) / sqrt(n_t)             unbind
     n_t         = Σ_{k=0}^{p_t} λ^{2k}                     = p_t + 1 without decay
 
 The 1/sqrt(n_t) deviates from the seed, which divides by nothing: a sum of t roughly independent
@@ -17,7 +17,7 @@ of uncorrelated items at unit scale at every position, as PhasorAttention does (
 shared by all tokens still grows like sqrt(t)).
 Note that with one key pair the mixer is linear: in Fourier space y_t = conj(U)·B·Σ λ^{t−s} X_s,
 one learned circular filter over features applied to a (decayed) running sum of the inputs. The
-forward computes it that way round, filter (u ⋆ b) ⊛ x_s first and bundle after, which takes two
+forward computes it that way round, filter (b ⋆ u) ⊛ x_s first and bundle after, which takes two
 FFTs over the sequence instead of four; the hologram it hands on is still h_t above.
 
 SpectralGate — g: max_seq_len // 2 + 1 learned gate logits (the seed's count). The seed computes
@@ -46,6 +46,13 @@ HoloSpectralBlock (pre-LN, three residual branches):
 Parameters: mixer 2d, gate N // 2 + 1, channel mix 2·d·rank + d, block 9d + 2·d·rank + N // 2 + 1
 (three LayerNorms add 6d).
 
+Call forms. The seed's: `HolographicMixer(dim)(x)`, `SpectralGate(max_seq_len)(x)`,
+`LiteChannelMix(dim, rank)(x)` and `HoloSpectralBlock(dim, max_seq_len, rank)(x)` return the
+tensor y [B, T, d] for a whole sequence from its start. The model's (the `Mixer` contract):
+`layer(x, state, position)`, as the backbone calls its layers, with `position` the number of
+tokens already in `state` (0 and None at the start): the stateful three then return `(y, state)`
+to continue from. A state without its position is refused: the mixer's 1/sqrt(n_t) needs it.
+
 State (dicts of tensors, batch first; float32, float64 for a float64 layer, whatever x's dtype):
 mixer {"hologram": [B, d]}, gate {"buffer": [B, N − 1, d]} (the last N − 1 gate inputs, zeros
 before the start), block: both keys in one dict.
@@ -59,7 +66,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hololm.layers.base import Mixer, State, check_activations, check_mixer_input, check_state
+from hololm.layers.base import (
+    Mixer,
+    Padding,
+    State,
+    check_activations,
+    check_mixer_input,
+    check_state,
+    last_real,
+)
 from hololm.ops._validate import require_positive_int, require_state
 from hololm.ops.circular import fft_circular_conv, fft_circular_corr
 from hololm.ops.cumsum import cumsum
@@ -77,6 +92,17 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
 def _state_size(param: torch.Tensor) -> int:
     """Bytes per state element: float32, or float64 in a float64 layer."""
     return max(param.element_size(), 4)
+
+
+def _standalone(state: State | None, position: int | None) -> bool:
+    """True for the seed's call layer(x), which returns y only; the model passes `position` and
+    gets (y, state). A state given without its position would be read at the wrong n_t."""
+    if position is not None:
+        return False
+    if state:
+        raise ValueError("a state needs its position (the number of tokens already in it): "
+                         "call layer(x, state, position)")
+    return True
 
 
 def _check_input(x: torch.Tensor, dim: int | None, position: int) -> None:
@@ -111,12 +137,17 @@ class HolographicMixer(Mixer):
         nn.init.normal_(self.bind_key, std=self.dim ** -0.5)
         nn.init.normal_(self.unbind_key, std=self.dim ** -0.5)
 
-    def _bundle(self, bound: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
-        """All holograms [B, T, d] of h_t = λ h_{t−1} + bound_t from h_{−1} = h0 (None: zeros)."""
+    def _bundle(self, bound: torch.Tensor, h0: torch.Tensor | None,
+                pad: Padding | None) -> torch.Tensor:
+        """All holograms [B, T, d] of h_t = λ h_{t−1} + bound_t from h_{−1} = h0 (None: zeros);
+        a padding token (bound_t = 0) does not decay the hologram."""
         if self.decay is None:
             h = cumsum(bound, dim=1)  # [B, T, d]
             return h if h0 is None else h + h0.unsqueeze(1)
-        log_decay = torch.full_like(bound, math.log(self.decay)).unsqueeze(2)  # [B, T, 1, d]
+        log_decay = torch.full_like(bound, math.log(self.decay))  # [B, T, d]
+        if pad is not None:
+            log_decay = pad.zero_pads(log_decay)
+        log_decay = log_decay.unsqueeze(2)  # [B, T, 1, d]
         h0 = None if h0 is None else h0.unsqueeze(1)  # [B, 1, d]: one "head"
         if bound.shape[1] == 1:  # the step's [B, H, D] layout with H = 1 is our [B, T=1, d]
             h, _ = gated_diagonal_scan_step(bound, log_decay[:, 0], h0)
@@ -124,26 +155,37 @@ class HolographicMixer(Mixer):
         h, _ = gated_diagonal_scan(bound.unsqueeze(2), log_decay, h0)
         return h.squeeze(2)
 
-    def _ages(self, T: int, device: torch.device) -> torch.Tensor:
-        """λ^{T−1−s} for s < T (ones without decay), [T] in float64: each input's weight in the
-        last hologram."""
+    def _ages(self, T: int, device: torch.device, pad: Padding | None) -> torch.Tensor:
+        """λ^{age_s}, age_s the number of real tokens after s (T−1−s without padding), [B or
+        1, T] in float64: each input's weight in the last hologram (ones without decay)."""
+        if pad is None:
+            age = torch.arange(T - 1, -1, -1, dtype=torch.float64, device=device)[None]
+        else:
+            keep = pad.keep.to(torch.float64)
+            age = keep.flip(1).cumsum(1).flip(1) - keep  # [B, T]
         if self.decay is None:
-            return torch.ones(T, dtype=torch.float64, device=device)
-        age = torch.arange(T - 1, -1, -1, dtype=torch.float64, device=device)
+            return torch.ones_like(age)
         return torch.exp(age * math.log(self.decay))
 
-    def _norm(self, position: int, T: int, device: torch.device) -> torch.Tensor:
-        """1 / sqrt(n_t) for the T positions from `position`, [T, 1], in float64."""
-        p = torch.arange(position, position + T, device=device, dtype=torch.float64)
+    def _norm(self, position: int, T: int, device: torch.device,
+              pad: Padding | None) -> torch.Tensor:
+        """1 / sqrt(n_t) for the T positions from `position` (a padded row: its own count of
+        real tokens), [T, 1] or [B, T, 1], in float64."""
+        p = torch.arange(position, position + T, device=device, dtype=torch.float64) \
+            if pad is None else pad.positions.to(torch.float64)
         if self.decay is None:
             n = p + 1
         else:  # Σ_{k≤p} λ^{2k} = (1 − λ^{2(p+1)}) / (1 − λ²), via expm1 for λ near 1
             two_log = 2 * math.log(self.decay)
             n = torch.expm1((p + 1) * two_log) / math.expm1(two_log)
-        return n.rsqrt().unsqueeze(1)
+        return n.rsqrt().unsqueeze(-1)
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                position: int = 0) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, position: int | None = None,
+                pad: Padding | None = None) -> torch.Tensor | tuple[torch.Tensor, State]:
+        """y [B, T, d]; (y, {"hologram": [B, d]}) when `position` is given (module docstring).
+        `pad`: padding tokens are skipped (`hololm.layers.base.Padding`)."""
+        standalone = _standalone(state, position)
+        position = 0 if position is None else position
         _check_input(x, self.dim, position)
         check_state(state, {"hologram"}, x.shape[0])
         B, T, _ = x.shape
@@ -151,19 +193,28 @@ class HolographicMixer(Mixer):
         h0 = None
         if state:
             h0 = require_state("state['hologram']", state["hologram"], (B, self.dim), work)
+        if pad is not None:  # zero inputs bind nothing
+            x = pad.zero_pads(x)
         inputs, bind, unbind = x.to(work), self.bind_key.to(work), self.unbind_key.to(work)
-        # the mixer is linear: u ⋆ Σ λ^{t−s} (b ⊛ x_s) = Σ λ^{t−s} ((u ⋆ b) ⊛ x_s), so the
+        # the mixer is linear: (Σ λ^{t−s} (b ⊛ x_s)) ⋆ u = Σ λ^{t−s} ((b ⋆ u) ⊛ x_s), so the
         # sequence takes one filter (2 FFTs over [B, T, d] instead of 4) and the bundle runs on
-        # its output, starting from u ⋆ h0
-        filtered = fft_circular_conv(fft_circular_corr(unbind, bind), inputs)  # [B, T, d]
-        y0 = None if h0 is None else fft_circular_corr(unbind, h0)  # [B, d]
-        y = self._bundle(filtered, y0) * self._norm(position, T, x.device).to(work)
-        # the hologram handed on: h_{T−1} = λ^T h0 + b ⊛ Σ_s λ^{T−1−s} x_s
-        weights = self._ages(T, x.device).to(work)  # [T]: λ^{T−1−s}
-        hologram = fft_circular_conv(bind, torch.einsum("btd,t->bd", inputs, weights))
-        if h0 is not None:
-            hologram = hologram + h0 * (1.0 if self.decay is None else self.decay**T)
-        return y.to(x.dtype), {"hologram": hologram}
+        # its output, starting from h0 ⋆ u
+        filtered = fft_circular_conv(fft_circular_corr(bind, unbind), inputs)  # [B, T, d]
+        y0 = None if h0 is None else fft_circular_corr(h0, unbind)  # [B, d]
+        y = self._bundle(filtered, y0, pad) * self._norm(position, T, x.device, pad).to(work)
+        # the hologram handed on: h_{T−1} = λ^n h0 + b ⊛ Σ_s λ^{age_s} x_s, n real tokens
+        weights = self._ages(T, x.device, pad).to(work)  # [B or 1, T]: λ^{age_s}
+        hologram = fft_circular_conv(bind, torch.einsum("btd,bt->bd", inputs,
+                                                        weights.expand(B, T)))
+        if h0 is not None and self.decay is not None and pad is None:
+            hologram = hologram + h0 * self.decay**T
+        elif h0 is not None and self.decay is not None:
+            n = pad.keep.sum(1, keepdim=True).to(torch.float64)  # [B, 1]: real tokens
+            hologram = hologram + h0 * torch.exp(n * math.log(self.decay)).to(work)
+        elif h0 is not None:
+            hologram = hologram + h0
+        y = y.to(x.dtype)
+        return y if standalone else (y, {"hologram": hologram})
 
     def state_bytes(self, batch_size: int, context_len: int) -> int:
         """The hologram: batch_size · dim floats, constant in context."""
@@ -172,8 +223,8 @@ class HolographicMixer(Mixer):
 
 class SpectralGate(nn.Module):
     """Causal spectral gate over time with max_seq_len // 2 + 1 gate logits, shared by all
-    channels. Mixer-like: forward(x, state, position) → (y, {"buffer": [B, N − 1, d]});
-    `position` is unused (the buffer holds zeros before the start of the sequence)."""
+    channels. gate(x) → y; Mixer-like gate(x, state, position) → (y, {"buffer": [B, N − 1, d]}),
+    where `position` only selects that form (the buffer holds zeros before the start)."""
 
     def __init__(self, max_seq_len: int):
         super().__init__()
@@ -192,18 +243,30 @@ class SpectralGate(nn.Module):
         g = self.gate.to(torch.promote_types(self.gate.dtype, torch.float32))
         return torch.fft.irfft(torch.sigmoid(g), n=self.max_seq_len)
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                position: int = 0) -> tuple[torch.Tensor, State]:
-        _check_input(x, None, position)
+    def forward(self, x: torch.Tensor, state: State | None = None, position: int | None = None,
+                pad: Padding | None = None) -> torch.Tensor | tuple[torch.Tensor, State]:
+        """y [B, T, d]; (y, {"buffer": …}) when `position` is given (module docstring).
+        `pad`: padding inputs count as zeros and stay out of the buffer handed on."""
+        standalone = _standalone(state, position)
+        _check_input(x, None, 0 if position is None else position)
         check_state(state, {"buffer"}, x.shape[0])
         kernel = self.kernel()  # [N], broadcast over the channels of x
         buffer = state["buffer"] if state else None  # [B, N − 1, d]; the op checks it
+        if pad is not None:
+            x = pad.zero_pads(x)
+            held = x.new_zeros(x.shape[0], 0, x.shape[2], dtype=_work_dtype(x)) \
+                if buffer is None else buffer
         if x.shape[1] == 1:
             y, buffer = causal_conv_step(x[:, 0], kernel, buffer)
             y = y.unsqueeze(1)  # [B, 1, d]
         else:
             y, buffer = causal_fft_conv(x, kernel, buffer)  # [B, T, d]
-        return y.to(x.dtype), {"buffer": buffer}
+        if pad is not None:  # the last real inputs, as many as unpadded (zeros: before start)
+            ones = torch.ones_like(pad.keep[:, :1]).expand(-1, held.shape[1])
+            buffer = last_real(torch.cat([held, x.to(held.dtype)], dim=1),
+                               torch.cat([ones, pad.keep], dim=1), buffer.shape[1])
+        y = y.to(x.dtype)
+        return y if standalone else (y, {"buffer": buffer})
 
     def state_bytes(self, batch_size: int, context_len: int, dim: int) -> int:
         """The last min(context_len, max_seq_len − 1) inputs of `dim` channels: bounded, flat
@@ -240,7 +303,7 @@ class LiteChannelMix(nn.Module):
 
 class HoloSpectralBlock(nn.Module):
     """Pre-LN HolographicMixer, SpectralGate and LiteChannelMix, each a residual branch.
-    forward(x, state, position) → (x, {"hologram": …, "buffer": …})."""
+    block(x) → x; block(x, state, position) → (x, {"hologram": …, "buffer": …})."""
 
     def __init__(self, dim: int, max_seq_len: int, rank: int, decay: float | None = None,
                  norm_eps: float = 1e-5):
@@ -253,19 +316,22 @@ class HoloSpectralBlock(nn.Module):
         self.channel_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.channel_mix = LiteChannelMix(dim, rank)
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                position: int = 0) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, position: int | None = None,
+                pad: Padding | None = None) -> torch.Tensor | tuple[torch.Tensor, State]:
+        """x [B, T, d]; (x, state) when `position` is given (module docstring)."""
+        standalone = _standalone(state, position)
+        position = 0 if position is None else position
         check_mixer_input(x, self.dim, position, self.mixer_norm.weight)
         check_state(state, {"hologram", "buffer"}, x.shape[0])
         state = state or {}
         mixer_state = {"hologram": state["hologram"]} if "hologram" in state else None
         gate_state = {"buffer": state["buffer"]} if "buffer" in state else None
-        y, mixer_state = self.mixer(self.mixer_norm(x), mixer_state, position)
+        y, mixer_state = self.mixer(self.mixer_norm(x), mixer_state, position, pad)
         x = x + y
-        y, gate_state = self.gate(self.gate_norm(x), gate_state, position)
+        y, gate_state = self.gate(self.gate_norm(x), gate_state, position, pad)
         x = x + y
         x = x + self.channel_mix.branch(self.channel_norm(x))
-        return x, {**mixer_state, **gate_state}
+        return x if standalone else (x, {**mixer_state, **gate_state})
 
     def state_bytes(self, batch_size: int, context_len: int) -> int:
         return (self.mixer.state_bytes(batch_size, context_len)

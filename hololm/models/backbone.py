@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hololm.layers.attention import CausalSelfAttention
-from hololm.layers.base import Mixer, State
+from hololm.layers.base import Mixer, Padding, State
 from hololm.layers.long import LongAttentionV5
 from hololm.layers.matrix import MatrixMemory
 from hololm.layers.mlp import MLPS, swiglu_width
@@ -61,9 +61,9 @@ class Block(nn.Module):
         self.mlp_norm = build_norm(config)
         self.mlp = MLPS[config.mlp_type](config.hidden_size, mlp_width(config))
 
-    def forward(self, x: torch.Tensor, state: State | None, position: int
-                ) -> tuple[torch.Tensor, State]:
-        y, state = self.mixer(self.mixer_norm(x), state, position)
+    def forward(self, x: torch.Tensor, state: State | None, position: int,
+                pad: Padding | None = None) -> tuple[torch.Tensor, State]:
+        y, state = self.mixer(self.mixer_norm(x), state, position, pad=pad)
         x = x + y
         return x + self.mlp(self.mlp_norm(x)), state
 
@@ -85,20 +85,25 @@ class Backbone(nn.Module):
         self.gradient_checkpointing = False
         self._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
 
-    def forward(self, input_ids: torch.Tensor, states: list[State | None], position: int
-                ) -> tuple[torch.Tensor, list[State]]:
+    def forward(self, input_ids: torch.Tensor, states: list[State | None], position: int,
+                pad: Padding | None = None, output_hidden_states: bool = False
+                ) -> tuple[torch.Tensor, list[State], tuple[torch.Tensor, ...] | None]:
+        """→ (final hidden states [B, T, d], new per-layer states, and with
+        `output_hidden_states` every layer's input plus the final normed output, as HF's)."""
         x = self.embed_tokens(input_ids)  # [B, T, d]
         if self.rotary is not None:
-            x = self.rotary(x, position)
-        new_states = []
+            x = self.rotary(x, position if pad is None else pad.positions)
+        new_states, hidden = [], []
         try:
             for layer, state in zip(self.layers, states, strict=True):
+                hidden.append(x)
                 if self.gradient_checkpointing and self.training:
-                    x, state = self._gradient_checkpointing_func(layer, x, state, position)
+                    x, state = self._gradient_checkpointing_func(layer, x, state, position, pad)
                 else:
-                    x, state = layer(x, state, position)
+                    x, state = layer(x, state, position, pad)
                 new_states.append(state)
-            return self.norm(x), new_states
+            x = self.norm(x)
+            return x, new_states, (*hidden, x) if output_hidden_states else None
         except (RuntimeError, TypeError) as err:
             self._refuse_mixed_weights(err)
             raise

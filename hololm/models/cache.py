@@ -3,17 +3,22 @@ holographic layers, a growing KV cache for attention layers) and the number of t
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from hololm.layers.base import State, state_nbytes
 
 
 class HoloCache:
-    """Passed as `past_key_values`. `seen_tokens` is the position of the next token."""
+    """Passed as `cache` (or `past_key_values`). `seen_tokens` is the position of the next
+    token; `valid` [B, seen_tokens] bool records which were real tokens once a padded batch went
+    through (None while none was padding)."""
 
     def __init__(self, n_layers: int):
         self.states: list[State | None] = [None] * n_layers
         self.seen_tokens = 0
+        self.valid: torch.Tensor | None = None
         self.signature: tuple | None = None  # of the model that fills it (models/inputs.py)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -24,7 +29,7 @@ class HoloCache:
         for state in self.states:
             if state:
                 return next(iter(state.values())).shape[0]
-        return None
+        return None if self.valid is None else self.valid.shape[0]
 
     def nbytes(self) -> int:
         """Bytes held by all layers' states."""
@@ -35,7 +40,7 @@ class HoloCache:
         states are replaced, never written in place, so their tensors can be shared)."""
         new = HoloCache(len(self.states))
         new.states, new.seen_tokens = list(self.states), self.seen_tokens
-        new.signature = self.signature
+        new.valid, new.signature = self.valid, self.signature
         return new
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -43,9 +48,27 @@ class HoloCache:
         self.states = [None if s is None else
                        {k: t.index_select(0, beam_idx.to(t.device)) for k, t in s.items()}
                        for s in self.states]
+        if self.valid is not None:
+            self.valid = self.valid.index_select(0, beam_idx.to(self.valid.device))
 
     def __len__(self) -> int:
         return len(self.states)
 
     def __repr__(self) -> str:
         return f"HoloCache(layers={len(self.states)}, seen_tokens={self.seen_tokens})"
+
+
+# what transformers names a causal LM's cache, newest first: `cache` from 5.25 on (our models
+# take both), `cache_params` in older Mamba releases, `past_key_values` elsewhere
+CACHE_NAMES = ("cache", "cache_params", "past_key_values")
+
+
+def cache_argument(model) -> str:
+    """The keyword under which `model.forward` takes its cache, on the installed transformers."""
+    parameters = inspect.signature(model.forward).parameters
+    return next((name for name in CACHE_NAMES if name in parameters), "past_key_values")
+
+
+def cache_of(output) -> object | None:
+    """The cache in a model's output (a ModelOutput), whatever it is named."""
+    return next((output[name] for name in CACHE_NAMES if name in output), None)

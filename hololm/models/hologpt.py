@@ -11,7 +11,7 @@ from torch import nn
 from hololm.models.backbone import Block
 from hololm.models.cache import HoloCache
 from hololm.models.configs import HoloGPTConfig
-from hololm.models.modeling import HoloGPTForCausalLM
+from hololm.models.modeling import CACHE_FIELD, HoloGPTForCausalLM
 
 
 class FastHoloBlock(Block):
@@ -44,6 +44,5 @@ class HoloGPT(nn.Module):
         if states is not None and not isinstance(states, HoloCache):
             raise TypeError(f"states must be the HoloCache returned by a previous call, got "
                             f"{type(states).__name__}")
-        out = self.lm(idx, past_key_values=None if states is None else states.copy(),
-                      use_cache=True)
-        return out.logits, out.past_key_values
+        out = self.lm(idx, cache=None if states is None else states.copy(), use_cache=True)
+        return out.logits, getattr(out, CACHE_FIELD)

@@ -18,17 +18,14 @@ no `max_position_embeddings`. Presets `hsn_tiny / hsn_small / hsn_base` use the 
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from transformers import PretrainedConfig
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hololm.layers.rotary import RotaryEmbedding
 from hololm.layers.spectral import HoloSpectralBlock
 from hololm.models.backbone import Backbone
-from hololm.models.cache import HoloCache
 from hololm.models.configs import resolve_aliases
-from hololm.models.modeling import HoloLMForCausalLM, HoloLMPreTrainedModel
+from hololm.models.modeling import HoloLMForCausalLM, HoloLMPreTrainedModel, ReturnsLogits
 
 # seed spelling -> HF spelling
 ALIASES = {"dim": "hidden_size", "depth": "num_hidden_layers", "tie_weights": "tie_word_embeddings"}
@@ -92,7 +89,7 @@ def hsn_backbone(config: HoloSpectralConfig) -> Backbone:
 
 class HoloSpectralForCausalLM(HoloLMForCausalLM):
     """HoloSpectralNet causal LM: `model(input_ids, labels=...)` gives `.loss` and `.logits`;
-    `past_key_values` is a `HoloCache` of per-layer {"hologram", "buffer"} states."""
+    its cache is a `HoloCache` of per-layer {"hologram", "buffer"} states."""
 
     config_class = HoloSpectralConfig
     _no_split_modules = ["HoloSpectralBlock"]
@@ -113,7 +110,7 @@ class HoloSpectralForCausalLM(HoloLMForCausalLM):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
-class HoloSpectralNet(HoloSpectralForCausalLM):
+class HoloSpectralNet(ReturnsLogits, HoloSpectralForCausalLM):
     """Seed 004's front door: `HoloSpectralNet(vocab_size=32000, dim=256, depth=6,
     max_seq_len=512, rank=32, tie_weights=True)(input_ids)` returns logits [B, T, V]. Extra
     keywords go to `HoloSpectralConfig`; a config may be passed instead (as `from_pretrained`
@@ -129,23 +126,6 @@ class HoloSpectralNet(HoloSpectralForCausalLM):
                                         max_seq_len=max_seq_len, rank=rank,
                                         tie_weights=tie_weights, **config_kwargs)
         super().__init__(config)
-
-    def forward(self, input_ids: torch.LongTensor | None = None,
-                attention_mask: torch.Tensor | None = None,
-                labels: torch.LongTensor | None = None,
-                past_key_values: HoloCache | None = None, use_cache: bool | None = None,
-                logits_to_keep: int = 0, return_dict: bool | None = None,
-                **kwargs) -> torch.Tensor | CausalLMOutputWithPast:
-        """Logits [B, T, V]; with `return_dict=True` the full `CausalLMOutputWithPast`."""
-        if not return_dict:
-            if labels is not None:
-                raise ValueError("HoloSpectralNet(input_ids) returns logits only: pass "
-                                 "return_dict=True to get the loss from labels")
-            use_cache = False if use_cache is None else use_cache
-        out = super().forward(input_ids, attention_mask=attention_mask, labels=labels,
-                              past_key_values=past_key_values, use_cache=use_cache,
-                              logits_to_keep=logits_to_keep, **kwargs)
-        return out if return_dict else out.logits
 
 
 def _preset(name: str, vocab_size: int, max_seq_len: int, **kwargs) -> HoloSpectralNet:

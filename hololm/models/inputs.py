@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from hololm.layers.base import Padding
+
+
+def on_host(tensor: torch.Tensor) -> bool:
+    """True where reading a tensor's values costs nothing (no device to wait for)."""
+    return tensor.device.type == "cpu"
+
+
+def require(ok: torch.Tensor, error: type[Exception], message: Callable[[], str]) -> None:
+    """Raise `error(message())` unless every element of `ok` is true. On the CPU the check
+    reads the values; on an accelerator it is an asynchronous device assertion, so a training
+    step or a decoded token never waits for the device to answer a check (and torch.compile
+    sees no graph break). There a failure surfaces as a device-side assertion at the next
+    synchronisation, without the message."""
+    if on_host(ok):
+        if not bool(ok.all()):
+            raise error(message())
+    else:
+        torch._assert_async(ok.all(), message.__doc__ or "hololm input check failed")
 
 
 def validate_input_ids(input_ids, vocab_size: int) -> torch.Tensor:
@@ -16,16 +38,18 @@ def validate_input_ids(input_ids, vocab_size: int) -> torch.Tensor:
                          f"{tuple(input_ids.shape)}")
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids is empty: seq_len must be at least 1")
-    low, high = input_ids.min().item(), input_ids.max().item()
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"input_ids must lie in [0, {vocab_size}) (vocab_size); got values in "
-                         f"[{low}, {high}]")
+
+    def message() -> str:
+        """input_ids out of range [0, vocab_size)"""
+        return (f"input_ids must lie in [0, {vocab_size}) (vocab_size); got values in "
+                f"[{input_ids.min().item()}, {input_ids.max().item()}]")
+
+    require((input_ids >= 0) & (input_ids < vocab_size), ValueError, message)
     return input_ids
 
 
 def validate_attention_mask(attention_mask, input_ids: torch.Tensor, past: int) -> None:
-    """Only all-ones masks are supported: recurrent memories have no notion of padding inside
-    the sequence, so a padded batch would be silently wrong."""
+    """A [batch, seq_len] or [batch, past + seq_len] tensor of 0 (padding) and 1 (real token)."""
     if attention_mask is None:
         return
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 2:
@@ -34,9 +58,54 @@ def validate_attention_mask(attention_mask, input_ids: torch.Tensor, past: int) 
     if attention_mask.shape[0] != B or attention_mask.shape[1] not in (T, past + T):
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
                          f"({B}, {T}) or ({B}, {past + T})")
-    if not bool((attention_mask != 0).all()):
-        raise ValueError("attention_mask contains padding (zeros); hololm models do not support "
-                         "padded batches: pass sequences of equal length without padding")
+    if attention_mask.is_complex():
+        raise TypeError(f"attention_mask must hold 0 and 1, got a {attention_mask.dtype} tensor")
+
+    def message() -> str:
+        """attention_mask must hold only 0 and 1"""
+        return "attention_mask must hold only 0 (padding) and 1 (real token)"
+
+    require((attention_mask == 0) | (attention_mask == 1), ValueError, message)
+
+
+def padding_of(attention_mask: torch.Tensor | None, past_valid: torch.Tensor | None,
+               past: int, T: int) -> Padding | None:
+    """The `Padding` of a chunk of T tokens after `past` cached ones, or None when no token of
+    the sequence so far is padding. `past_valid` [B, past]: the cache's record of which cached
+    tokens were real (None: all). A mask of past + T columns must agree with that record.
+
+    Padding is supported at the start (left) and end (right) of a row: each row's real tokens
+    must be contiguous, since a short convolution cannot skip a hole between real tokens."""
+    if attention_mask is None and past_valid is None:
+        return None
+    device = (attention_mask if attention_mask is not None else past_valid).device
+    B = (attention_mask if attention_mask is not None else past_valid).shape[0]
+    keep = torch.ones(B, T, dtype=torch.bool, device=device) if attention_mask is None \
+        else attention_mask[:, -T:] != 0  # [B, T]
+    if past_valid is None:
+        if on_host(keep) and bool(keep.all()):
+            return None  # free to know on the CPU; on a GPU the masked path costs no sync
+        past_valid = torch.ones(B, past, dtype=torch.bool, device=device)
+    if attention_mask is not None and attention_mask.shape[1] == past + T and past:
+        def disagree() -> str:
+            """attention_mask disagrees with the padding the cache saw"""
+            return ("attention_mask's first columns disagree with the padding of the tokens "
+                    "already in the cache: pass the mask of the whole sequence, or of the new "
+                    "tokens only")
+        require((attention_mask[:, :past] != 0) == past_valid, ValueError, disagree)
+    keys = torch.cat([past_valid, keep], dim=1)  # [B, past + T]
+
+    def holes() -> str:
+        """attention_mask has padding between real tokens"""
+        row = int(((keys[:, 1:] & ~keys[:, :-1]).sum(1) + keys[:, 0] > 1).nonzero()[0, 0])
+        return (f"attention_mask row {row} has padding between real tokens: pad on the left "
+                f"(for generation) or on the right (for training), not in between")
+
+    starts = (keys[:, 1:] & ~keys[:, :-1]).sum(1) + keys[:, 0]  # runs of real tokens per row
+    require(starts <= 1, ValueError, holes)
+    before = past_valid.sum(1, keepdim=True)  # [B, 1]: real tokens already seen
+    positions = (before + keep.cumsum(1) - 1).clamp(min=0)  # [B, T]
+    return Padding(keep=keep, keys=keys, positions=positions)
 
 
 def validate_labels(labels, input_ids: torch.Tensor, vocab_size: int,
@@ -53,10 +122,14 @@ def validate_labels(labels, input_ids: torch.Tensor, vocab_size: int,
     if labels.shape != input_ids.shape:
         raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got "
                          f"{tuple(labels.shape)}")
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
-    if bool(bad.any()):
-        raise ValueError(f"labels must lie in [0, {vocab_size}) (vocab_size) or be {ignore_index} "
-                         f"(ignored); got {labels[bad][0].item()}")
+    ok = (labels == ignore_index) | ((labels >= 0) & (labels < vocab_size))
+
+    def message() -> str:
+        """labels out of range [0, vocab_size)"""
+        return (f"labels must lie in [0, {vocab_size}) (vocab_size) or be {ignore_index} "
+                f"(ignored); got {labels[~ok][0].item()}")
+
+    require(ok, ValueError, message)
 
 
 def model_signature(model) -> tuple:

@@ -3,6 +3,7 @@ recurrent cache (`HoloCache`) so that prefill + token-by-token decoding equals t
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -15,11 +16,17 @@ from hololm.models.backbone import Backbone, Block
 from hololm.models.cache import HoloCache
 from hololm.models.configs import HoloConfig, HoloGPTConfig, HoloLMConfig, LongConfig
 from hololm.models.inputs import (
+    padding_of,
     validate_attention_mask,
     validate_cache,
     validate_input_ids,
     validate_labels,
 )
+
+# transformers >= 5.25 names the cache of a model's output `cache`, older releases
+# `past_key_values`; filling the installed name keeps generate() reading it without a warning
+CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ \
+    else "past_key_values"
 
 
 def _ours(module: nn.Module) -> bool:
@@ -61,6 +68,7 @@ class HoloLMPreTrainedModel(PreTrainedModel):
 
 class HoloLMForCausalLM(HoloLMPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    accepts_loss_kwargs = True  # Trainer then passes num_items_in_batch (see causal_lm_loss)
 
     def __init__(self, config: HoloLMConfig):
         super().__init__(config)
@@ -87,19 +95,37 @@ class HoloLMForCausalLM(HoloLMPreTrainedModel, GenerationMixin):
     def forward(self, input_ids: torch.LongTensor | None = None,
                 attention_mask: torch.Tensor | None = None,
                 labels: torch.LongTensor | None = None,
-                past_key_values: HoloCache | None = None, use_cache: bool | None = None,
-                logits_to_keep: int = 0, return_dict: bool | None = None,
-                **kwargs) -> CausalLMOutputWithPast:
-        """input_ids [B, T] → logits [B, T, V]; labels [B, T] (-100 = ignore) give `.loss`,
-        shifted inside. `past_key_values` (a HoloCache) continues a sequence."""
-        if kwargs.get("inputs_embeds") is not None:
-            raise ValueError("inputs_embeds is not supported; pass input_ids")
+                cache: HoloCache | None = None, past_key_values: HoloCache | None = None,
+                use_cache: bool | None = None, logits_to_keep: int = 0,
+                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
+                return_dict: bool | None = None,
+                num_items_in_batch: int | torch.Tensor | None = None,
+                ) -> CausalLMOutputWithPast | tuple:
+        """input_ids [B, T] → logits [B, T, V].
+
+        labels [B, T] (-100 = ignore) give `.loss`, shifted inside: the mean over labelled
+        tokens, or their sum divided by `num_items_in_batch` (what Trainer passes when it
+        accumulates gradients). `cache` (`past_key_values` in transformers < 5.25; either name
+        works) continues a sequence from a `HoloCache`. attention_mask [B, T] or [B, past + T]
+        marks padding with 0: padding tokens are skipped, so each row's logits and state are
+        those of its real tokens alone (pad on the left for generation, on the right for
+        training). `output_hidden_states` and `return_dict=False` behave as in HF's Llama;
+        attention weights do not exist in a recurrent memory, so `output_attentions=True` is
+        refused."""
+        if cache is not None and past_key_values is not None:
+            raise TypeError("pass the cache as `cache` or as `past_key_values`, not both")
+        cache = past_key_values if cache is None else cache
+        if output_attentions:
+            raise ValueError("output_attentions=True: hololm's memories have no attention "
+                             "weights to return")
         validate_input_ids(input_ids, self.config.vocab_size)
-        cache = past_key_values
         if cache is not None and not isinstance(cache, HoloCache):
-            raise TypeError(f"past_key_values must be a HoloCache (from a previous call with "
-                            f"use_cache=True), got {type(cache).__name__}")
+            raise TypeError(f"cache (past_key_values) must be a HoloCache (from a previous call "
+                            f"with use_cache=True), got {type(cache).__name__}")
         use_cache = self.config.use_cache if use_cache is None else use_cache
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         if cache is None and use_cache:
             cache = HoloCache(len(self.model.layers))
         position = cache.seen_tokens if cache is not None else 0
@@ -107,20 +133,38 @@ class HoloLMForCausalLM(HoloLMPreTrainedModel, GenerationMixin):
             validate_cache(cache, self, input_ids.shape[0])
         validate_attention_mask(attention_mask, input_ids, position)
         validate_labels(labels, input_ids, self.config.vocab_size)
+        T = input_ids.shape[1]
+        pad = padding_of(attention_mask, cache.valid if cache is not None else None, position, T)
 
         states = cache.states if cache is not None else [None] * len(self.model.layers)
-        hidden, states = self.model(input_ids, states, position)
+        hidden, states, all_hidden = self.model(input_ids, states, position, pad,
+                                                output_hidden_states)
         if cache is not None:
-            cache.states, cache.seen_tokens = states, position + input_ids.shape[1]
+            cache.states, cache.seen_tokens = states, position + T
+            if pad is not None:
+                cache.valid = pad.keys
 
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         logits = self.lm_head(hidden[:, keep])
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
-                                   labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits,
-                                      past_key_values=cache if use_cache else None)
+        loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch)
+        out = CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=all_hidden,
+                                     **{CACHE_FIELD: cache if use_cache else None})
+        return out if return_dict else out.to_tuple()
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
+                   num_items_in_batch: int | torch.Tensor | None) -> torch.Tensor:
+    """Next-token cross-entropy in float32: position t predicts labels[t + 1]. The mean over
+    labelled tokens, or the sum over `num_items_in_batch` (the labelled tokens of every
+    micro-batch of an accumulated step, so the steps' losses add up to the large batch's)."""
+    flat_logits = logits[:, :-1].flatten(0, 1).float()
+    targets = labels[:, 1:].flatten().to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(flat_logits, targets, ignore_index=-100)
+    total = F.cross_entropy(flat_logits, targets, ignore_index=-100, reduction="sum")
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
 
 
 class HoloForCausalLM(HoloLMForCausalLM):
@@ -142,10 +186,23 @@ class HoloGPTForCausalLM(HoloLMForCausalLM):
     config_class = HoloGPTConfig
 
 
-class HoloTransformer(HoloForCausalLM):
-    """Seed 000's front door: `HoloTransformer(config)(input_ids)` returns the logits tensor
-    [B, T, V]. Use `HoloForCausalLM` for losses, caches and `generate()`."""
+class ReturnsLogits:
+    """For the original projects' front doors, whose `model(input_ids)` returns the logits
+    tensor [B, T, V]: `return_dict=True` (what `generate()` passes) returns the full output.
+    The signature shown to transformers' introspection is the causal LM's own."""
 
-    def forward(self, input_ids: torch.LongTensor, **kwargs) -> torch.Tensor:
-        kwargs.setdefault("use_cache", False)
-        return super().forward(input_ids, **kwargs).logits
+    def forward(self, input_ids=None, *args, return_dict: bool | None = None, **kwargs):
+        if not return_dict:
+            if kwargs.get("labels") is not None:
+                raise ValueError(f"{type(self).__name__}(input_ids) returns logits only: pass "
+                                 f"return_dict=True to get the loss from labels")
+            kwargs.setdefault("use_cache", False)
+        out = super().forward(input_ids, *args, return_dict=True, **kwargs)
+        return out if return_dict else out.logits
+
+    forward.__signature__ = inspect.signature(HoloLMForCausalLM.forward)
+
+
+class HoloTransformer(ReturnsLogits, HoloForCausalLM):
+    """Seed 000's front door: `HoloTransformer(config)(input_ids)` returns the logits tensor
+    [B, T, V]. Use `HoloForCausalLM` for losses and caches."""

@@ -21,6 +21,7 @@ from hololm.models.configs import ALIASES, HoloConfig, HoloGPTConfig, LongConfig
 from hololm.models.hsn import PRESETS as HSN_SIZES
 from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
 from hololm.models.modeling import HoloForCausalLM, HoloGPTForCausalLM, LongForCausalLM
+from hololm.models.vocabulary import restrict_generation_to
 
 SIZES = {
     "tiny": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4},
@@ -104,5 +105,6 @@ def get_model_and_tokenizer(model_type: str, model_size: str, vocab_size: int | 
         raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer's {len(tok)} "
                          "tokens")
     model = build_model(model_type, model_size, vocab_size, seq_len, **overrides)
+    restrict_generation_to(model, len(tok))
     return model.to(device), tok
 

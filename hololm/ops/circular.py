@@ -3,16 +3,17 @@
 For vectors of length D, with indices taken mod D:
 
     bind    (x ⊛ y)[k] = Σ_j x[j] · y[(k − j) mod D]        fft_circular_conv(x, y)
-    unbind  (x ⋆ y)[k] = Σ_j x[j] · y[(j + k) mod D]        fft_circular_corr(x, y)
+    unbind  (x ⋆ y)[k] = Σ_j x[(j + k) mod D] · y[j]        fft_circular_corr(x, y)
 
-With X = DFT(x), Y = DFT(y): DFT(x ⊛ y) = X · Y and DFT(x ⋆ y) = conj(X) · Y, so both cost
+With X = DFT(x), Y = DFT(y): DFT(x ⊛ y) = X · Y and DFT(x ⋆ y) = X · conj(Y), so both cost
 O(D log D) through rfft / irfft with n = D (odd D included).
 
-Convolution is commutative; correlation is not: corr takes the KEY first and the TRACE second,
+Convolution is commutative; correlation is not: corr takes the TRACE first and the KEY second,
+as seed 004 documents (`retrieved = fft_circular_corr(hologram, unbind_key)`), and
 corr(y, x)[k] = corr(x, y)[−k]. For a random key a with i.i.d. N(0, 1/D) entries (unit expected
-norm), corr(a, conv(a, b)) ≈ b plus noise of the size of ‖b‖ (Plate's holographic reduced
-representations), so `fft_circular_corr(key, trace)` unbinds what `fft_circular_conv(key, item)`
-bound.
+norm), corr(conv(a, b), a) ≈ b plus noise of the size of ‖b‖ (Plate's holographic reduced
+representations), so `fft_circular_corr(trace, key)` unbinds what `fft_circular_conv(key, item)`
+bound; the mirrored call `fft_circular_corr(key, trace)` returns b reversed (b[−k]), not b.
 
 Shapes: `x` and `y` share the last dim D; their leading dims broadcast as in torch (a key [D]
 against activations [B, T, D] or [B, T, H, D]).
@@ -65,31 +66,34 @@ def fft_circular_conv(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def fft_circular_corr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Unbind: (x ⋆ y)[k] = Σ_j x[j] y[(j + k) mod D] over the last dim; `x` is the key, `y` the
-    trace, so that fft_circular_corr(a, fft_circular_conv(a, b)) ≈ b."""
+    """Unbind: (x ⋆ y)[k] = Σ_j x[(j + k) mod D] y[j] over the last dim; `x` is the trace, `y`
+    the key, so that fft_circular_corr(fft_circular_conv(a, b), a) ≈ b."""
     d, dtype = _check(x, y)
     work = _compute_dtype(dtype)
     xf = torch.fft.rfft(x.to(work), n=d)  # [..., D // 2 + 1]
     yf = torch.fft.rfft(y.to(work), n=d)
-    return torch.fft.irfft(xf.conj() * yf, n=d).to(dtype)
+    return torch.fft.irfft(xf * yf.conj(), n=d).to(dtype)
 
 
-def _roll_matmul(x: torch.Tensor, y: torch.Tensor, sign: int) -> torch.Tensor:
-    """out[..., k] = Σ_j x[..., j] · y[..., (sign·j + k) mod D]   (sign = −1 conv, +1 corr)."""
-    d, dtype = _check(x, y)
+def _roll_matmul(w: torch.Tensor, r: torch.Tensor, sign: int) -> torch.Tensor:
+    """out[..., k] = Σ_j w[..., j] · r[..., (sign·j + k) mod D] for checked operands: conv is
+    (w, r) = (x, y) with sign −1, corr (w, r) = (y, x) with sign +1."""
+    d, dtype = w.shape[-1], torch.promote_types(w.dtype, r.dtype)
     work = _compute_dtype(dtype)
-    k = torch.arange(d, device=y.device)
+    k = torch.arange(d, device=r.device)
     index = (k[:, None] + sign * k[None, :]) % d  # [D, D]: index[k, j]
-    roll = y.to(work)[..., index]  # [..., D, D]: roll[..., k, j] = y[..., index[k, j]]
-    out = x.to(work).unsqueeze(-2) @ roll.transpose(-1, -2)  # [..., 1, D]
+    roll = r.to(work)[..., index]  # [..., D, D]: roll[..., k, j] = r[..., index[k, j]]
+    out = w.to(work).unsqueeze(-2) @ roll.transpose(-1, -2)  # [..., 1, D]
     return out.squeeze(-2).to(dtype)
 
 
 def circular_conv_ref(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Reference for `fft_circular_conv`: Σ_j x[j] y[(k − j) mod D] as an O(D²) matmul."""
+    _check(x, y)
     return _roll_matmul(x, y, sign=-1)
 
 
 def circular_corr_ref(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Reference for `fft_circular_corr`: Σ_j x[j] y[(j + k) mod D] as an O(D²) matmul."""
-    return _roll_matmul(x, y, sign=1)
+    """Reference for `fft_circular_corr`: Σ_j x[(j + k) mod D] y[j] as an O(D²) matmul."""
+    _check(x, y)
+    return _roll_matmul(y, x, sign=1)

@@ -73,7 +73,7 @@ def _mixer_ref(layer: HolographicMixer, x: torch.Tensor, position: int = 0):
     for t in range(x.shape[1]):
         h = lam * h + circular_conv_ref(b, x[:, t])
         n = sum(lam ** (2 * k) for k in range(position + t + 1))
-        ys.append(circular_corr_ref(u, h) / math.sqrt(n))
+        ys.append(circular_corr_ref(h, u) / math.sqrt(n))
     return torch.stack(ys, 1), h
 
 
@@ -85,20 +85,35 @@ def test_shapes_and_state_layout():
     layers = _layers()
     x = torch.randn(B, 11, D)
     for name, layer in layers.items():
-        y, state = layer(x)
+        y, state = layer(x, None, 0)
         assert y.shape == x.shape and y.dtype == torch.float32, name
         assert all(t.dtype == torch.float32 for t in state.values()), name
-    assert set(layers["block"](x)[1]) == {"hologram", "buffer"}
-    assert layers["mixer"](x)[1]["hologram"].shape == (B, D)
-    assert layers["gate"](x)[1]["buffer"].shape == (B, 11, D)  # the inputs seen, fewer than N − 1
-    assert layers["gate"](torch.randn(B, 2 * N, D))[1]["buffer"].shape == (B, N - 1, D)
+    assert set(layers["block"](x, None, 0)[1]) == {"hologram", "buffer"}
+    assert layers["mixer"](x, None, 0)[1]["hologram"].shape == (B, D)
+    gate = layers["gate"]
+    assert gate(x, None, 0)[1]["buffer"].shape == (B, 11, D)  # the inputs seen, fewer than N − 1
+    assert gate(torch.randn(B, 2 * N, D), None, 0)[1]["buffer"].shape == (B, N - 1, D)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_seed_call_form_returns_the_tensor(name):
+    """Seed 004's layer(x) returns y alone, the same y as the model's layer(x, None, 0); a state
+    without its position is refused rather than read at position 0."""
+    layer = _layers()[name]
+    x = torch.randn(B, 11, D)
+    y = layer(x)
+    assert isinstance(y, torch.Tensor) and y.shape == x.shape
+    y_model, state = layer(x, None, 0)
+    assert torch.equal(y, y_model)
+    with pytest.raises(ValueError, match="a state needs its position"):
+        layer(x, state)
 
 
 @pytest.mark.parametrize("decay", [None, 0.9])
 def test_mixer_matches_float64_reference(decay):
     layer = HolographicMixer(D, decay=decay)
     x = torch.randn(B, 37, D)
-    y, state = layer(x)
+    y, state = layer(x, None, 0)
     y_ref, h_ref = _mixer_ref(layer, x)
     assert_close(y, y_ref, 1e-5, "y")
     assert_close(state["hologram"], h_ref, 1e-5, "hologram")
@@ -110,7 +125,7 @@ def test_mixer_matches_float64_reference(decay):
 def test_mixer_retrieval_does_not_grow_with_context():
     """Without the 1/sqrt(t+1) the seed's cumsum retrieval grows like sqrt(t); ours stays flat."""
     layer = HolographicMixer(D)
-    y, _ = layer(torch.randn(1, 4096, D))
+    y = layer(torch.randn(1, 4096, D))
     early, late = y[:, 16:64].pow(2).mean().sqrt(), y[:, -512:].pow(2).mean().sqrt()
     assert 0.5 < late / early < 2, (early, late)
 
@@ -135,7 +150,7 @@ def test_gate_init_is_half_identity():
     expected[0] = 0.5
     assert torch.allclose(gate.kernel(), expected, atol=1e-7)
     x = torch.randn(B, 20, D)
-    assert torch.allclose(gate(x)[0], 0.5 * x, atol=1e-6)
+    assert torch.allclose(gate(x), 0.5 * x, atol=1e-6)
 
 
 @torch.no_grad()
@@ -145,7 +160,7 @@ def test_seed_gate_leaks_the_future_and_ours_is_its_causal_version():
     gate = _randomise(SpectralGate(N))
     g, h = gate.gate, gate.kernel()
     x = torch.randn(B, N, D)
-    seed, ours = _seed_spectral_gate(x, g), gate(x)[0]
+    seed, ours = _seed_spectral_gate(x, g), gate(x)
     j = torch.arange(N)
     circ = torch.stack([(h[:, None] * x[:, (t - j) % N]).sum(1) for t in range(N)], 1)
     lin = torch.stack([(h[: t + 1, None] * x[:, t - j[: t + 1]]).sum(1) for t in range(N)], 1)
@@ -154,7 +169,7 @@ def test_seed_gate_leaks_the_future_and_ours_is_its_causal_version():
     x2 = x.clone()
     x2[:, -1] += 1.0  # change only the last token
     leak = (_seed_spectral_gate(x2, g)[:, 0] - seed[:, 0]).abs().max()  # seed: y_0 moves
-    change = (gate(x2)[0][:, :-1] - ours[:, :-1]).abs().max()  # ours: FFT rounding only
+    change = (gate(x2)[:, :-1] - ours[:, :-1]).abs().max()  # ours: FFT rounding only
     assert leak > 1e-3 and change < 1e-6 * ours.abs().max(), (leak, change)
 
 
@@ -166,7 +181,7 @@ def test_gate_beyond_max_seq_len_drops_older_taps():
     h = _kernel_ref(gate.gate, 32)
     ref = torch.stack([sum(h[j] * x[:, t - j] for j in range(min(t + 1, 32))) for t in range(70)],
                       1)
-    assert_close(gate(x)[0], ref, 1e-6, "T > max_seq_len")
+    assert_close(gate(x), ref, 1e-6, "T > max_seq_len")
 
 
 @pytest.mark.parametrize("name", LAYERS)
@@ -193,11 +208,11 @@ def test_causal_by_perturbation(name, dtype, tol):
     convolution; a leak would change them by O(1) (see the seed's gate above)."""
     layer = _layers()[name].to(dtype)
     x = torch.randn(B, 40, D, dtype=dtype)
-    y = layer(x)[0]
+    y = layer(x)
     for t in (0, 17, 38):
         x2 = x.clone()
         x2[:, t + 1:] += torch.randn_like(x2[:, t + 1:])
-        y2 = layer(x2)[0]
+        y2 = layer(x2)
         change = ((y2[:, :t + 1] - y[:, :t + 1]).abs().max() / y.abs().max()).item()
         assert change <= (0.0 if name.startswith("mixer") else tol), (name, t, change)
         assert not torch.allclose(y2[:, t + 1:], y[:, t + 1:])
@@ -222,9 +237,9 @@ def test_bf16_runs_finite_and_close_to_fp32(name):
     """bf16 parameters and activations, float32 states; within 3e-2 relative RMS of fp32."""
     layer = _layers()[name]
     x = torch.randn(B, 37, D)
-    ref = layer(x)[0]
+    ref = layer(x)
     half = layer.to(torch.bfloat16)
-    y, state = half(x.bfloat16())
+    y, state = half(x.bfloat16(), None, 0)
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
     assert all(t.dtype == torch.float32 for t in state.values())
     assert_close(y.float(), ref, 3e-2, f"{name} bf16 vs fp32")
@@ -237,7 +252,7 @@ def test_state_bytes_match_the_state_and_stay_bounded(name):
     layer = _layers()[name]
     with torch.no_grad():
         for T in (5, 70):
-            _, state = layer(torch.randn(3, T, D))
+            _, state = layer(torch.randn(3, T, D), None, 0)
             if name == "gate":
                 assert state_nbytes(state) == layer.state_bytes(3, T, D)
             else:
@@ -270,11 +285,11 @@ def test_lite_channel_mix_and_parameter_counts():
 def test_block_is_the_three_pre_ln_branches():
     block = _randomise(HoloSpectralBlock(D, N, RANK))
     x = torch.randn(B, 21, D)
-    h = x + block.mixer(block.mixer_norm(x))[0]
-    h = h + block.gate(block.gate_norm(h))[0]
+    h = x + block.mixer(block.mixer_norm(x))
+    h = h + block.gate(block.gate_norm(h))
     h = h + block.channel_mix.scale * block.channel_mix.up(
         torch.nn.functional.gelu(block.channel_mix.down(block.channel_norm(h))))
-    assert_close(block(x)[0], h, 1e-6, "block")
+    assert_close(block(x), h, 1e-6, "block")
 
 
 def test_bad_arguments_are_refused():

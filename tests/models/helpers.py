@@ -27,7 +27,7 @@ def prefill_then_decode(model, x: torch.Tensor, prompt: int, chunk: int) -> torc
 
 
 def assert_refuses_bad_inputs(model) -> None:
-    """Out-of-range, negative, float, 3-D and empty ids, non-tensors, padded masks, a cache of
+    """Out-of-range, negative, float, 3-D and empty ids, non-tensors, masks with holes, a cache of
     another batch size and a foreign cache each raise a typed error naming the problem."""
     with pytest.raises(ValueError, match=rf"input_ids must lie in \[0, {VOCAB}\)"):
         model(torch.tensor([[1, 2, VOCAB]]))
@@ -41,8 +41,10 @@ def assert_refuses_bad_inputs(model) -> None:
         model(torch.zeros(1, 0, dtype=torch.long))
     with pytest.raises(TypeError, match="torch.Tensor"):
         model([[1, 2, 3]])
-    with pytest.raises(ValueError, match="padding"):
-        model(ids(2, 5), attention_mask=torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]))
+    with pytest.raises(ValueError, match="between real tokens"):
+        model(ids(2, 5), attention_mask=torch.tensor([[1, 1, 1, 1, 1], [1, 0, 1, 1, 1]]))
+    with pytest.raises(ValueError, match="only 0"):
+        model(ids(1, 3), attention_mask=torch.tensor([[1, 2, 1]]))
     cache = model(ids(2, 5), use_cache=True).past_key_values
     with pytest.raises(ValueError, match="batch of 2"):
         model(ids(3, 1), past_key_values=cache)

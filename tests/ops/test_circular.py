@@ -15,19 +15,24 @@ PAIRS = [(fft_circular_conv, circular_conv_ref), (fft_circular_corr, circular_co
 PAIR_IDS = ["conv", "corr"]
 
 
-def _index_sum(x: torch.Tensor, y: torch.Tensor, sign: int) -> torch.Tensor:
-    """The textbook definitions on 1-D vectors: Σ_j x[j] y[(k − j) mod D] (sign −1, conv) and
-    Σ_j x[j] y[(j + k) mod D] (sign +1, corr)."""
+def _conv_sum(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The textbook binding on 1-D vectors: Σ_j x[j] y[(k − j) mod D]."""
     d = x.shape[0]
-    return torch.stack([sum(x[j] * y[(k + sign * j) % d] for j in range(d)) for k in range(d)])
+    return torch.stack([sum(x[j] * y[(k - j) % d] for j in range(d)) for k in range(d)])
+
+
+def _corr_sum(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The textbook unbinding on 1-D vectors, trace x and key y: Σ_j x[(j + k) mod D] y[j]."""
+    d = x.shape[0]
+    return torch.stack([sum(x[(j + k) % d] * y[j] for j in range(d)) for k in range(d)])
 
 
 @pytest.mark.parametrize("d", [1, 2, 5, 8])
 def test_refs_and_fast_match_index_sums(d):
     x, y = torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
-    for sign, fast, ref in [(-1, fft_circular_conv, circular_conv_ref),
-                            (1, fft_circular_corr, circular_corr_ref)]:
-        want = _index_sum(x, y, sign)
+    for index_sum, fast, ref in [(_conv_sum, fft_circular_conv, circular_conv_ref),
+                                 (_corr_sum, fft_circular_corr, circular_corr_ref)]:
+        want = index_sum(x, y)
         assert_close(ref(x, y), want, 1e-14, "ref")
         assert_close(fast(x, y), want, 1e-13, "fast")
 
@@ -57,7 +62,7 @@ def test_half_inputs(fast, ref, dtype, d):
 def test_mixed_dtypes_promote():
     x, key = torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(8)
     assert fft_circular_conv(x, key).dtype == torch.float32
-    assert fft_circular_corr(key.double(), x).dtype == torch.float64
+    assert fft_circular_corr(x, key.double()).dtype == torch.float64
 
 
 @pytest.mark.parametrize("fast,ref", PAIRS, ids=PAIR_IDS)
@@ -92,10 +97,10 @@ def test_gradients_match_ref(fast, ref, dtype, tol, d):
 def test_half_gradients():
     x = torch.randn(2, 3, 16).bfloat16().requires_grad_()
     key = torch.randn(16).bfloat16().requires_grad_()
-    fft_circular_corr(key, fft_circular_conv(x, key)).float().square().sum().backward()
+    fft_circular_corr(fft_circular_conv(x, key), key).float().square().sum().backward()
     assert x.grad.dtype == torch.bfloat16 and key.grad.dtype == torch.bfloat16
     x64, key64 = x.detach().double().requires_grad_(), key.detach().double().requires_grad_()
-    circular_corr_ref(key64, circular_conv_ref(x64, key64)).square().sum().backward()
+    circular_corr_ref(circular_conv_ref(x64, key64), key64).square().sum().backward()
     assert_close(x.grad, x64.grad, 2e-2, "grad x")
     assert_close(key.grad, key64.grad, 2e-2, "grad key")
 
@@ -105,21 +110,25 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def test_hrr_unbinding_recovers_the_bound_item():
-    """corr(key, conv(key, item)) ≈ item for random keys with N(0, 1/D) entries, D = 1024: the
-    cosine similarity is ~0.7 against ~1/√D = 0.03 for unrelated vectors, even from a trace
-    holding several bound pairs. The reversed argument order (trace first) does not unbind."""
+    """Seed 004's order, `fft_circular_corr(hologram, unbind_key)`: corr(conv(key, item), key) ≈
+    item for random keys with N(0, 1/D) entries, D = 1024: the cosine similarity is ~0.7 against
+    ~1/√D = 0.03 for unrelated vectors, even from a trace holding several bound pairs. The
+    mirrored order (key first) returns the item reversed, which is no unbinding."""
     d, n = 1024, 16
     keys, items = torch.randn(n, d) / d**0.5, torch.randn(n, d) / d**0.5
-    single = _cos(fft_circular_corr(keys, fft_circular_conv(keys, items)), items)  # [n]
+    traces = fft_circular_conv(keys, items)  # [n, D]
+    single = _cos(fft_circular_corr(traces, keys), items)  # [n]
     assert single.min() > 0.5, single
     chance = _cos(items, items.roll(1, dims=0)).abs()
     assert chance.max() < 0.15, chance
-    reversed_order = _cos(fft_circular_corr(fft_circular_conv(keys, items), keys), items)
-    assert reversed_order.abs().max() < 0.15, reversed_order
+    mirrored = fft_circular_corr(keys, traces)  # [n, D]
+    assert _cos(mirrored, items).abs().max() < 0.15, _cos(mirrored, items)
+    # corr(y, x)[k] = corr(x, y)[−k]: index −k mod D is k = 0 followed by D − 1 .. 1
+    assert_close(mirrored, fft_circular_corr(traces, keys)[:, -torch.arange(d)], 1e-5, "mirror")
 
     pairs = 4
     trace = fft_circular_conv(keys[:pairs], items[:pairs]).sum(0)  # [D]: a bundle of 4 pairs
-    retrieved = fft_circular_corr(keys[:pairs], trace)  # [pairs, D]
+    retrieved = fft_circular_corr(trace, keys[:pairs])  # [pairs, D]
     sims = _cos(retrieved[:, None], items[None, :pairs])  # [pairs, pairs]
     assert sims.diagonal().min() > 0.3, sims
     assert torch.equal(sims.argmax(dim=1), torch.arange(pairs)), sims

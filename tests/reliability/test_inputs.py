@@ -189,7 +189,7 @@ def test_mixers_refuse_bad_x_and_position(mixer):
 
 def test_mixers_refuse_a_state_of_another_batch_or_layout(mixer):
     with torch.no_grad():
-        y, state = mixer(torch.randn(2, 5, D))
+        y, state = mixer(torch.randn(2, 5, D), None, 0)
         # a state from two rows continued with three: a cat / broadcast error or a wrong answer
         for T in (1, 3):
             with pytest.raises(ValueError, match=r"holds a batch of 2 but x has batch 3"):
@@ -205,13 +205,13 @@ def test_mixers_refuse_a_state_of_another_batch_or_layout(mixer):
 def test_mixers_refuse_mixed_dtypes_outside_autocast(mixer):
     x = torch.randn(2, 5, D)
     if isinstance(mixer, HolographicMixer):  # parameter-free in x's dtype: computes in fp32
-        assert mixer(x.bfloat16())[0].dtype == torch.bfloat16
+        assert mixer(x.bfloat16(), None, 0)[0].dtype == torch.bfloat16
         return
     with pytest.raises(TypeError, match=r"x has dtype torch.bfloat16 but the layer's weights "
                                         r"are torch.float32.*autocast"):
         mixer(x.bfloat16())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y, _ = mixer(x.bfloat16())
+        y, _ = mixer(x.bfloat16(), None, 0)
     assert torch.isfinite(y.float()).all()
     bf16 = mixer.to(torch.bfloat16)
     with pytest.raises(TypeError, match="weights are torch.bfloat16"):
@@ -223,9 +223,9 @@ def test_mixers_still_continue_exactly_from_their_state(mixer):
     x = torch.randn(2, 8, D, dtype=torch.float64)
     mixer = mixer.double()
     with torch.no_grad():
-        full, _ = mixer(x)
+        full, _ = mixer(x, None, 0)
         ys, state = [], None
-        y, state = mixer(x[:, :5])
+        y, state = mixer(x[:, :5], None, 0)
         ys.append(y)
         for t in range(5, 8):
             y, state = mixer(x[:, t:t + 1], state, t)
@@ -263,7 +263,7 @@ def test_spectral_gate_refuses_int_x_and_foreign_state():
     gate = SpectralGate(8)
     with pytest.raises(TypeError, match="floating"):
         gate(torch.ones(1, 4, D, dtype=torch.long))
-    _, state = gate(torch.randn(2, 4, D))
+    _, state = gate(torch.randn(2, 4, D), None, 0)
     with pytest.raises(ValueError, match="holds a batch of 2"):
         gate(torch.randn(1, 1, D), state, 4)
     with pytest.raises(TypeError, match="dtype torch.float32"):
