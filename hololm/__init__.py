@@ -1,81 +1,58 @@
 """hololm: holographic and associative-memory language models in PyTorch.
 
-Importing registers every family with `AutoConfig` / `AutoModelForCausalLM`."""
+Importing registers every family with `AutoConfig` / `AutoModelForCausalLM`. The names below load
+on first use (PEP 562), and the `hololm` command skips the registration here: torch and
+transformers take seconds to import, and `hololm --help` needs neither. Its subcommands import
+the model code they run, and `hololm.models` registers the families whenever it is imported."""
 
-from hololm import ops
-from hololm.data.tokenizers import byte_tokenizer, load_tokenizer
-from hololm.layers.attention import CausalSelfAttention
-from hololm.layers.long import LongAttentionV5
-from hololm.layers.phasor import PhasorAttention
-from hololm.layers.rotary import RotaryEmbedding
-from hololm.layers.spectral import (
-    HolographicMixer,
-    HoloSpectralBlock,
-    LiteChannelMix,
-    SpectralGate,
-)
-from hololm.models import (
-    FastHoloBlock,
-    HoloCache,
-    HoloConfig,
-    HoloForCausalLM,
-    HoloGPT,
-    HoloGPTConfig,
-    HoloGPTForCausalLM,
-    HoloSpectralConfig,
-    HoloSpectralForCausalLM,
-    HoloSpectralNet,
-    HoloTransformer,
-    LongConfig,
-    LongForCausalLM,
-    build_model,
-    get_model_and_tokenizer,
-    hsn_base,
-    hsn_small,
-    hsn_tiny,
-)
-from hololm.ops import (
-    fft_circular_conv,
-    fft_circular_corr,
-    generate_random_phasors,
-    holo_scan,
-)
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CausalSelfAttention",
-    "FastHoloBlock",
-    "HoloCache",
-    "HoloConfig",
-    "HoloForCausalLM",
-    "HoloGPT",
-    "HoloGPTConfig",
-    "HoloGPTForCausalLM",
-    "HoloSpectralBlock",
-    "HoloSpectralConfig",
-    "HoloSpectralForCausalLM",
-    "HoloSpectralNet",
-    "HoloTransformer",
-    "HolographicMixer",
-    "LiteChannelMix",
-    "LongAttentionV5",
-    "LongConfig",
-    "LongForCausalLM",
-    "PhasorAttention",
-    "RotaryEmbedding",
-    "SpectralGate",
-    "__version__",
-    "build_model",
-    "byte_tokenizer",
-    "fft_circular_conv",
-    "fft_circular_corr",
-    "generate_random_phasors",
-    "get_model_and_tokenizer",
-    "holo_scan",
-    "hsn_base",
-    "hsn_small",
-    "hsn_tiny",
-    "load_tokenizer",
-    "ops",
-]
+_SOURCES = {  # public name: the module that defines it
+    "ops": "hololm.ops",  # the subpackage itself
+    "byte_tokenizer": "hololm.data.tokenizers",
+    "load_tokenizer": "hololm.data.tokenizers",
+    "CausalSelfAttention": "hololm.layers.attention",
+    "LongAttentionV5": "hololm.layers.long",
+    "PhasorAttention": "hololm.layers.phasor",
+    "RotaryEmbedding": "hololm.layers.rotary",
+    **dict.fromkeys(("HolographicMixer", "HoloSpectralBlock", "LiteChannelMix", "SpectralGate"),
+                    "hololm.layers.spectral"),
+    **dict.fromkeys(("FastHoloBlock", "HoloCache", "HoloConfig", "HoloForCausalLM", "HoloGPT",
+                     "HoloGPTConfig", "HoloGPTForCausalLM", "HoloSpectralConfig",
+                     "HoloSpectralForCausalLM", "HoloSpectralNet", "HoloTransformer",
+                     "LongConfig", "LongForCausalLM", "build_model", "get_model_and_tokenizer",
+                     "hsn_base", "hsn_small", "hsn_tiny"), "hololm.models"),
+    **dict.fromkeys(("fft_circular_conv", "fft_circular_corr", "generate_random_phasors",
+                     "holo_scan"), "hololm.ops"),
+}
+
+__all__ = sorted([*_SOURCES, "__version__"])
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'hololm' has no attribute {name!r}")
+    module = importlib.import_module(_SOURCES[name])
+    value = module if name == "ops" else getattr(module, name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SOURCES})
+
+
+def _started_as_hololm_command() -> bool:
+    """Whether this process is the `hololm` console script: pip names it hololm (hololm.exe on
+    Windows); `python hololm.py` or `python -m hololm.cli` do not match, and register."""
+    return Path(getattr(sys, "argv", [""])[0] or "").name in ("hololm", "hololm.exe")
+
+
+if not _started_as_hololm_command():
+    import hololm.models  # noqa: E402, F401  (registers the families with the Auto classes)

@@ -1,8 +1,10 @@
 """The command line: every --help, one-line user errors with non-zero exit, and the
 train → generate → eval → resume flow on the embedded corpus (offline)."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +84,61 @@ def test_cli_starts_without_importing_datasets():
     code = ("import sys, hololm.cli, hololm.bench.speed, hololm.train.trainer; "
             "sys.exit('datasets' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"], ["eval", "--help"],
+                                  ["bench", "--help"]])
+def test_help_imports_neither_torch_nor_transformers(argv):
+    """The `hololm` console script: its --help starts in a fraction of a second. Python's own
+    import log (PYTHONPROFILEIMPORTTIME) lists every module it imported."""
+    script = Path(sys.executable).with_name("hololm")
+    if not script.is_file():
+        pytest.skip("the hololm console script is not installed next to this python")
+    done = subprocess.run([str(script), *argv], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0 and "usage: hololm" in done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "hololm.cli" in imported
+    assert not imported & {"torch", "transformers"}
+
+
+def test_import_hololm_registers_the_families_in_a_fresh_process():
+    code = ("import hololm\n"
+            "from transformers import AutoConfig, AutoModelForCausalLM\n"
+            "config = AutoConfig.for_model('long', hidden_size=32, num_hidden_layers=1, "
+            "num_attention_heads=2, vocab_size=64)\n"
+            "assert type(AutoModelForCausalLM.from_config(config)) is hololm.LongForCausalLM\n"
+            "assert {'HoloConfig', 'ops', 'holo_scan'} <= set(dir(hololm))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("bug", [ValueError, TypeError, RuntimeError])
+def test_a_bug_shows_its_traceback(bug):
+    """Only hololm's own errors (and OSErrors about paths) are user errors, printed in one line;
+    any other exception from a subcommand is a bug, shown with its traceback, exit status 1."""
+    code = ("import sys, hololm.cli as cli\n"
+            "def broken(args):\n"
+            f"    raise {bug.__name__}('internal')\n"
+            "cli.COMMANDS['generate'] = broken\n"
+            "sys.exit(cli.main(['generate', '--checkpoint', 'x']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and f"{bug.__name__}: internal" in done.stderr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["generate", "--checkpoint", "x", "--temperature", "-1"], "-1 must be >= 0"),
+    (["generate", "--checkpoint", "x", "--top_p", "1.5"], "1.5 must be in (0, 1]"),
+    (["eval", "--checkpoint", "x", "--context_lengths", "0"], "0 must be at least 1"),
+    (["eval", "--checkpoint", "x", "--max_windows", "many"], "'many' is not int"),
+])
+def test_bad_numbers_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

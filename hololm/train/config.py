@@ -51,7 +51,7 @@ class TrainConfig:
     lr: float = 3e-4  # AdamW's lr (for "muon": the lr of the AdamW-updated parameters)
     muon_lr: float = 0.02
     weight_decay: float = 0.0
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # see effective_warmup_steps
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     max_bad_steps: int = 3  # consecutive non-finite steps (skipped) before the run stops
     precision: str = "auto"  # auto: bf16 on a CUDA GPU that supports it, else fp32
@@ -103,24 +103,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
         """A config from a .json, .yaml or .yml file holding one mapping."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-        try:
-            if path.suffix == ".json":
-                values = json.loads(text)
-            elif path.suffix in (".yaml", ".yml"):
-                values = yaml.safe_load(text)
-            else:
-                raise ConfigError(f"config file {path} must end in .json, .yaml or .yml")
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
-            problem = str(err).replace("\n", " ")
-            raise ConfigError(f"config file {path} is not valid: {problem}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of settings")
-        return cls.from_dict(values)
+        return cls.from_dict(read_settings(path))
 
     @property
     def resolved_checkpoint_dir(self) -> str:
@@ -130,8 +113,40 @@ class TrainConfig:
             return self.checkpoint_dir
         return str(Path(self.output_dir) / "checkpoints")
 
+    @property
+    def effective_warmup_steps(self) -> int:
+        """warmup_steps, cut to a tenth of max_steps when the warmup would not end before the
+        run does (the default 100 with --max_steps 20: the learning rate would never reach its
+        peak). The trainer warns when it cuts; the CLI refuses such a --warmup_steps given
+        explicitly."""
+        if self.warmup_steps < self.max_steps:
+            return self.warmup_steps
+        return self.max_steps // 10
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """The settings a .json, .yaml or .yml config file holds (one mapping), not yet checked."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            values = json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            values = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"config file {path} must end in .json, .yaml or .yml")
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        problem = str(err).replace("\n", " ")
+        raise ConfigError(f"config file {path} is not valid: {problem}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return values
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import gather_object, parse_flag_from_env, set_seed
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -48,6 +48,7 @@ from hololm.data.packing import (
 from hololm.data.tokenizers import get_tokenizer
 from hololm.errors import CheckpointError, ConfigError, TrainingDivergedError
 from hololm.models.presets import build_model
+from hololm.models.vocabulary import restrict_generation_to
 from hololm.optim import build_optimizer
 from hololm.train.checkpoint import (
     STATE_FILE,
@@ -68,6 +69,11 @@ ARCHITECTURE_KEYS = ("model_type", "model_size", "model_overrides", "seq_len", "
                      "bpe_vocab_size")
 ADAMW_BETAS = (0.9, 0.95)
 LR_FLOOR = 0.1  # the cosine decays to 10 % of the peak lr
+# accelerate's launch modes that shard or partition the model, by the variable each sets
+SHARDED_LAUNCHES = {"ACCELERATE_USE_FSDP": "--use_fsdp", "ACCELERATE_USE_DEEPSPEED":
+                    "--use_deepspeed", "ACCELERATE_USE_MEGATRON_LM": "--use_megatron_lm"}
+# what torchrun or MPI set in each process of a multi-process launch (accelerate reads the same)
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -75,9 +81,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     checkpoint), "history" (one record per step: step, loss, lr, tokens_per_s, and val_loss,
     val_ppl, val_bpb at evaluations), "val_loss", "val_ppl", "val_bpb" (the last evaluation's),
     "model" (the trained model, unwrapped)}."""
+    _check_launch()
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision),
                               gradient_accumulation_steps=cfg.grad_accum_steps,
                               cpu=_cpu_processes())
+    if accelerator.num_processes > 1:
+        state = accelerator.state
+        accelerator.print(f"{state.num_processes} processes ({state.distributed_type.value} "
+                          f"over {state.backend})")
     set_seed(cfg.seed)
     resume = _resume_checkpoint(cfg)
     with accelerator.main_process_first():  # the first process fills the token caches
@@ -85,6 +96,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     try:
         model = build_model(cfg.model_type, cfg.model_size, vocab_size=padded_vocab(tokenizer),
                             seq_len=cfg.seq_len, **cfg.model_overrides)
+        restrict_generation_to(model, len(tokenizer))
     except (TypeError, ValueError) as err:  # the model's config refuses an override
         raise ConfigError(f"{cfg.model_type}-{cfg.model_size} with model_overrides "
                           f"{cfg.model_overrides}: {str(err).splitlines()[0]}") from None
@@ -95,7 +107,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     optimizer = build_optimizer(model, cfg.optimizer, muon_lr=cfg.muon_lr, adamw_lr=cfg.lr,
                                 weight_decay=cfg.weight_decay, adamw_betas=ADAMW_BETAS)
     # not passed to accelerate.prepare: its wrapper steps the schedule once per process
-    scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps, LR_FLOOR)
+    if cfg.effective_warmup_steps != cfg.warmup_steps:
+        accelerator.print(f"warning: warmup_steps={cfg.warmup_steps} does not end before max_steps="
+                          f"{cfg.max_steps}; warming up for {cfg.effective_warmup_steps} steps "
+                          "instead (set --warmup_steps below --max_steps to choose)")
+    scheduler = build_scheduler(optimizer, cfg.effective_warmup_steps, cfg.max_steps, LR_FLOOR)
     model, optimizer = accelerator.prepare(model, optimizer)
     sampler = BatchSampler(train_data, cfg.seq_len, cfg.batch_size, cfg.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes)
@@ -390,6 +406,27 @@ def _resume_checkpoint(cfg: TrainConfig) -> Checkpoint | None:
     if differ:
         raise ConfigError(f"resume: the config differs from {path}'s: {', '.join(differ)}")
     return checkpoint
+
+
+def _check_launch() -> None:
+    """Refuse the `accelerate launch` modes that would not train as asked, before accelerate
+    sets them up: FSDP on a CPU crashes inside accelerate, or with --fsdp_version 2 silently
+    runs as plain DDP; on GPUs it would shard what hololm's checkpoints read whole."""
+    for variable, flag in SHARDED_LAUNCHES.items():
+        if parse_flag_from_env(variable):
+            raise ConfigError(f"accelerate launch {flag} is not supported: hololm keeps the whole "
+                              "model on every process (its checkpoints, exact resume and skipped "
+                              "steps rely on it); use accelerate launch --multi_gpu "
+                              "--num_processes N -m hololm.cli train ...")
+    # accelerate's --cpu launcher starts CPU processes only through MPI (--mpirun_hostfile);
+    # without it, --num_processes N > 1 (or --num_machines > 1) starts this one process alone,
+    # having set MASTER_ADDR for the others
+    alone = not any(name in os.environ for name in WORLD_SIZE_VARIABLES)
+    if parse_flag_from_env("ACCELERATE_USE_CPU") and "MASTER_ADDR" in os.environ and alone:
+        raise ConfigError("accelerate launch --cpu with several processes started only this one "
+                          "(accelerate runs CPU processes only through MPI, --mpirun_hostfile); "
+                          "use accelerate launch --multi_gpu --num_processes N -m hololm.cli "
+                          "train ..., which trains on the CPU over gloo where there is no GPU")
 
 
 def _cpu_processes() -> bool:
