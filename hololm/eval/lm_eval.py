@@ -32,9 +32,9 @@ folder passed as `include_path`, reading a local file through `datasets`' json b
 and call `run_lm_eval(checkpoint, ["my_task"], include_path=folder, include_defaults=False)`
 (leaving out the built-in task index also makes start-up a few seconds faster).
 
-hololm models accept no padding inside a batch (recurrent memories have no notion of it); the
-harness pads loglikelihood batches on the right, after the scored tokens, which is harmless for
-causal models, but `batch_size=1` is exact for every task type.
+Batches of any size are exact: the harness pads loglikelihood batches on the right and
+generation batches on the left, and hololm models skip padding (each row's memory starts at its
+first real token).
 """
 
 from __future__ import annotations

@@ -45,7 +45,9 @@ def loglikelihood(model, context: str, continuation: str) -> float:
     return sum(logprobs[t - 1, ids[t]].item() for t in range(len(ids) - n, len(ids)))
 
 
-def test_local_multiple_choice_task_scores_what_the_model_computes(tmp_path, checkpoint_dir):
+@pytest.mark.parametrize("batch_size", [1, 4])  # 4: right-padded batches of choices
+def test_local_multiple_choice_task_scores_what_the_model_computes(tmp_path, checkpoint_dir,
+                                                                   batch_size):
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     data = tmp_path / "docs.jsonl"
@@ -53,7 +55,7 @@ def test_local_multiple_choice_task_scores_what_the_model_computes(tmp_path, che
     (tasks / "tiny_choice.yaml").write_text(TASK.format(data=data))
 
     results = run_lm_eval(checkpoint_dir, ["tiny_choice"], include_path=tasks,
-                          include_defaults=False, log_samples=True)
+                          include_defaults=False, log_samples=True, batch_size=batch_size)
 
     model = tiny("holo", hybrid_ratio=0)  # the model saved in checkpoint_dir
     correct = 0
@@ -70,3 +72,44 @@ def test_local_multiple_choice_task_scores_what_the_model_computes(tmp_path, che
 def test_missing_checkpoint_fails_before_the_harness_starts(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         run_lm_eval(tmp_path / "missing", ["tiny_choice"])
+
+
+GENERATE_TASK = """task: tiny_generate
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["\\n\\n"]
+  max_gen_toks: 8
+  do_sample: false
+metric_list:
+  - metric: exact_match
+"""
+
+
+def test_generate_until_with_padded_batches_equals_each_prompt_alone(tmp_path, checkpoint_dir):
+    """The harness left-pads prompts of different lengths into one batch: each continuation
+    must be what greedy decoding of that prompt alone gives."""
+    from hololm.generation import generate_text
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    data = tmp_path / "docs.jsonl"
+    prompts = ["2 + 2 =", "The capital of France is", "Hi", "One, two, three, four,"]
+    data.write_text("".join(json.dumps({"question": p, "answer": "x"}) + "\n" for p in prompts))
+    (tasks / "tiny_generate.yaml").write_text(GENERATE_TASK.format(data=data))
+
+    results = run_lm_eval(checkpoint_dir, ["tiny_generate"], include_path=tasks,
+                          include_defaults=False, log_samples=True, batch_size=2)
+
+    model = tiny("holo", hybrid_ratio=0)  # the model saved in checkpoint_dir
+    samples = sorted(results["samples"]["tiny_generate"], key=lambda s: s["doc_id"])
+    for prompt, sample in zip(prompts, samples, strict=True):
+        alone = generate_text(model, TOKENIZER, prompt, max_new_tokens=8, temperature=0,
+                              stop_at_eos=False).text.split("\n\n")[0]  # as the harness
+        assert sample["resps"][0][0] == alone, prompt
