@@ -17,8 +17,9 @@ class CheckpointError(HololmError):
     """A checkpoint is missing, partial or corrupt."""
 
 
-class ConfigError(HololmError):
-    """A configuration value is invalid or inconsistent."""
+class ConfigError(HololmError, ValueError):
+    """A configuration value is invalid or inconsistent (a ValueError too, for callers that
+    catch those)."""
 
 
 class TrainingDivergedError(HololmError):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from hololm.bench.recall_models import FAMILIES
 from hololm.data import synthetic
+from hololm.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,10 @@ def select(profile: Profile, tasks: list[str] | None, families: list[str] | None
     known = {t.name for t in profile.tasks}
     for name in tasks or ():
         if name not in known:
-            raise ValueError(f"unknown task {name!r}; choose from {sorted(known)}")
+            raise ConfigError(f"unknown task {name!r}; choose from {sorted(known)}")
     for name in families or ():
         if name not in FAMILIES:
-            raise ValueError(f"unknown model {name!r}; choose from {list(FAMILIES)}")
+            raise ConfigError(f"unknown model {name!r}; choose from {list(FAMILIES)}")
     chosen = tuple(replace(t, test_examples=test_examples or t.test_examples)
                    for t in profile.tasks if not tasks or t.name in tasks)
     fields = {k: v for k, v in overrides.items() if v is not None}

@@ -4,6 +4,8 @@ attacks every causal LM must refuse."""
 import pytest
 import torch
 
+from hololm.models.cache import cache_of
+
 VOCAB = 61
 
 
@@ -16,12 +18,12 @@ def prefill_then_decode(model, x: torch.Tensor, prompt: int, chunk: int) -> torc
     time: the logits of the decoded tokens [B, T − prompt, V]."""
     cache = None
     for start in range(0, prompt, chunk):
-        cache = model(x[:, start:min(start + chunk, prompt)], past_key_values=cache,
-                      use_cache=True).past_key_values
+        cache = cache_of(model(x[:, start:min(start + chunk, prompt)], past_key_values=cache,
+                               use_cache=True))
     steps = []
     for t in range(prompt, x.shape[1]):
         out = model(x[:, t:t + 1], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        cache = cache_of(out)
         steps.append(out.logits)
     return torch.cat(steps, 1)
 
@@ -45,7 +47,7 @@ def assert_refuses_bad_inputs(model) -> None:
         model(ids(2, 5), attention_mask=torch.tensor([[1, 1, 1, 1, 1], [1, 0, 1, 1, 1]]))
     with pytest.raises(ValueError, match="only 0"):
         model(ids(1, 3), attention_mask=torch.tensor([[1, 2, 1]]))
-    cache = model(ids(2, 5), use_cache=True).past_key_values
+    cache = cache_of(model(ids(2, 5), use_cache=True))
     with pytest.raises(ValueError, match="batch of 2"):
         model(ids(3, 1), past_key_values=cache)
     with pytest.raises(TypeError, match="HoloCache"):

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hololm.models import HoloCache
+from hololm.models.cache import cache_of
 from tests.helpers import assert_close
 from tests.models.conftest import tiny_model
 from tests.models.helpers import VOCAB, assert_refuses_bad_inputs, ids, prefill_then_decode
@@ -38,13 +39,13 @@ def test_prefill_then_decode_equals_full_forward(model):
     x = ids(2, 45, seed=1)
     full = model(x, use_cache=False).logits
     out = model(x[:, :20], use_cache=True)
-    pieces, cache = [out.logits], out.past_key_values
+    pieces, cache = [out.logits], cache_of(out)
     out = model(x[:, 20:31], past_key_values=cache, use_cache=True)  # a chunk after a prefix
     pieces.append(out.logits)
     for t in range(31, 45):  # then token by token
-        out = model(x[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+        out = model(x[:, t:t + 1], past_key_values=cache_of(out), use_cache=True)
         pieces.append(out.logits)
-    assert out.past_key_values.seen_tokens == 45
+    assert cache_of(out).seen_tokens == 45
     assert_close(torch.cat(pieces, dim=1), full, 1e-5, "cached decode vs full forward")
 
 
@@ -80,7 +81,7 @@ def test_state_size_constant_for_memories_growing_for_attention(model):
         if layer.kind != "attention":
             assert layer.mixer.state_bytes(1, 10) == layer.mixer.state_bytes(1, 10**6)
     with torch.no_grad():
-        cache = model(ids(1, 30), use_cache=True).past_key_values
+        cache = cache_of(model(ids(1, 30), use_cache=True))
     assert cache.nbytes() == model.state_bytes(1, 30)
 
 
@@ -125,7 +126,7 @@ def test_bf16_forward_backward_and_decode_finite(model):
     model.eval()
     with torch.no_grad():
         full = model(x, use_cache=False).logits.float()
-        cache = model(x[:, :30], use_cache=True).past_key_values
+        cache = cache_of(model(x[:, :30], use_cache=True))
         steps = [model(x[:, t:t + 1], past_key_values=cache).logits.float()
                  for t in range(30, 37)]
     assert_close(torch.cat(steps, 1), full[:, 30:], 5e-2, "bf16 cached decode")
@@ -166,7 +167,7 @@ def test_bad_input_ids_are_refused(family):
 
 def test_holo_cache_reorder_selects_rows(model):
     with torch.no_grad():
-        cache = model(ids(3, 6), use_cache=True).past_key_values
+        cache = cache_of(model(ids(3, 6), use_cache=True))
     before = [dict(s) for s in cache.states]
     cache.reorder_cache(torch.tensor([2, 0]))
     assert cache.batch_size == 2 and isinstance(cache, HoloCache)

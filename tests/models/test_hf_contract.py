@@ -220,7 +220,7 @@ def test_trainer_accumulation_equals_the_large_batch(tmp_path):
         assert abs(torch.stack(means).mean().item() - big[0]) > 1e-4 * big[0]
 
 
-@pytest.mark.parametrize("family,hybrid", [("holo", True), ("hsn", False)])
+@pytest.mark.parametrize("family,hybrid", ALL, ids=[_name(p) for p in ALL])
 def test_text_generation_pipeline_with_a_padded_batch(family, hybrid):
     tokenizer = byte_tokenizer()
     tokenizer.padding_side = "left"
@@ -268,3 +268,35 @@ def test_decode_step_reads_no_device_value(model, monkeypatch):
     mask = torch.ones(2, 7, dtype=torch.long)
     model(ids(2, 1, seed=3), attention_mask=mask, cache=cache_of(out), use_cache=True)
     assert reads == []
+
+
+def test_no_deprecation_message_on_a_normal_run(monkeypatch):
+    """generate (greedy, beam, sampling), hololm's generate_text and a cached forward speak
+    only the installed transformers' names: nothing is logged or warned as deprecated."""
+    import logging
+    import warnings
+
+    from hololm.generation import generate_text
+
+    said = []
+    for method in ("warning", "warning_once", "info"):
+        original = getattr(logging.Logger, method)
+
+        def recording(self, msg, *args, _original=original, **kwargs):
+            said.append(str(msg))
+            return _original(self, msg, *args, **kwargs)
+
+        monkeypatch.setattr(logging.Logger, method, recording)
+    tokenizer = byte_tokenizer()
+    model = build("holo", True, vocab_size=len(tokenizer))
+    prompt = ids(2, 5).clamp(min=1)  # no pad id (0) inside: generate would mask it out
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        model.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=0)
+        model.generate(prompt, max_new_tokens=3, num_beams=2, do_sample=False, pad_token_id=0)
+        model.generate(prompt, max_new_tokens=3, do_sample=True, pad_token_id=0)
+        generate_text(model, tokenizer, "Hello", max_new_tokens=3, temperature=0)
+        out = model(prompt, use_cache=True)
+        model(prompt[:, :1], cache=cache_of(out))
+    said += [str(w.message) for w in caught]
+    assert not [m for m in said if "deprecat" in m.lower()], said

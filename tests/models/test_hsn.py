@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hololm.layers.spectral import SpectralGate
-from hololm.models.cache import HoloCache
+from hololm.models.cache import HoloCache, cache_of
 from hololm.models.hsn import (
     HoloSpectralConfig,
     HoloSpectralForCausalLM,
@@ -53,7 +53,7 @@ def model(request):
     return randomise(tiny_hsn(request.param))
 
 
-def _seed_gate_forward(self, x, state=None, position=0):
+def _seed_gate_forward(self, x, state=None, position=0, pad=None):
     """Seed 004's SpectralGate (rfft over time, gate, irfft), as a drop-in forward."""
     x_freq = torch.fft.rfft(x, dim=1)
     x_gated = x_freq * torch.sigmoid(self.gate[: x_freq.shape[1]]).unsqueeze(-1)
@@ -101,14 +101,14 @@ def test_prefill_then_decode_equals_full_forward(model):
     x = ids(2, 70, seed=1)
     full = model(x, use_cache=False).logits
     out = model(x[:, :20], use_cache=True)
-    pieces, cache = [out.logits], out.past_key_values
+    pieces, cache = [out.logits], cache_of(out)
     assert isinstance(cache, HoloCache)
     out = model(x[:, 20:45], past_key_values=cache, use_cache=True)
     pieces.append(out.logits)
     for t in range(45, 70):
-        out = model(x[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+        out = model(x[:, t:t + 1], past_key_values=cache_of(out), use_cache=True)
         pieces.append(out.logits)
-    assert out.past_key_values.seen_tokens == 70
+    assert cache_of(out).seen_tokens == 70
     assert_close(torch.cat(pieces, dim=1), full, 1e-5, "cached decode vs full forward")
 
 
@@ -122,11 +122,11 @@ def test_cache_exact_after_long_chunked_prefill():
     full = model(x, use_cache=False).logits[:, T:]
     cache = None
     for start in range(0, T, 1000):
-        cache = model(x[:, start:min(start + 1000, T)], past_key_values=cache).past_key_values
+        cache = cache_of(model(x[:, start:min(start + 1000, T)], past_key_values=cache))
     steps = []
     for t in range(T, T + 6):
         out = model(x[:, t:t + 1], past_key_values=cache)
-        cache = out.past_key_values
+        cache = cache_of(out)
         steps.append(out.logits)
     assert_close(torch.cat(steps, 1), full, 1e-4, "decode after 4k context")
 
@@ -167,7 +167,7 @@ def test_state_size_is_bounded_and_matches_the_cache(model):
     assert model.state_bytes(2, 5) == 2 * L * (d + 5 * d) * 4  # the buffer holds what it saw
     with torch.no_grad():
         for T in (5, 70):
-            cache = model(ids(2, T), use_cache=True).past_key_values
+            cache = cache_of(model(ids(2, T), use_cache=True))
             assert cache.nbytes() == model.state_bytes(2, T)
             assert all(set(s) == {"hologram", "buffer"} for s in cache.states)
 
@@ -266,7 +266,7 @@ def test_bf16_forward_backward_and_decode_finite(model):
     model.eval()
     with torch.no_grad():
         full = model(x, use_cache=False).logits.float()
-        cache = model(x[:, :36], use_cache=True).past_key_values
+        cache = cache_of(model(x[:, :36], use_cache=True))
         assert all(t.dtype == torch.float32 for s in cache.states for t in s.values())
         steps = [model(x[:, t:t + 1], past_key_values=cache).logits.float()
                  for t in range(36, 45)]

@@ -33,6 +33,7 @@ from hololm.layers.phasor import PhasorAttention
 from hololm.layers.rotary import RotaryEmbedding
 from hololm.layers.short_conv import ShortConv
 from hololm.layers.spectral import HolographicMixer, HoloSpectralBlock, LiteChannelMix, SpectralGate
+from hololm.models.cache import cache_of
 from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM, HoloSpectralNet
 from hololm.models.modeling import HoloTransformer
 from hololm.models.presets import MODEL_TYPES, build_model
@@ -109,7 +110,7 @@ def test_models_refuse_bad_labels_and_embeds(family):
         model(x, labels=x.float())
     with pytest.raises(ValueError, match=r"labels must have the shape of input_ids \(2, 6\)"):
         model(x, labels=x[:, :5])
-    with pytest.raises(ValueError, match="inputs_embeds is not supported"):
+    with pytest.raises(TypeError, match="inputs_embeds"):  # not an argument: token ids only
         model(x, inputs_embeds=torch.zeros(2, 6, 32))
     labels = x.clone()
     labels[:, :3] = -100  # ignored positions are fine
@@ -130,7 +131,7 @@ def test_a_cache_continues_only_the_model_that_filled_it(family):
     """Another family's (or another width's) states would be read with the wrong layout."""
     other = model_of("long" if family != "long" else "holo")
     with torch.no_grad():
-        cache = other(ids(1, 4), use_cache=True).past_key_values
+        cache = cache_of(other(ids(1, 4), use_cache=True))
     with pytest.raises(ValueError, match="filled by another model"):
         model_of(family)(ids(1, 1), past_key_values=cache)
 
@@ -447,7 +448,7 @@ def test_cache_streams_any_chunking_exactly(family, B, chunks, seed):
         cache, logits, start, fork = None, [], 0, None
         for n in chunks:
             out = model(x[:, start:start + n], past_key_values=cache, use_cache=True)
-            cache, start = out.past_key_values, start + n
+            cache, start = cache_of(out), start + n
             logits.append(out.logits)
             if fork is None and start < T:
                 fork, fork_at = cache.copy(), start

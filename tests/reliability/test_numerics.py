@@ -22,6 +22,7 @@ import math
 import pytest
 import torch
 
+from hololm.models.cache import cache_of
 from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
 from tests.helpers import assert_close
 from tests.models.conftest import tiny_model
@@ -70,7 +71,7 @@ def stream(model, x: torch.Tensor, chunk: int, keep: set[int], forks: set[int]
     kept, copies, cache = {}, {}, None
     for start in range(0, x.shape[1], chunk):
         out = model(x[:, start:start + chunk], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        cache = cache_of(out)
         assert torch.isfinite(out.logits).all(), f"non-finite logits in [{start}, +{chunk})"
         for p in keep:
             if start <= p < start + chunk:
@@ -102,7 +103,7 @@ def check_long_stream(family: str, T: int, n_checkpoints: int, decode: int = 16)
             cache, steps = forks[m], []
             for t in range(m, m + decode):
                 out = model(x[:, t:t + 1], past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
+                cache = cache_of(out)
                 steps.append(out.logits[0, 0])
             assert_close(torch.stack(steps), torch.stack([b[p] for p in range(m, m + decode)]),
                           1e-4, f"{family}: token-by-token decode at {m}")
