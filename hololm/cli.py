@@ -12,11 +12,12 @@ import argparse
 import dataclasses
 import importlib
 import json
+import signal
 import sys
 import typing
 from collections.abc import Callable, Iterable
 
-from hololm.errors import ConfigError, HololmError
+from hololm.errors import ConfigError, HololmError, is_out_of_memory
 
 
 def _train_help() -> dict[str, str]:
@@ -55,6 +56,11 @@ def _train_help() -> dict[str, str]:
         "grad_clip": "maximum gradient norm (0 disables clipping)",
         "max_bad_steps": "a step with a non-finite loss or gradient is skipped; this many in a "
                          "row stop the run (the last checkpoint stays intact)",
+        "divergence_patience": "stop the run when the training loss (median of the last 20 "
+                               "steps) stays this many steps in a row far above its best (0.5 "
+                               "nats, or a quarter of it) or, after warmup, at ln(vocabulary); "
+                               "checkpoints saved meanwhile prune nothing, so the last healthy "
+                               "one is kept (0: off)",
         "precision": f"{' | '.join(PRECISIONS)} (auto: bf16 on a GPU that supports it, else "
                      "fp32)",
         "gradient_checkpointing": "recompute activations in the backward pass to save memory",
@@ -248,8 +254,10 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
+    from hololm.devices import resolve_device
     from hololm.eval.perplexity import DEFAULT_CONTEXT_LENGTHS, evaluate_checkpoint
 
+    resolve_device(args.device)
     rows = evaluate_checkpoint(args.checkpoint, args.dataset, args.split,
                                args.context_lengths or DEFAULT_CONTEXT_LENGTHS,
                                data_dir=args.data_dir, batch_size=args.batch_size,
@@ -265,9 +273,11 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> None:
+    from hololm.devices import resolve_device
     from hololm.generation import generate_text, load_for_generation
 
-    model, tokenizer = load_for_generation(args.checkpoint, args.device)
+    _check_utf8("--prompt", args.prompt)
+    model, tokenizer = load_for_generation(args.checkpoint, resolve_device(args.device))
     sys.stdout.write(args.prompt)
     result = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -276,6 +286,18 @@ def run_generate(args: argparse.Namespace) -> None:
     cache = "" if result.cache_bytes is None else f", cache {result.cache_bytes / 2**10:.1f} KiB"
     print(f"\n[{len(result.token_ids)} tokens, {result.tokens_per_second:.1f} tokens/s{cache}]",
           file=sys.stderr)
+
+
+def _check_utf8(flag: str, text: str) -> None:
+    """A command-line argument that is not valid UTF-8 reaches Python with its bad bytes as
+    lone surrogates (PEP 383), which a tokenizer rejects with a TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = ord(text[err.start])
+        byte = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"U+{bad:04X}"
+        raise ConfigError(f"{flag} is not valid UTF-8 text ({byte} at character {err.start})"
+                          ) from None
 
 
 def run_bench(args: argparse.Namespace) -> None:
@@ -299,9 +321,18 @@ def main(argv: list[str] | None = None) -> int:
         kind = "error" if isinstance(err, HololmError) else type(err).__name__
         print(f"hololm {args.command}: {kind}: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"hololm {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except Exception as err:  # noqa: BLE001  (anything else re-raised: a bug shows its traceback)
+        if args.debug or not is_out_of_memory(err):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"hololm {args.command}: error: out of memory ({first}); lower --batch_size or "
+              f"--seq_len, or use --gradient_checkpointing", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        # the trainer saves, then stops with 128 + the signal, as the shell reports a signal
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"hololm {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        return 128 + signum
     return 0  # any other exception is a bug: Python prints its traceback and exits with 1
 
 

@@ -24,3 +24,13 @@ class ConfigError(HololmError, ValueError):
 
 class TrainingDivergedError(HololmError):
     """Training produced non-finite losses or gradients for too many consecutive steps."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is the machine running out of memory (CPU or GPU), which a user fixes
+    with a smaller batch, not a bug; recognised without importing torch."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in text
+                                              or "CUDA out of memory" in text)

@@ -8,6 +8,8 @@ import hashlib
 import os
 from pathlib import Path
 
+HASH_BLOCK_SIZE = 1 << 20
+
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("HOLOLM_CACHE") or "~/.cache/hololm").expanduser()
@@ -28,10 +30,17 @@ def stable_hash(*parts: object) -> str:
 
 
 def files_fingerprint(paths: list[Path], root: Path) -> str:
-    """Hash of each file's path relative to `root`, size and modification time: changes when a
-    file is added, removed or edited, without reading any content."""
-    stats = []
-    for path in paths:
-        stat = path.stat()
-        stats.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
-    return stable_hash(stats)
+    """Hash of each file's path relative to `root` and of its bytes. Content, not size and
+    mtime: a copy that keeps both (`cp -p`, rsync, a restored mtime) must not pass for the
+    original, or the token cache and resume checks would trust stale data."""
+    return stable_hash([(path.relative_to(root).as_posix(), file_digest(path))
+                        for path in paths])
+
+
+def file_digest(path: Path) -> str:
+    """Hex digest of the file's bytes, read in blocks (a large table costs no memory)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(HASH_BLOCK_SIZE), b""):
+            digest.update(block)
+    return digest.hexdigest()

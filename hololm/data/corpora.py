@@ -25,6 +25,7 @@ file is one text: its last 1/50 of lines are held out.
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import itertools
 import os
@@ -54,6 +55,16 @@ STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idlelib", "site-packages", "
 FOLDER_SUFFIXES = (".txt", ".md", ".py")
 # `datasets` builders for the table formats a local file may have.
 TABLE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+# Local files that must be UTF-8 text: read leniently, random bytes would train silently.
+TEXT_SUFFIXES = (".txt", ".json", ".jsonl", ".csv")
+BLOCK_SIZE = 1 << 20  # bytes read at a time when checking a text file
+# C0 control bytes other than tab, newline, vertical tab, form feed and carriage return; text
+# has next to none, a binary file (or one of NULs) is full of them.
+CONTROL_BYTES = bytes([*range(0x09), *range(0x0E, 0x20), 0x7F])
+MAX_CONTROL_FRACTION = 0.1
+# Fields documents are made of: where a row has one, it must hold a string (alpaca's optional
+# "input" may also be null). Anything else would crash deep inside the tokenizer.
+DOCUMENT_FIELDS = ("text", "instruction", "input", "output")
 
 # The prompt of Stanford Alpaca's training code, with and without an input.
 ALPACA_PROMPT = (
@@ -154,6 +165,7 @@ def load_documents(dataset: str, split: str = "train", *, data_dir: str | None =
                 f"at least 2 documents to hold one out (pass a single file's path instead)")
         return _file_documents(path, files, split)
     if path.suffix == ".txt" and path.is_file():
+        _check_text_file(path)
         return _text_file(path, split)
     if path.suffix in TABLE_BUILDERS and path.is_file():
         rows = _guarded(_local_dataset(path)["train"], str(path))
@@ -163,7 +175,8 @@ def load_documents(dataset: str, split: str = "train", *, data_dir: str | None =
 
 def corpus_fingerprint(dataset: str, data_dir: str | None = None) -> str:
     """Changes whenever the documents `load_documents(dataset, ...)` yields may change: the
-    repository for hub datasets, every file's path, size and mtime for local ones."""
+    repository for hub datasets, the content of every file (and its path within the corpus)
+    for local ones. Where the corpus lies does not count: a moved copy keeps its fingerprint."""
     if dataset in HUB_DATASETS:
         hub = HUB_DATASETS[dataset]
         if data_dir is None:
@@ -171,19 +184,22 @@ def corpus_fingerprint(dataset: str, data_dir: str | None = None) -> str:
         path = Path(data_dir).expanduser().resolve()
         if not path.exists():
             raise DatasetUnavailableError(f"no such file or folder: {path}")
-        files = _walk(path, (), frozenset()) if path.is_dir() else [path]
-        return stable_hash("local copy", hub.repo, str(path),
-                           files_fingerprint(files, path if path.is_dir() else path.parent))
+        return stable_hash("local copy", hub.repo, _local_fingerprint(path, ()))
     if dataset in ("stdlib", "shakespeare"):
         root, files = _named_files(dataset)
-        return stable_hash(dataset, str(root), files_fingerprint(files, root))
+        return stable_hash(dataset, files_fingerprint(files, root))
     path = Path(dataset).expanduser().resolve()
-    if path.is_dir():
-        return stable_hash(str(path), files_fingerprint(_walk(path, FOLDER_SUFFIXES, frozenset()),
-                                                        path))
-    if path.is_file():
-        return stable_hash(str(path), files_fingerprint([path], path.parent))
+    if path.exists():
+        return stable_hash("local", _local_fingerprint(path, FOLDER_SUFFIXES))
     raise _unknown(dataset)
+
+
+def _local_fingerprint(path: Path, suffixes: tuple[str, ...]) -> str:
+    """A folder's files ending with `suffixes` (any if empty), or a single file by its name,
+    whose suffix picks the format."""
+    if path.is_dir():
+        return files_fingerprint(_walk(path, suffixes, frozenset()), path)
+    return files_fingerprint([path], path.parent)
 
 
 def _unknown(dataset: str) -> DatasetUnavailableError:
@@ -319,6 +335,9 @@ def _local_dataset(path: Path) -> datasets.IterableDatasetDict:
     import datasets
     if not path.exists():
         raise DatasetUnavailableError(f"no such file or folder: {path}")
+    for file in _walk(path, TEXT_SUFFIXES, frozenset()) if path.is_dir() else [path]:
+        if file.suffix in TEXT_SUFFIXES:
+            _check_text_file(file)
     try:
         if path.is_dir():
             return datasets.load_dataset(str(path), streaming=True)
@@ -346,13 +365,39 @@ def _detect_extractor(rows: Iterator[Row], path: Path) -> Iterator[Document]:
         f"(found: {', '.join(first)})")
 
 
+def _check_text_file(path: Path) -> None:
+    """Refuse a file that is not UTF-8 text, naming the byte offset of its first invalid
+    sequence, or that is mostly control bytes (NULs, a binary file): read leniently, it would
+    train without a word. Read in blocks, so a large table costs no memory."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    size = controls = 0
+    with open(path, "rb") as file:
+        while True:
+            block = file.read(BLOCK_SIZE)
+            # the decoder holds back the bytes of a sequence a block boundary cut in two
+            buffered_from = size - len(decoder.getstate()[0])
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as err:
+                raise DatasetUnavailableError(
+                    f"{path} is not UTF-8 text: invalid byte sequence at byte offset "
+                    f"{buffered_from + err.start}") from None
+            if not block:
+                break
+            size += len(block)
+            controls += len(block) - len(block.translate(None, CONTROL_BYTES))
+    if controls > MAX_CONTROL_FRACTION * size:
+        raise DatasetUnavailableError(
+            f"{path} is not text: {controls / size:.0%} of its bytes are control characters")
+
+
 def _guarded(rows: Iterable[Row], source: str) -> Iterator[Row]:
-    """Rows, with read and parse errors (raised while iterating a stream) as one-line errors.
-    datasets also logs such an error before raising it: muted while reading, so that the user
-    sees one line."""
+    """Rows, with read and parse errors (raised while iterating a stream) as one-line errors,
+    and rows whose document fields are not strings refused. datasets also logs such an error
+    before raising it: muted while reading, so that the user sees one line."""
     import datasets
     rows = iter(rows)
-    while True:
+    for index in itertools.count():
         verbosity = datasets.logging.get_verbosity()
         datasets.logging.set_verbosity(datasets.logging.CRITICAL)
         try:
@@ -363,7 +408,29 @@ def _guarded(rows: Iterable[Row], source: str) -> Iterator[Row]:
             raise DatasetUnavailableError(f"could not read {source}: {_first_line(err)}") from err
         finally:
             datasets.logging.set_verbosity(verbosity)
+        _check_fields(row, source, index)
         yield row
+
+
+def _check_fields(row: Row, source: str, index: int) -> None:
+    for name in DOCUMENT_FIELDS:
+        value = row.get(name)
+        if name in row and not isinstance(value, str) and not (name == "input" and value is None):
+            kind = "null" if value is None else type(value).__name__
+            raise DatasetUnavailableError(
+                f"{source}, {_row_position(source, index)}: field {name!r} is {kind}, not a "
+                f"string")
+
+
+def _row_position(source: str, index: int) -> str:
+    """Where row `index` of `source` is: its line in a .jsonl file (one row per non-blank line),
+    else its row number."""
+    path = Path(source)
+    if path.suffix != ".jsonl" or not path.is_file():
+        return f"row {index + 1}"
+    with open(path, "rb") as file:
+        row_lines = (number for number, line in enumerate(file, 1) if line.strip())
+        return f"line {next(itertools.islice(row_lines, index, None))}"
 
 
 def _first_line(err: BaseException) -> str:

@@ -4,7 +4,8 @@
 each document (and a loss mask when some documents are (prompt, response) pairs: loss on the
 response and its EOS only); `load_token_data` does so for a named corpus split and caches the
 result as `<cache_dir>/tokens/<hash>.safetensors`, the hash covering the corpus (its files'
-sizes and mtimes, or its hub repository), the split, the whole tokenizer and `max_tokens`.
+content, or its hub repository), the split, the whole tokenizer and `max_tokens`.
+`dataset_fingerprint` names the token stream a run trains on, for a checkpoint to record.
 
 `BatchSampler` cuts the stream into non-overlapping windows of `seq_len` tokens, visited in a
 fresh random order (and offset) each epoch. Batch `step` of rank `r` is a pure function of
@@ -58,9 +59,16 @@ class TokenData:
         tensors = {"tokens": self.tokens}
         if self.loss_mask is not None:
             tensors["loss_mask"] = self.loss_mask
-        save_file(tensors, str(tmp), metadata={"n_documents": str(self.n_documents),
-                                               "n_bytes": str(self.n_bytes)})
-        os.replace(tmp, path)
+        try:
+            save_file(tensors, str(tmp), metadata={"n_documents": str(self.n_documents),
+                                                   "n_bytes": str(self.n_bytes)})
+            os.replace(tmp, path)
+        except (OSError, SafetensorError) as err:  # safetensors wraps a full disk in its own
+            tmp.unlink(missing_ok=True)
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise DatasetUnavailableError(f"cannot write the token cache {path} ({reason}); "
+                                          f"free space there or pass another --cache_dir"
+                                          ) from None
 
     @classmethod
     def load(cls, path: Path) -> TokenData:
@@ -81,6 +89,17 @@ def load_token_data(dataset: str, split: str, tokenizer: PreTrainedTokenizerFast
     return _cached(key, tokenizer, max_tokens, cache_dir, lambda: _tokenize(
         load_documents(dataset, split, data_dir=data_dir, streaming=streaming), tokenizer,
         max_tokens))
+
+
+def dataset_fingerprint(dataset: str, tokenizer: PreTrainedTokenizerFast, *,
+                        data_dir: str | None = None) -> str:
+    """Identity of the tokens `load_token_data(dataset, ..., data_dir=data_dir)` packs, for a
+    checkpoint to record and a resumed run to compare: the corpus's content
+    (`corpus_fingerprint`: every local file's bytes, the repository of a hub dataset read from
+    the hub), the whole tokenizer and the packing format. Where the corpus lies does not count,
+    so a moved copy resumes; other bytes of the same size and mtime do not."""
+    return stable_hash("dataset", FORMAT_VERSION, corpus_fingerprint(dataset, data_dir),
+                       tokenizer_fingerprint(tokenizer))
 
 
 def tokenize_documents(documents: Iterable[Document], tokenizer: PreTrainedTokenizerFast,

@@ -4,9 +4,11 @@ A checkpoint is a directory written by `save_pretrained` (config.json, model.saf
 tokenizer files); the trainer writes them as `<checkpoint_dir>/step_<N>/`, so either a step
 directory or the checkpoint directory (meaning its latest complete step) is accepted. Anything
 missing, partial or corrupt raises `CheckpointError` with a one-line message; a trainer
-checkpoint's weights and config are checked against the SHA-256 it recorded, and weights are
-read from safetensors only (never a pickled pytorch_model.bin). Only the model and
-tokenizer are read (not the optimizer state), so evaluating costs no more than the model's size."""
+checkpoint's weights and config are checked against the SHA-256 it recorded (the weights also
+against the one in their own header, when trainer_state.json is gone), weights holding NaN or
+inf are refused, and weights are read from safetensors only (never a pickled
+pytorch_model.bin). Only the model and tokenizer are read (not the optimizer state), so
+evaluating costs no more than the model's size."""
 
 from __future__ import annotations
 
@@ -68,6 +70,11 @@ def load_model_and_tokenizer(checkpoint: str | Path, device: str | torch.device 
     if broken:
         raise CheckpointError(f"checkpoint {str(path)!r} lacks or mismatches {len(broken)} "
                               f"weights (first: {broken[0]})")
+    # a run saved after it diverged: eval would report nan and exit 0, sampling would crash
+    non_finite = _first_non_finite(model)
+    if non_finite is not None:
+        raise CheckpointError(f"checkpoint {str(path)!r}: weight {non_finite} holds NaN or inf "
+                              f"values")
     try:
         tokenizer = load_tokenizer(str(path))
     except TokenizerUnavailableError:
@@ -77,6 +84,12 @@ def load_model_and_tokenizer(checkpoint: str | Path, device: str | torch.device 
     except ValueError as err:
         raise CheckpointError(f"checkpoint {str(path)!r}: {err}") from None
     return model.to(device).eval(), tokenizer
+
+
+def _first_non_finite(model: PreTrainedModel) -> str | None:
+    """The name of the first weight (in state_dict order) holding NaN or inf, or None."""
+    return next((name for name, tensor in model.state_dict().items()
+                 if not torch.isfinite(tensor).all()), None)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,11 @@ Layout of `<checkpoint_dir>/step_<N>/`:
                                                               RNG states (one per process), the
                                                               TrainConfig, SHA-256 of the files
 
+model.safetensors also carries the SHA-256 of its own tensor bytes in its header's metadata
+(`hololm.sha256`, next to `hololm.format`), so the weights stay verifiable when
+trainer_state.json is lost: weights with either key are trainer-written and must match; weights
+with neither are a plain `save_pretrained`, which records no checksums.
+
 Everything is written into `<checkpoint_dir>/.tmp-step_<N>-<pid>/`, flushed to disk, and then
 renamed to `step_<N>` with `os.replace`, so a run killed while saving leaves the previous
 checkpoints untouched and only a temp directory, which `latest_checkpoint` never returns (the
@@ -18,7 +23,7 @@ Old checkpoints are renamed away before they are deleted, so a kill while prunin
 a half-deleted `step_<N>`.
 `load_checkpoint` checks the files against their recorded checksums and reads the tensors with
 safetensors and `torch.load(weights_only=True)` (no pickled code runs); any problem raises
-`CheckpointError` with one line.
+`CheckpointError` with one line. Pruning skips a symlinked `step_<N>`: it is the user's.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ import os
 import random
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -54,7 +60,11 @@ STATE_FILE = "trainer_state.json"
 CHECKSUMMED = (MODEL_FILE, "config.json", OPTIMIZER_FILE, SCHEDULER_FILE)
 STEP_DIR = re.compile(r"step_(\d+)")
 LEFTOVER = re.compile(r"\.(?:tmp|old)-step_\d+-(\d+)")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model.safetensors carries its own checksum
+WEIGHTS_FORMAT = "hololm.format"  # safetensors metadata keys written by save_checkpoint
+WEIGHTS_SHA256 = "hololm.sha256"
+MAX_HEADER = 100_000_000  # bytes; safetensors refuses larger headers too
+CHUNK = 1 << 22
 
 
 @dataclass
@@ -122,12 +132,17 @@ def save_checkpoint(checkpoint_dir: str | Path, model: PreTrainedModel,
     checkpoint_dir = Path(checkpoint_dir)
     final = checkpoint_dir / f"step_{step}"
     tmp = checkpoint_dir / f".tmp-step_{step}-{os.getpid()}"
+    if final.is_symlink():  # the user's link: never replaced, followed or deleted
+        raise CheckpointError(f"cannot save checkpoint {final}: it is a symbolic link (to "
+                              f"{os.readlink(final)}); move it away or use another "
+                              f"--checkpoint_dir")
     try:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(checkpoint_dir)
         tmp.mkdir()
         with no_hf_progress_bars():
             model.save_pretrained(tmp, max_shard_size="1000GB")  # one file: model.safetensors
+        _embed_checksum(tmp / MODEL_FILE)
         tokenizer.save_pretrained(tmp)
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
@@ -156,13 +171,24 @@ def save_checkpoint(checkpoint_dir: str | Path, model: PreTrainedModel,
         os.replace(tmp, final)
     _fsync_dir(checkpoint_dir)
     if keep is not None:
-        older = [path for s, path in _checkpoints(checkpoint_dir) if s <= step]
-        for path in older[:-keep]:
-            # renamed first: a kill during the deletion leaves a temp dir, not a broken step
-            doomed = checkpoint_dir / f".old-{path.name}-{os.getpid()}"
-            os.replace(path, doomed)
-            shutil.rmtree(doomed)
+        _prune(checkpoint_dir, step, keep)
     return final
+
+
+def check_writable(checkpoint_dir: str | Path) -> None:
+    """Create `checkpoint_dir` if missing and create and remove a file in it, so that a
+    read-only or misplaced directory stops a run at start-up rather than at its first save;
+    CheckpointError in one line otherwise."""
+    checkpoint_dir = Path(checkpoint_dir)
+    try:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=checkpoint_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        problem = _write_problem(err, checkpoint_dir / ".write-check")
+        raise CheckpointError(f"checkpoint dir {checkpoint_dir} is not writable: {problem}"
+                              ) from None
 
 
 def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
@@ -204,6 +230,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                           history=state["history"], train_config=state["train_config"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path}: {STATE_FILE} lacks {err}") from None
+
+
+def _prune(checkpoint_dir: Path, step: int, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints up to `step`. A symlinked step_<N> (say, an
+    archived run linked back in) is the user's: it is neither renamed, followed nor counted."""
+    older = [path for s, path in _checkpoints(checkpoint_dir)
+             if s <= step and not path.is_symlink()]
+    for path in older[:-keep]:
+        # renamed first: a kill during the deletion leaves a temp dir, not a broken step
+        doomed = checkpoint_dir / f".old-{path.name}-{os.getpid()}"
+        os.replace(path, doomed)
+        shutil.rmtree(doomed)
 
 
 def _remove_leftovers(checkpoint_dir: Path) -> None:
@@ -251,19 +289,85 @@ def _checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
 
 
 def verify_checksums(path: str | Path, names: tuple[str, ...] = CHECKSUMMED) -> bool:
-    """Check `names` in a trainer checkpoint against the SHA-256 its trainer_state.json records
-    (a flipped bit inside a tensor passes every format check and loads as silently wrong
-    weights). Returns False for a directory without trainer_state.json (a plain
-    `save_pretrained`, which records no checksums); CheckpointError on any mismatch."""
+    """Check a checkpoint's files against their recorded SHA-256 (a flipped bit inside a tensor
+    passes every format check and loads as silently wrong weights): `names` against
+    trainer_state.json where it exists, else the weights against the checksum in their own
+    header, so that losing trainer_state.json does not switch the check off. Returns False when
+    nothing is recorded (a plain `save_pretrained`); CheckpointError on a mismatch, or on
+    trainer-written weights whose checksum is gone."""
     path = Path(path)
     if not (path / STATE_FILE).is_file():
-        return False
+        weights = path / MODEL_FILE
+        return MODEL_FILE in names and weights.is_file() and _check_embedded_checksum(weights)
     try:
         checksums = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))["sha256"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise CheckpointError(f"checkpoint {path}: invalid JSON metadata ({err})") from None
     _check_files(path, checksums, names)
     return True
+
+
+def _embed_checksum(path: Path) -> None:
+    """Write the SHA-256 of the tensor bytes into the safetensors header's metadata, so that the
+    weights carry their own checksum. save_pretrained cannot add metadata, so the tensor bytes
+    are shifted in place to make room for the longer header (a copy would need the weights'
+    size again on a disk that may be nearly full)."""
+    header, start = _read_header(path)
+    header["__metadata__"] = {**header.get("__metadata__", {}),
+                              WEIGHTS_FORMAT: str(FORMAT_VERSION),
+                              WEIGHTS_SHA256: _sha256(path, start)}
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # safetensors keeps the tensor bytes 8-aligned
+    head = len(encoded).to_bytes(8, "little") + encoded
+    with open(path, "r+b") as f:
+        _shift_tail(f, start, len(head) - start)  # >= 0: the header only gained keys
+        f.seek(0)
+        f.write(head)
+
+
+def _shift_tail(f: IO[bytes], start: int, by: int) -> None:
+    """Move the bytes from `start` to the end of `f` forward by `by`, the last chunk first so
+    that no byte is overwritten before it is read."""
+    end = f.seek(0, os.SEEK_END)
+    while end > start:
+        size = min(CHUNK, end - start)
+        end -= size
+        f.seek(end)
+        chunk = f.read(size)
+        f.seek(end + by)
+        f.write(chunk)
+
+
+def _check_embedded_checksum(path: Path) -> bool:
+    """Check trainer-written weights against the checksum in their header; False for weights
+    without hololm's metadata. Either key marks them as trainer-written, so a damaged key
+    name cannot pass them off as a plain save_pretrained."""
+    header, start = _read_header(path)
+    metadata = header.get("__metadata__")
+    if not isinstance(metadata, dict) or not metadata.keys() & {WEIGHTS_FORMAT, WEIGHTS_SHA256}:
+        return False
+    if not isinstance(metadata.get(WEIGHTS_SHA256), str):
+        raise CheckpointError(f"checkpoint {path.parent}: {path.name} was written by the "
+                              f"trainer but its checksum is missing")
+    if metadata[WEIGHTS_SHA256] != _sha256(path, start):
+        raise CheckpointError(f"checkpoint {path.parent}: {path.name} is corrupt "
+                              f"(checksum mismatch)")
+    return True
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """A safetensors file's JSON header and the offset of its first tensor byte."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        raw = f.read(size) if 0 < size <= MAX_HEADER else b""
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"checkpoint {path.parent}: {path.name} is corrupt "
+                              f"(not a safetensors header)")
+    return header, 8 + size
 
 
 def _check_files(path: Path, checksums: Any, names: tuple[str, ...]) -> None:
@@ -297,10 +401,12 @@ def no_hf_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, start: int = 0) -> str:
+    """Of the bytes from `start` to the end of the file."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
+        f.seek(start)
+        while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 

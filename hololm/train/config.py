@@ -1,5 +1,6 @@
 """`TrainConfig`: every setting of a training run, with the seeds' flag names, read from keyword
-arguments or a JSON / YAML file (parsed with `yaml.safe_load`, so a config never runs code).
+arguments or a JSON / YAML file (parsed with a `yaml.SafeLoader`, so a config never runs code;
+a key given twice in one mapping is refused, where the parsers would keep the last silently).
 
 Values are checked when the config is built: a wrong name, type or choice raises `ConfigError`
 with one line naming the field, so a typo in a config file fails before any data is loaded.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ class TrainConfig:
     warmup_steps: int = 100  # see effective_warmup_steps
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     max_bad_steps: int = 3  # consecutive non-finite steps (skipped) before the run stops
+    divergence_patience: int = 200  # unhealthy-loss steps in a row before the run stops; 0: off
     precision: str = "auto"  # auto: bf16 on a CUDA GPU that supports it, else fp32
     gradient_checkpointing: bool = False
     seed: int = 0
@@ -84,7 +87,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
         for name in ("lr", "muon_lr", "weight_decay", "warmup_steps", "grad_clip",
-                     "sample_tokens"):
+                     "sample_tokens", "divergence_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must not be negative")
         if self.sample_every is not None and self.sample_every < 1:
@@ -134,19 +137,74 @@ def read_settings(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    parse = _PARSERS.get(path.suffix)
+    if parse is None:
+        raise ConfigError(f"config file {path} must end in .json, .yaml or .yml")
     try:
-        if path.suffix == ".json":
-            values = json.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            values = yaml.safe_load(text)
-        else:
-            raise ConfigError(f"config file {path} must end in .json, .yaml or .yml")
+        values = parse(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         problem = str(err).replace("\n", " ")
         raise ConfigError(f"config file {path} is not valid: {problem}") from None
+    except _DuplicateKeyError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings")
     return values
+
+
+class _DuplicateKeyError(Exception):
+    """A key given twice in one mapping (read_settings adds the file's name)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader refusing a key given twice in one mapping: PyYAML keeps the last, so a second
+    `lr:` further down a long config would silently override the first. Keys merged in with
+    `<<: *anchor` may still be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            # scalar keys only: they are hashable, and a config has no other kind
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _YAML_MERGE_TAG:
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    raise _DuplicateKeyError(f"key {key!r} is given twice, on line {lines[key]} "
+                                             f"and again on line {line}")
+                lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+_YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _parse_yaml(text: str) -> Any:
+    loader = _UniqueKeyLoader(text)  # a SafeLoader: no tag runs code
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _parse_json(text: str) -> Any:
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise _DuplicateKeyError(f"key {key!r} is given twice, again on line "
+                                         f"{_last_line_of_key(text, key)}")
+        return dict(pairs)
+    return json.loads(text, object_pairs_hook=unique)
+
+
+def _last_line_of_key(text: str, key: str) -> int | str:
+    """The line of the last `"key":` in a JSON text (object_pairs_hook sees no positions), or
+    "?" where the key is spelled with escapes."""
+    found = list(re.finditer(re.escape(json.dumps(key)) + r"\s*:", text))
+    return text.count("\n", 0, found[-1].start()) + 1 if found else "?"
+
+
+_PARSERS = {".json": _parse_json, ".yaml": _parse_yaml, ".yml": _parse_yaml}
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

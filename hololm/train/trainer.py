@@ -26,7 +26,8 @@ import signal
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import gather_object, parse_flag_from_env, set_seed
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -42,11 +44,12 @@ from hololm.data.packing import (
     IGNORE_INDEX,
     BatchSampler,
     TokenData,
+    dataset_fingerprint,
     eval_batches,
     load_token_data,
 )
 from hololm.data.tokenizers import get_tokenizer
-from hololm.errors import CheckpointError, ConfigError, TrainingDivergedError
+from hololm.errors import ConfigError, TrainingDivergedError
 from hololm.models.presets import build_model
 from hololm.models.vocabulary import restrict_generation_to
 from hololm.optim import build_optimizer
@@ -54,6 +57,7 @@ from hololm.train.checkpoint import (
     STATE_FILE,
     Checkpoint,
     capture_rng_state,
+    check_writable,
     latest_checkpoint,
     load_checkpoint,
     restore_rng_state,
@@ -61,6 +65,8 @@ from hololm.train.checkpoint import (
 )
 from hololm.train.config import TrainConfig
 from hololm.train.logging import RunLogger
+from hololm.train.loss_watch import LossWatch
+from hololm.train.run_lock import RunLock
 from hololm.train.schedule import build_scheduler
 
 VOCAB_MULTIPLE = 64  # embedding rows padded to a multiple of 64: faster matmuls on GPUs
@@ -68,6 +74,9 @@ VOCAB_MULTIPLE = 64  # embedding rows padded to a multiple of 64: faster matmuls
 ARCHITECTURE_KEYS = ("model_type", "model_size", "model_overrides", "seq_len", "tokenizer",
                      "bpe_vocab_size")
 ADAMW_BETAS = (0.9, 0.95)
+DATA_FINGERPRINT = "dataset_fingerprint"  # in the checkpoint's sampler state
+# what a resumed run cannot change: the model, its data layout, and the optimizer's state layout
+FIXED_ON_RESUME = (*ARCHITECTURE_KEYS, "optimizer")
 LR_FLOOR = 0.1  # the cosine decays to 10 % of the peak lr
 # accelerate's launch modes that shard or partition the model, by the variable each sets
 SHARDED_LAUNCHES = {"ACCELERATE_USE_FSDP": "--use_fsdp", "ACCELERATE_USE_DEEPSPEED":
@@ -89,10 +98,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         state = accelerator.state
         accelerator.print(f"{state.num_processes} processes ({state.distributed_type.value} "
                           f"over {state.backend})")
+    with ExitStack() as held:
+        if accelerator.is_main_process:  # one run per directory (the other ranks are its own)
+            for directory in _run_directories(cfg):
+                held.enter_context(RunLock(directory))
+        return _train(cfg, accelerator)
+
+
+def _run_directories(cfg: TrainConfig) -> list[Path]:
+    """The directories a run writes: the output dir, and the checkpoint dir when outside it."""
+    out, checkpoints = Path(cfg.output_dir).resolve(), Path(cfg.resolved_checkpoint_dir).resolve()
+    return [out] if checkpoints.is_relative_to(out) else [out, checkpoints]
+
+
+def _train(cfg: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
     set_seed(cfg.seed)
     resume = _resume_checkpoint(cfg)
     with accelerator.main_process_first():  # the first process fills the token caches
         tokenizer, train_data, val_data = load_data(cfg)
+    fingerprint = dataset_fingerprint(cfg.dataset, tokenizer, data_dir=cfg.data_dir)
+    if resume is not None:
+        _check_same_data(resume, fingerprint)
     try:
         model = build_model(cfg.model_type, cfg.model_size, vocab_size=padded_vocab(tokenizer),
                             seq_len=cfg.seq_len, **cfg.model_overrides)
@@ -100,6 +126,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     except (TypeError, ValueError) as err:  # the model's config refuses an override
         raise ConfigError(f"{cfg.model_type}-{cfg.model_size} with model_overrides "
                           f"{cfg.model_overrides}: {str(err).splitlines()[0]}") from None
+    if accelerator.is_main_process:  # before the first step, not at the first save
+        check_writable(cfg.resolved_checkpoint_dir)
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable()
     if resume is not None:
@@ -117,17 +145,57 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                            rank=accelerator.process_index, world_size=accelerator.num_processes)
     history: list[dict[str, Any]] = []
     if resume is not None:
+        asked = [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups]
         optimizer.load_state_dict(resume.optimizer_state)
         scheduler.load_state_dict(resume.scheduler_state)
+        for change in _apply_changed_hyperparameters(cfg, resume.train_config, optimizer,
+                                                     scheduler, asked):
+            accelerator.print(f"resume: {change}")
         sampler.load_state_dict(resume.sampler_state)
         history = resume.history
         restore_rng_state(resume.rng_states[accelerator.process_index % len(resume.rng_states)])
     run = _Run(cfg, accelerator, model, optimizer, scheduler, sampler, tokenizer, val_data,
-               history, resume.path if resume is not None else None)
+               history, resume.path if resume is not None else None,
+               uniform_loss=math.log(len(tokenizer)), data_fingerprint=fingerprint)
     try:
         return run.loop(resume.step if resume is not None else 0)
     finally:
         run.close()
+
+
+def _check_same_data(resume: Checkpoint, fingerprint: str) -> None:
+    """A resumed run must read the data it was trained on: a different corpus of the same token
+    count would pass the sampler's length check and continue on other text."""
+    saved = resume.sampler_state.get(DATA_FINGERPRINT) if isinstance(resume.sampler_state,
+                                                                      dict) else None
+    if saved is None:  # a checkpoint from before fingerprints were recorded
+        print(f"resume: {resume.path} does not record its training data; not checked",
+              flush=True)
+    elif saved != fingerprint:
+        raise ConfigError(f"resume: the training data (or tokenizer) differs from the one "
+                          f"{resume.path} was trained on; resume with that data, or start a new "
+                          f"run")
+
+
+def _apply_changed_hyperparameters(cfg: TrainConfig, saved: dict[str, Any],
+                                   optimizer: torch.optim.Optimizer, scheduler: LambdaLR,
+                                   asked: list[tuple[float, float]]) -> list[str]:
+    """Loading the optimizer and scheduler states restores the checkpoint's learning rates and
+    weight decay; where the config now asks for others (`asked`: each param group's peak lr and
+    weight decay as built from it), apply those to the restored optimizer, and the schedule's
+    factor at the current step (warmup and max_steps may have changed too). Returns what
+    changed, for the log; nothing changes when the config is the checkpoint's."""
+    keys = ("lr", "muon_lr", "weight_decay", "warmup_steps", "max_steps")
+    changes = [f"{key} {saved[key]!r} -> {getattr(cfg, key)!r} (applied to the restored "
+               f"optimizer)" for key in keys if key in saved and saved[key] != getattr(cfg, key)]
+    if not changes:
+        return []
+    for i, (group, (peak, decay)) in enumerate(zip(optimizer.param_groups, asked, strict=True)):
+        scheduler.base_lrs[i] = group["initial_lr"] = peak
+        group["weight_decay"] = decay
+        group["lr"] = peak * scheduler.lr_lambdas[i](scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return changes
 
 
 def resolve_precision(precision: str) -> str:
@@ -178,10 +246,11 @@ class _Run:
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
                  sampler: BatchSampler, tokenizer: PreTrainedTokenizerBase,
                  val_data: TokenData, history: list[dict[str, Any]],
-                 checkpoint: Path | None) -> None:
+                 checkpoint: Path | None, uniform_loss: float, data_fingerprint: str) -> None:
         self.cfg, self.accelerator, self.model = cfg, accelerator, model
         self.optimizer, self.scheduler, self.sampler = optimizer, scheduler, sampler
         self.tokenizer, self.val_data, self.history = tokenizer, val_data, history
+        self.data_fingerprint = data_fingerprint
         self.tokens_per_step = (cfg.batch_size * cfg.seq_len * cfg.grad_accum_steps
                                 * accelerator.num_processes)
         # eval_batches batches of batch_size windows per process: the same held-out windows
@@ -193,6 +262,10 @@ class _Run:
         self.eval_windows = [share for share in shares if len(share["input_ids"])]
         self.prompt = self._sample_prompt()
         self.checkpoint = checkpoint  # the last one saved (or resumed from)
+        self.good_checkpoint = checkpoint  # the last one saved while the loss looked healthy
+        self.watch = LossWatch(cfg.divergence_patience, uniform_loss, cfg.effective_warmup_steps)
+        for record in history:
+            self.watch.update(record["step"], record["loss"])
         self.logger = None
         if accelerator.is_main_process:
             start = history[-1]["step"] if history else 0
@@ -203,10 +276,11 @@ class _Run:
         cfg, accelerator = self.cfg, self.accelerator
         bar = tqdm(total=cfg.max_steps, initial=start, desc="train", dynamic_ncols=True,
                    disable=None if accelerator.is_main_process else True)
-        with bar, _interrupts_trigger(accelerator):
+        with bar, _signals_trigger(accelerator) as self.signals:
             for step in range(start + 1, cfg.max_steps + 1):
                 record = self._train_step(step)
                 self._check_divergence(record)
+                verdict = self.watch.update(step, record["loss"])
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
                 bar.update()
@@ -220,18 +294,20 @@ class _Run:
                     self._print(f"step {step}: val_loss {record['val_loss']:.4f}  val_ppl "
                                 f"{record['val_ppl']:.2f}  val_bpb {record['val_bpb']:.4f}")
                 if self._sample_due(step):
-                    self._print(f"sample at step {step}: {self._sample(step)!r}")
+                    self._report_sample(step)
                 self.history.append(record)
                 if self.logger is not None and logged:
                     self.logger.log(record)
                     if evaluate:
                         self.logger.plot(self.history, self._title())
-                interrupted = accelerator.check_trigger()  # Ctrl-C on any process, seen by all
+                interrupted = accelerator.check_trigger()  # a signal on any process, seen by all
                 if interrupted or step % cfg.save_steps == 0 or step == cfg.max_steps:
                     self._save(step)
+                if verdict is not None:
+                    self._stop_diverged(verdict, record)
                 if interrupted:
-                    self._print(f"interrupted: saved {self.checkpoint}")
-                    raise KeyboardInterrupt
+                    self._print(f"{self.signals.name}: saved {self.checkpoint}")
+                    raise StoppedBySignal(self.signals.received, self.checkpoint)
         last_eval = next((r for r in reversed(self.history) if "val_loss" in r), {})
         return {"final_loss": self.history[-1]["loss"] if self.history else None,
                 "steps": self.history[-1]["step"] if self.history else 0,
@@ -262,6 +338,13 @@ class _Run:
                 f"{bad} consecutive steps ({step - bad + 1}-{step}) had a non-finite loss or "
                 f"gradient: stopped; last checkpoint {last}; lower lr (now {record['lr']:.2e}), "
                 f"use fp32, or check the data")
+
+    def _stop_diverged(self, verdict: str, record: dict[str, Any]) -> None:
+        good = self.good_checkpoint if self.good_checkpoint is not None else "none saved yet"
+        raise TrainingDivergedError(
+            f"step {record['step']}: {verdict}: stopped; the last checkpoint saved while the "
+            f"loss was healthy is {good} (kept); resume from it with a lower --lr (now "
+            f"{record['lr']:.2e}), or raise --divergence_patience (0 turns the check off)")
 
     def close(self) -> None:
         if self.logger is not None:
@@ -336,6 +419,16 @@ class _Run:
         every = cfg.sample_every or cfg.eval_steps
         return step % every == 0 or step == cfg.max_steps
 
+    def _report_sample(self, step: int) -> None:
+        """Print the sample; a sample that fails is reported and training goes on (a sample is
+        a glimpse, never worth the run)."""
+        try:
+            self._print(f"sample at step {step}: {self._sample(step)!r}")
+        except Exception as err:  # noqa: BLE001  (reported with its type, not swallowed)
+            self.accelerator.unwrap_model(self.model).train()
+            self._print(f"sample at step {step} failed, training goes on: "
+                        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
     @torch.no_grad()
     def _sample(self, step: int) -> str:
         """A continuation of the fixed prompt (top-k sampling with a fixed seed), also appended
@@ -346,12 +439,13 @@ class _Run:
         cuda = [torch.cuda.current_device()] if self.accelerator.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.cfg.seed)
-            out = model.generate(ids, max_new_tokens=self.cfg.sample_tokens, do_sample=True,
+            # every prompt token is real, the end-of-text id included: an explicit mask keeps
+            # generate() from reading that id as padding; the padded vocabulary rows are
+            # suppressed by the model's generation config (restrict_generation_to)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=self.cfg.sample_tokens, do_sample=True,
                                  top_k=50, temperature=0.8,
-                                 pad_token_id=self.tokenizer.eos_token_id,
-                                 # padded embedding rows are not tokens
-                                 suppress_tokens=list(range(len(self.tokenizer),
-                                                            model.config.vocab_size)))
+                                 pad_token_id=self.tokenizer.eos_token_id)
         model.train()
         text = self.tokenizer.decode(out[0].tolist())
         with open(Path(self.cfg.output_dir) / "samples.txt", "a", encoding="utf-8") as f:
@@ -361,13 +455,19 @@ class _Run:
     def _save(self, step: int) -> None:
         cfg, accelerator = self.cfg, self.accelerator
         rng_states = gather_object([capture_rng_state()])  # one per process, rank order
+        healthy = self.watch.healthy
         if accelerator.is_main_process:
+            # while the loss looks unhealthy nothing is pruned: the checkpoints from before a
+            # collapse are what a user resumes from
             save_checkpoint(
                 cfg.resolved_checkpoint_dir, accelerator.unwrap_model(self.model), self.tokenizer,
-                self.optimizer, self.scheduler, self.sampler.state_dict(), step,
+                self.optimizer, self.scheduler,
+                {**self.sampler.state_dict(), DATA_FINGERPRINT: self.data_fingerprint}, step,
                 cfg.to_dict(), history=self.history, rng_states=rng_states,
-                keep=cfg.keep_checkpoints)
+                keep=cfg.keep_checkpoints if healthy else None)
         self.checkpoint = Path(cfg.resolved_checkpoint_dir) / f"step_{step}"
+        if healthy:
+            self.good_checkpoint = self.checkpoint
         accelerator.wait_for_everyone()
 
     def _sample_prompt(self) -> list[int]:
@@ -398,10 +498,13 @@ def _resume_checkpoint(cfg: TrainConfig) -> Checkpoint | None:
     if not (path / STATE_FILE).is_file():
         path = latest_checkpoint(path) or path
     if cfg.resume is True and not (path / STATE_FILE).is_file():
-        raise CheckpointError(f"resume: no checkpoint in {cfg.resolved_checkpoint_dir}")
+        # a restart script passes --resume every time, the first time included
+        print(f"resume: no checkpoint in {cfg.resolved_checkpoint_dir} yet: starting fresh",
+              flush=True)
+        return None
     checkpoint = load_checkpoint(path)
     saved = checkpoint.train_config
-    differ = [f"{k}={getattr(cfg, k)!r} (checkpoint: {saved[k]!r})" for k in ARCHITECTURE_KEYS
+    differ = [f"{k}={getattr(cfg, k)!r} (checkpoint: {saved[k]!r})" for k in FIXED_ON_RESUME
               if k in saved and saved[k] != getattr(cfg, k)]
     if differ:
         raise ConfigError(f"resume: the config differs from {path}'s: {', '.join(differ)}")
@@ -435,26 +538,49 @@ def _cpu_processes() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+class StoppedBySignal(KeyboardInterrupt):
+    """The run stopped on SIGINT or SIGTERM after saving `checkpoint`; `signum` says which (the
+    command line exits with 128 + signum, as the shell does for a process a signal ends)."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        super().__init__(f"stopped by {signal.Signals(signum).name}: saved {checkpoint}")
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+class _Signals:
+    """The signal that asked the run to stop (None while none did)."""
+
+    received: int | None = None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else "interrupted"
+
+
 @contextmanager
-def _interrupts_trigger(accelerator: Accelerator):
-    """While training, Ctrl-C sets accelerate's trigger (checked between steps, so the run
-    saves a consistent checkpoint and then raises KeyboardInterrupt); a second Ctrl-C
-    interrupts at once."""
+def _signals_trigger(accelerator: Accelerator) -> Iterator[_Signals]:
+    """While training, Ctrl-C (SIGINT) and SIGTERM (what schedulers, `timeout` and container
+    stops send) set accelerate's trigger, checked between steps on every process: the run saves
+    a consistent checkpoint, then raises StoppedBySignal. A second signal stops at once."""
+    signals = _Signals()
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be installed from the main thread
+        yield signals  # signal handlers can only be installed from the main thread
         return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum, frame):
+        signals.received = signum
         accelerator.set_trigger()
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
         if accelerator.is_main_process:  # os.write: safe inside a signal handler
-            os.write(2, b"\ninterrupted: saving a checkpoint after this step "
-                        b"(Ctrl-C again to stop at once)\n")
+            os.write(2, f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
+                        f"(send it again to stop at once)\n".encode())
 
-    signal.signal(signal.SIGINT, handler)
+    for sig in previous:
+        signal.signal(sig, handler)
     try:
-        yield
+        yield signals
     finally:
-        signal.signal(signal.SIGINT, previous)
-
+        for sig, old in previous.items():
+            signal.signal(sig, old)

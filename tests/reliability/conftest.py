@@ -9,3 +9,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    """One token cache per module: the corpus is tokenized once."""
+    return str(tmp_path_factory.mktemp("token-cache"))

@@ -183,8 +183,9 @@ def test_damaged_checkpoints_are_refused_in_one_line(damage, command, run_dir, t
 
 
 def test_resume_refuses_damaged_or_missing_checkpoints(run_dir, tmp_path, capsys):
-    one_line_error(capsys, train_args(tmp_path / "fresh", tmp_path / "cache", "--resume"),
-                   "no checkpoint in")
+    missing = tmp_path / "no-such-run" / "step_7"  # a named checkpoint must exist
+    one_line_error(capsys, train_args(tmp_path / "fresh", tmp_path / "cache", "--resume",
+                                      str(missing)), "does not exist")
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     step = copy / "checkpoints" / "step_2"

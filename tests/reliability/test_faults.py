@@ -44,8 +44,8 @@ from hololm.train.checkpoint import (
 )
 from hololm.train.config import TrainConfig
 from hololm.train.schedule import build_scheduler
+from tests.reliability.runs import TINY, run_config, run_values
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
 KILLS = {"model_write": "step_2", "optimizer_write": "step_2", "before_rename": "step_2",
          "prune": "step_4", "mid_step": "step_4"}  # scenario -> the checkpoint left as latest
 
@@ -54,27 +54,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("token-cache"))
-
-
-def _values(out: Path, cache_dir: str, **changes) -> dict:
-    return {"model_type": "long", "model_size": "tiny", "model_overrides": TINY, "seq_len": 32,
-            "batch_size": 4, "max_steps": 6, "lr": 3e-3, "warmup_steps": 2, "eval_steps": 100,
-            "eval_batches": 1, "save_steps": 2, "keep_checkpoints": 1, "log_every": 1,
-            "sample_tokens": 0, "dataset": "stdlib", "tokenizer": "byte",
-            "max_train_tokens": 50_000, "max_eval_tokens": 5_000, "cache_dir": cache_dir,
-            "output_dir": str(out), "precision": "fp32", **changes}
-
-
-def _config(out: Path, cache_dir: str, **changes) -> TrainConfig:
-    return TrainConfig(**_values(out, cache_dir, **changes))
-
-
-@pytest.fixture(scope="module")
 def whole(tmp_path_factory, cache_dir) -> dict:
     """The uninterrupted run every faulty one is compared with."""
-    return trainer.train(_config(tmp_path_factory.mktemp("whole"), cache_dir))
+    return trainer.train(run_config(tmp_path_factory.mktemp("whole"), cache_dir))
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -100,7 +82,7 @@ def killed(tmp_path_factory, cache_dir, whole) -> Path:
     """One subprocess forks a child per scenario; each child SIGKILLs itself mid-run."""
     root = tmp_path_factory.mktemp("killed")
     config_file = root / "config.json"
-    config_file.write_text(json.dumps(_values(root, cache_dir)))
+    config_file.write_text(json.dumps(run_values(root, cache_dir)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, str(Path(__file__).with_name("killed_runs.py")),
                            str(config_file), str(root), *KILLS], capture_output=True, text=True,
@@ -120,8 +102,8 @@ def test_killed_run_leaves_loadable_checkpoints_and_resumes_exactly(scenario, ki
     for path in list_checkpoints(checkpoints):  # every listed checkpoint is whole
         load_checkpoint(path)
 
-    resumed = trainer.train(TrainConfig(**_values(out, cache_dir, resume=True,
-                                                  checkpoint_dir=str(checkpoints))))
+    resumed = trainer.train(TrainConfig(**run_values(out, cache_dir, resume=True,
+                                                     checkpoint_dir=str(checkpoints))))
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in whole["history"]]
     assert _equal(_weights(resumed["model"]), _weights(whole["model"]))
     assert _leftovers(checkpoints) == []  # the killed save's temp dir is cleaned up
@@ -184,7 +166,7 @@ def test_non_finite_step_is_skipped_reported_and_logged(fault, tmp_path, cache_d
     weights and optimizer state stay those of step 2; the scheduler advances; training goes on."""
     _poison(monkeypatch, {5}, fault)
     snapshots = _snapshot_steps(monkeypatch)
-    result = trainer.train(_config(tmp_path, cache_dir, grad_accum_steps=2, optimizer="muon"))
+    result = trainer.train(run_config(tmp_path, cache_dir, grad_accum_steps=2, optimizer="muon"))
 
     assert result["steps"] == 6
     assert [r.get("skipped", False) for r in result["history"]] == [False] * 2 + [True] + \
@@ -207,7 +189,7 @@ def test_repeated_non_finite_steps_stop_with_the_last_checkpoint_intact(tmp_path
     TrainingDivergedError naming the last checkpoint (step 4, saved after a skipped step, holds
     the weights of step 2). Resuming without the fault finishes the run."""
     _poison(monkeypatch, set(range(3, 100)), "nan_loss")
-    cfg = _config(tmp_path, cache_dir, keep_checkpoints=3, max_bad_steps=3)
+    cfg = run_config(tmp_path, cache_dir, keep_checkpoints=3, max_bad_steps=3)
     with pytest.raises(TrainingDivergedError, match=r"3 consecutive steps \(3-5\).*step_4"):
         trainer.train(cfg)
     checkpoints = Path(cfg.resolved_checkpoint_dir)
@@ -219,13 +201,13 @@ def test_repeated_non_finite_steps_stop_with_the_last_checkpoint_intact(tmp_path
         assert [r["loss"] for r in csv.DictReader(f)][2:] == ["nan"] * 3
 
     monkeypatch.undo()
-    resumed = trainer.train(_config(tmp_path, cache_dir, keep_checkpoints=3, resume=True))
+    resumed = trainer.train(run_config(tmp_path, cache_dir, keep_checkpoints=3, resume=True))
     assert resumed["steps"] == 6 and torch.isfinite(torch.tensor(resumed["final_loss"]))
 
 
 def test_divergence_is_one_line_from_the_cli(tmp_path, cache_dir, monkeypatch, capsys):
     _poison(monkeypatch, None, "nan_loss")
-    cfg = _values(tmp_path, cache_dir, max_bad_steps=2)
+    cfg = run_values(tmp_path, cache_dir, max_bad_steps=2)
     argv = ["train"]
     for key, value in cfg.items():
         argv += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
@@ -238,10 +220,10 @@ def test_divergence_is_one_line_from_the_cli(tmp_path, cache_dir, monkeypatch, c
 def test_two_processes_agree_to_skip(tmp_path, cache_dir):
     """NaN on rank 1 only at step 3 (accelerate launch, 2 CPU processes): both ranks skip it and
     keep identical weights."""
-    values = _values(tmp_path, cache_dir, batch_size=2)
+    values = run_values(tmp_path, cache_dir, batch_size=2)
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(values))
-    trainer.train(_config(tmp_path / "warm", cache_dir))  # fills the token cache
+    trainer.train(run_config(tmp_path / "warm", cache_dir))  # fills the token cache
     launcher = Path(sys.executable).with_name("accelerate")
     command = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -377,7 +359,7 @@ def test_disk_full_during_training_stops_with_one_line(tmp_path, cache_dir, monk
         return real(directory, model, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "save_checkpoint", save)
-    cfg = _values(tmp_path, cache_dir)
+    cfg = run_values(tmp_path, cache_dir)
     argv = ["train"]
     for key, value in cfg.items():
         argv += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]

@@ -110,10 +110,10 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, cache_dir, m
         assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3", "4", "5", "6"]
 
 
-def test_resume_refuses_missing_or_mismatched_checkpoint(tmp_path, cache_dir):
+def test_resume_refuses_a_missing_named_or_mismatched_checkpoint(tmp_path, cache_dir):
     cfg = _config(tmp_path, cache_dir, resume=True)
-    with pytest.raises(CheckpointError, match="resume: no checkpoint in"):
-        trainer.train(cfg)
+    with pytest.raises(CheckpointError, match="does not exist"):  # a named one must exist
+        trainer.train(_config(tmp_path, cache_dir, resume=str(tmp_path / "nowhere")))
     model = build_model("long", "tiny", vocab_size=320, seq_len=64, **TINY)
     optimizer = build_optimizer(model, "adamw")
     save_checkpoint(cfg.resolved_checkpoint_dir, model, byte_tokenizer(), optimizer,
