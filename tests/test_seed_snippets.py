@@ -1,9 +1,10 @@
-"""The seeds' documented snippets and call forms, in hololm's names and at tiny sizes.
+"""The original projects' documented snippets and call forms, in hololm's names and at tiny sizes.
 
-The model quick starts live next to their models: seeds 000-003 in tests/models/test_seed_apis.py,
-seed 004's quick start and training example in tests/models/test_hsn.py. Here: seed 004's
-component snippets and its "API Documentation" call forms, the imports the seeds' code uses, and
-seed 001's phasor generator.
+The model quick starts live next to their models: Holo-Transformer, LongAttention V5 and HoloGPT
+in tests/models/test_seed_apis.py, HoloSpectralNet's quick start and training example in
+tests/models/test_hsn.py. Here: HoloSpectralNet's component snippets and its "API Documentation"
+call forms, the imports the original projects' code uses, and the Holo-Transformer research
+build's phasor generator.
 """
 
 from __future__ import annotations

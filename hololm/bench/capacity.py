@@ -1,4 +1,4 @@
-"""Phasor-memory capacity and position-code orthogonality (issue 6 part 3, seed 001's claim).
+"""Phasor-memory capacity and position-code orthogonality (a Holo-Transformer claim).
 
 Capacity. N (key, value) items go through our own `phasor_memory` op: Z = Σ_s v_s ⊙ e^{iθ_s};
 item j is read back with its key, r = Z ⊙ e^{-iθ_j} (the op's 1/sqrt(p+1) read scale is undone,

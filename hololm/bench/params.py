@@ -50,8 +50,8 @@ SEED_004_CLAIMS = {"hsn_tiny": "~400K", "hsn_small": "~1.5M", "hsn_base": "~8M"}
 
 
 def hsn_table(vocabs: tuple[int, ...] = (32000, 1000)) -> str:
-    """True parameter counts of the HoloSpectralNet presets next to seed 004's claims."""
-    head = ("| preset | seed 004 claims (vocab 32000) | "
+    """True parameter counts of the HoloSpectralNet presets next to HoloSpectralNet's claims."""
+    head = ("| preset | HoloSpectralNet claims (vocab 32000) | "
             + " | ".join(f"parameters @ vocab {v}" for v in vocabs) + " | without embeddings |")
     lines = [head, "|" + "---|" * (3 + len(vocabs))]
     for name, preset in (("hsn_tiny", hsn_tiny), ("hsn_small", hsn_small),
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="context length the models are built for (default: 2048)")
     parser.add_argument("--hsn", action="store_true",
                         help="print the HoloSpectralNet presets at vocab 32000 and 1000 next to "
-                             "seed 004's claimed counts instead")
+                             "HoloSpectralNet's claimed counts instead")
     args = parser.parse_args(argv)
     print(hsn_table() if args.hsn else parameter_table(args.vocab_size, args.seq_len))
 

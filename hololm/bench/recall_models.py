@@ -41,7 +41,7 @@ def build_recall_model(family: str, vocab_size: int, d_model: int, n_layers: int
                                           mixer_types=["attention"] * n_layers))
     if family == "long":
         return LongForCausalLM(LongConfig(**shared, hybrid_ratio=0))
-    if family == "matrix":  # seed 003's 64 x 64 memories where the width allows
+    if family == "matrix":  # HoloGPT's 64 x 64 memories where the width allows
         matrix_dim = min(64, d_model)
         return HoloGPTForCausalLM(HoloGPTConfig(**{**shared, "num_attention_heads":
                                                    d_model // matrix_dim},

@@ -96,7 +96,7 @@ def quick_tasks() -> tuple[Task, ...]:
 
 def full_tasks() -> tuple[Task, ...]:
     """Zoology's standard MQAR grid (vocab 8192, T 64–512, kv 4–64) and longer versions of the
-    other tasks; passkey trained at 4k and evaluated to 16k (seed 001's protocol)."""
+    other tasks; passkey trained at 4k and evaluated to 16k (Holo-Transformer's protocol)."""
     mqar_train = (_kv(64, (4,)) + _kv(128, (8,)) + _kv(256, (16, 32, 64)))
     mqar_test = (_kv(64, (4, 8, 16)) + _kv(128, (8, 16, 32)) + _kv(256, (16, 32, 64))
                  + _kv(512, (32, 64)))

@@ -211,7 +211,7 @@ def write_report(out: Path, header: dict[str, str], results: dict[str, list[dict
         plot(section, rows, out / f"{section}.png", subtitle)
     checks = targets(results)
     if checks:
-        parts += ["", "## Targets (issue 7)", "",
+        parts += ["", "## Targets", "",
                   markdown_table(checks, [("target", "target", 0), ("measured", "measured", 2),
                                           ("goal", "goal", 0), ("met", "met", 0)])]
     text = "\n".join(parts) + "\n"

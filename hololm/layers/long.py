@@ -1,4 +1,4 @@
-"""LongAttention V5 (seed 002, `LongConfig`): a gated element-wise recurrence per head.
+"""LongAttention V5 (`LongConfig`): a gated element-wise recurrence per head.
 
 For x [B, T, d], n_heads H, head dim D = d / H, per token t and head h (⊙ element-wise over D):
 

@@ -1,4 +1,4 @@
-"""MatrixMemory: HoloGPT's gated outer-product memory (seed 003, DESIGN §1.3).
+"""MatrixMemory: HoloGPT's gated outer-product memory.
 
 For x [B, T, d], H heads, each with a matrix memory M ∈ [Dk, Dv] (Dk = Dv = matrix_dim), per
 token t and head h:

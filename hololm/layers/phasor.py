@@ -1,4 +1,4 @@
-"""PhasorAttention: the Holo-Transformer "LongAttention" layer (seeds 000/001, DESIGN §1.1).
+"""PhasorAttention: the Holo-Transformer "LongAttention" layer.
 
 hd_dim complex channels split over H heads of Dh = hd_dim / H. For token t at absolute
 position p_t (p_t = position + t, `position` = tokens already in the state):

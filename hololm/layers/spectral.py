@@ -1,4 +1,4 @@
-"""HoloSpectralNet layers (seed 004, DESIGN §1.4): holographic mixer, causal spectral gate, lite
+"""HoloSpectralNet layers: holographic mixer, causal spectral gate, lite
 channel mix, and the block that chains them.
 
 HolographicMixer — for x [B, T, d], keys b (bind) and u (unbind) in R^d, ⊛ / ⋆ circular

@@ -1,10 +1,10 @@
 """Configurations: `PretrainedConfig` subclasses that accept the seeds' spellings.
 
-`HoloConfig` (seeds 000/001) takes `dim, n_layers, n_heads, hd_dim, max_seq_len` or the HF names
-`hidden_size, num_hidden_layers, num_attention_heads, max_position_embeddings`; `LongConfig`
-(seed 002) also takes `num_heads`. Both describe one backbone: a stack of pre-norm blocks whose
-token mixer is the family's memory, with softmax-attention layers where `hybrid_ratio`
-(attention at layers i with (i + 1) % hybrid_ratio == 0; 0 = none) or an explicit
+`HoloConfig` (Holo-Transformer) takes `dim, n_layers, n_heads, hd_dim, max_seq_len` or the HF
+names `hidden_size, num_hidden_layers, num_attention_heads, max_position_embeddings`;
+`LongConfig` (LongAttention V5) also takes `num_heads`. Both describe one backbone: a stack of
+pre-norm blocks whose token mixer is the family's memory, with softmax-attention layers where
+`hybrid_ratio` (attention at layers i with (i + 1) % hybrid_ratio == 0; 0 = none) or an explicit
 `mixer_types` list puts them.
 """
 
@@ -104,7 +104,7 @@ class HoloLMConfig(PretrainedConfig):
 
 
 class HoloConfig(HoloLMConfig):
-    """Holo-Transformer (seeds 000/001): phasor holographic memory layers ("LongAttention"),
+    """Holo-Transformer: phasor holographic memory layers ("LongAttention"),
     `hd_dim` complex channels split over the heads, a GELU MLP after each ("denoising"), and a
     softmax-attention layer every `hybrid_ratio` layers (default 8)."""
 
@@ -141,7 +141,7 @@ class HoloConfig(HoloLMConfig):
 
 
 class LongConfig(HoloLMConfig):
-    """LongAttention V5 (seed 002): gated element-wise recurrence layers, SwiGLU MLPs of width
+    """LongAttention V5: gated element-wise recurrence layers, SwiGLU MLPs of width
     ceil(d·expansion_ratio) rounded up to a multiple of 256, a RoPE attention anchor where
     (i + 1) % hybrid_ratio == 0, tied embeddings."""
 
@@ -170,7 +170,7 @@ class LongConfig(HoloLMConfig):
 
 
 class HoloGPTConfig(HoloLMConfig):
-    """HoloGPT (seed 003): gated outer-product matrix memories (`matrix_dim` x `matrix_dim` per
+    """HoloGPT: gated outer-product matrix memories (`matrix_dim` x `matrix_dim` per
     head; heads default to hidden_size // matrix_dim), each followed by a gated GELU FFN
     (`FastHoloBlock`), LayerNorm, no attention unless `hybrid_ratio` asks for it. Seed
     spellings: `embed_dim`, `layers`."""

@@ -1,4 +1,4 @@
-"""HoloSpectralNet (seed 004): embeddings rotated by a parameter-free RoPE, a stack of
+"""HoloSpectralNet: embeddings rotated by a parameter-free RoPE, a stack of
 `HoloSpectralBlock`s (holographic mixer, causal spectral gate, lite channel mix), a final
 LayerNorm and an LM head tied to the embeddings.
 

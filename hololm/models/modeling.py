@@ -168,20 +168,20 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
 
 
 class HoloForCausalLM(HoloLMForCausalLM):
-    """Holo-Transformer causal LM (seeds 000/001): `model(input_ids, labels=...)` gives
+    """Holo-Transformer causal LM: `model(input_ids, labels=...)` gives
     `.loss` and `.logits`."""
 
     config_class = HoloConfig
 
 
 class LongForCausalLM(HoloLMForCausalLM):
-    """LongAttention V5 causal LM (seed 002)."""
+    """LongAttention V5 causal LM."""
 
     config_class = LongConfig
 
 
 class HoloGPTForCausalLM(HoloLMForCausalLM):
-    """HoloGPT causal LM (seed 003): gated outer-product matrix memories, O(1) decode state."""
+    """HoloGPT causal LM: gated outer-product matrix memories, O(1) decode state."""
 
     config_class = HoloGPTConfig
 

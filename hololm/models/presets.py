@@ -1,4 +1,4 @@
-"""Named sizes and `get_model_and_tokenizer` (seed 002's loader): hololm families and the HF
+"""Named sizes and `get_model_and_tokenizer` (LongAttention V5's loader): hololm families and the HF
 baselines (GPT-2, Llama, Mamba-2) built from configs at matched width and depth — no download."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SIZES = {
     "medium": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
 }
 MODEL_TYPES = ("holo", "long", "hologpt", "hsn", "gpt2", "llama", "mamba2")
-HSN_PRESETS = {"tiny": "tiny", "small": "small", "medium": "base"}  # seed 004's names
+HSN_PRESETS = {"tiny": "tiny", "small": "small", "medium": "base"}  # HoloSpectralNet's names
 CONFIG_CLASSES = {"holo": HoloConfig, "long": LongConfig, "hologpt": HoloGPTConfig,
                   "hsn": HoloSpectralConfig, "gpt2": GPT2Config, "llama": LlamaConfig,
                   "mamba2": Mamba2Config}
@@ -47,7 +47,7 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
     # num_hidden_layers and num_attention_heads work for every type, baselines included
     fields = {"vocab_size": vocab_size, "max_position_embeddings": seq_len,
               **SIZES[model_size], **overrides}
-    if model_type == "holo":  # hd_dim = 2·d: seed 001's "expansion factor 2x for capacity"
+    if model_type == "holo":  # hd_dim = 2·d: Holo-Transformer's "expansion factor 2x for capacity"
         return HoloForCausalLM(HoloConfig(**{"hd_dim": 2 * fields["hidden_size"], **fields}))
     if model_type == "long":
         return LongForCausalLM(LongConfig(**fields))
@@ -96,7 +96,7 @@ def get_model_and_tokenizer(model_type: str, model_size: str, vocab_size: int | 
                             seq_len: int = 2048, device: str | torch.device = "cpu",
                             tokenizer: str | PreTrainedTokenizerBase = "gpt2", **overrides
                             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Seed 002's loader. `tokenizer` is "gpt2" (needs the hub once), "byte" (offline), a
+    """LongAttention V5's loader. `tokenizer` is "gpt2" (needs the hub once), "byte" (offline), a
     directory, or a tokenizer object; `vocab_size` defaults to the tokenizer's size and must be
     at least that."""
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer

@@ -9,7 +9,7 @@ With X = DFT(x), Y = DFT(y): DFT(x ⊛ y) = X · Y and DFT(x ⋆ y) = X · conj(
 O(D log D) through rfft / irfft with n = D (odd D included).
 
 Convolution is commutative; correlation is not: corr takes the TRACE first and the KEY second,
-as seed 004 documents (`retrieved = fft_circular_corr(hologram, unbind_key)`), and
+as HoloSpectralNet documents (`retrieved = fft_circular_corr(hologram, unbind_key)`), and
 corr(y, x)[k] = corr(x, y)[−k]. For a random key a with i.i.d. N(0, 1/D) entries (unit expected
 norm), corr(conv(a, b), a) ≈ b plus noise of the size of ‖b‖ (Plate's holographic reduced
 representations), so `fft_circular_corr(trace, key)` unbinds what `fft_circular_conv(key, item)`

@@ -1,4 +1,4 @@
-"""Gated diagonal (element-wise) linear recurrence: the LongAttention V5 memory (seed 002).
+"""Gated diagonal (element-wise) linear recurrence: the LongAttention V5 memory.
 
 Per batch row, head and channel, with decays given in log space (log_decay <= 0):
 

@@ -1,4 +1,4 @@
-"""Gated outer-product matrix memory (HoloGPT, seed 003): a fast-weight / GLA-style linear RNN
+"""Gated outer-product matrix memory (HoloGPT): a fast-weight / GLA-style linear RNN
 with one scalar forget gate and one scalar write gate per token and head.
 
 Per batch row and head, with a state S_t of shape [Dk, Dv]:
@@ -6,10 +6,10 @@ Per batch row and head, with a state S_t of shape [Dk, Dv]:
     S_t = f_t S_{t-1} + w_t k_t v_tᵀ          f_t = exp(log_forget_t) (log_forget <= 0),
     y_t = S_tᵀ q_t                            w_t = write_t (None means 1)
 
-`read_before_write=True` reads the memory before the update, y_t = S_{t-1}ᵀ q_t (seed 003's
+`read_before_write=True` reads the memory before the update, y_t = S_{t-1}ᵀ q_t (HoloGPT's
 code; its text reads after). Three forms compute the same function:
 
-- `holo_scan`: the readable sequential reference (a loop over T; seed 003's name).
+- `holo_scan`: the readable sequential reference (a loop over T; HoloGPT's name).
 - `gated_matrix_memory`: the chunkwise-parallel form for training (Mamba-2 SSD / GLA). With Γ
   the chunk-local inclusive cumsum of log_forget and S_0 the state entering the chunk,
 

@@ -1,5 +1,5 @@
 """Phasor-FHRR holographic memory: complex diagonal binding, cumulative superposition and
-conjugate-query retrieval (Holo-Transformer LongAttention, seeds 000/001).
+conjugate-query retrieval (Holo-Transformer's LongAttention).
 
 Per head h and channel d, with p_t = offset + t the absolute 0-based position and ω the fixed
 frequencies (`freqs`, shape [H, D]):

@@ -1,4 +1,4 @@
-"""Optimizers: Muon for hidden weight matrices, AdamW for the rest (seed 004's split)."""
+"""Optimizers: Muon for hidden weight matrices, AdamW for the rest (HoloSpectralNet's split)."""
 
 from hololm.optim.muon import Muon, newton_schulz
 from hololm.optim.param_groups import MuonWithAdamW, build_optimizer, split_muon_adamw

@@ -1,4 +1,4 @@
-"""Muon: momentum, then orthogonalise the update of each 2-D weight matrix (seed 004's split).
+"""Muon: momentum, then orthogonalise the update of each 2-D weight matrix.
 
 For a weight W ∈ ℝ^{r×c} with gradient G, momentum μ, learning rate η and weight decay λ:
 

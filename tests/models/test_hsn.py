@@ -1,4 +1,4 @@
-"""HoloSpectralNet (seed 004) as a model: causal (the seed's gate leaks), cached decoding equals the
+"""HoloSpectralNet as a model: causal (the seed's gate leaks), cached decoding equals the
 full pass past max_seq_len, generate, save/load through the Auto classes, bf16, loss at init,
 parameter counts, the seed's quick start and training example, and bad inputs."""
 
