@@ -22,6 +22,16 @@ class ConfigError(HololmError, ValueError):
     catch those)."""
 
 
+class BackendUnavailableError(HololmError, ValueError):
+    """An op was asked for a backend it does not have or that cannot run these inputs here
+    (not compiled, no compiler, wrong device or dtype); the message names op, backend and why."""
+
+
+class KernelBindingError(HololmError, TypeError):
+    """A C kernel's Python binding disagrees with its C prototype (at load), or a call passes
+    the wrong number or kind of arguments: raised instead of corrupting memory."""
+
+
 class TrainingDivergedError(HololmError):
     """Training produced non-finite losses or gradients for too many consecutive steps."""
 

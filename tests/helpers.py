@@ -22,27 +22,10 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float, what: str = "") -
     assert err <= tol, f"{what}: relative RMS error {err:.3e} > {tol:.1e}"
 
 
-def by_kernel_form(compute, monkeypatch, form: str = "native") -> dict:
-    """compute() on the PyTorch form ("torch") and on a fast `form`: the fused C kernels
-    ("native", and "native split" with the channels split over two threads) or the Triton
-    kernel ("triton"), keyed by form."""
-    from hololm.ops import kernels, triton_kernels
-
-    monkeypatch.setattr(kernels, "MIN_PARALLEL_ELEMENTS", 0)
-    monkeypatch.setattr(kernels, "MIN_CHANNELS_PER_THREAD", 16)
-    runs = [("torch", False, False, 1)]
-    if form == "triton":
-        runs.append(("triton", False, True, 1))
-    else:
-        runs += [("native", True, False, 1), ("native split", True, False, 2)]
-    results = {}
-    for name, native, fused, threads in runs:
-        monkeypatch.setattr(kernels, "ENABLED", native)
-        monkeypatch.setattr(triton_kernels, "ENABLED", fused)
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            results[name] = compute()
-        finally:
-            torch.set_num_threads(before)
-    return results
+def by_backend(compute, backend: str) -> dict:
+    """compute(backend, threads) on the PyTorch form ("torch") and on `backend`, keyed by name;
+    for "cpu" in one call (threads=1) and with the work split two ways ("cpu split")."""
+    runs = [("torch", "torch", None), (backend, backend, 1 if backend == "cpu" else None)]
+    if backend == "cpu":
+        runs.append(("cpu split", "cpu", 2))
+    return {name: compute(form, threads) for name, form, threads in runs}

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from hololm import ops
 from hololm.bench.measure import keep_freed_memory
 from hololm.bench.timing import Ceilings, measure_ceilings, median_time, real_fft_flops
-from hololm.ops import kernels
+from hololm.ops import backends, kernels
 from hololm.ops.phasor import phasor_memory_parts
 
 
@@ -57,7 +57,7 @@ def _loss(out: object) -> torch.Tensor:
     return first.float().square().mean()
 
 
-def matrix_memory_case(B: int, T: int, H: int, D: int) -> OpCase:
+def matrix_memory_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
     q = F.normalize(torch.randn(B, T, H, D), dim=-1).requires_grad_()
     k = F.normalize(torch.randn(B, T, H, D), dim=-1).requires_grad_()
     v = _leaf(B, T, H, D)
@@ -67,24 +67,25 @@ def matrix_memory_case(B: int, T: int, H: int, D: int) -> OpCase:
     # intra-chunk: scores Q Kᵀ and (scores) V;  inter-chunk: Q S and the state update K Vᵀ
     flops = 2 * B * H * T * chunk * D * 2 + 2 * B * H * T * D * D * 2
     n_bytes = 4 * B * T * H * (4 * D + 1)
-    return OpCase("matrix_memory", lambda: ops.gated_matrix_memory(*args),
+    return OpCase("matrix_memory", lambda: ops.gated_matrix_memory(*args, backend=backend),
                   lambda: ops.holo_scan(*args), list(args), flops, n_bytes, "matmul")
 
 
-def diagonal_scan_case(B: int, T: int, H: int, D: int) -> OpCase:
+def diagonal_scan_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
     x = _leaf(B, T, H, D)
     log_decay = F.logsigmoid(torch.randn(B, T, H, D) + 3).requires_grad_()
     args = (x, log_decay)
-    return OpCase("diagonal_scan", lambda: ops.gated_diagonal_scan(*args),
+    return OpCase("diagonal_scan", lambda: ops.gated_diagonal_scan(*args, backend=backend),
                   lambda: ops.gated_diagonal_scan_ref(*args), list(args),
                   3 * B * T * H * D, 3 * 4 * B * T * H * D, "copy")
 
 
-def phasor_case(B: int, T: int, H: int, D: int, parts: bool = False) -> OpCase:
+def phasor_case(B: int, T: int, H: int, D: int, backend: str = "auto", parts: bool = False
+                ) -> OpCase:
     v, kp, qp = _leaf(B, T, H, D), _leaf(B, T, H, D), _leaf(B, T, H, D)
     freqs = ops.generate_random_phasors(H * D, seed=0).view(H, D)
     fn = phasor_memory_parts if parts else ops.phasor_memory
-    fast = lambda: fn(v, kp, qp, freqs)  # noqa: E731
+    fast = lambda: fn(v, kp, qp, freqs, backend=backend)  # noqa: E731
     ref = lambda: ops.phasor_memory_ref(v, kp, qp, freqs)  # noqa: E731
     # reads v, two phases; writes the retrieval (two floats: complex, or the layers' planar
     # [Re, Im] parts, which skip the interleaving pass of the complex result)
@@ -92,13 +93,15 @@ def phasor_case(B: int, T: int, H: int, D: int, parts: bool = False) -> OpCase:
                   12 * B * T * H * D, 5 * 4 * B * T * H * D, "copy")
 
 
-def cumsum_case(B: int, T: int, H: int, D: int) -> OpCase:
+def cumsum_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
+    backends.check_name("blocked_cumsum", backend, ())  # one implementation
     x = _leaf(B, T, H * D)
     return OpCase("blocked_cumsum", lambda: ops.blocked_cumsum(x, dim=1),
                   lambda: torch.cumsum(x, dim=1), [x], B * T * H * D, 2 * 4 * B * T * H * D, "copy")
 
 
-def circular_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
+def circular_conv_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
+    backends.check_name("fft_circular_conv", backend, ())  # one implementation
     x, key = _leaf(B, T, H * D), _leaf(H * D, scale=(H * D) ** -0.5)
     n = H * D
     # an rfft and an irfft per row (the key's transform is a single row): 2.5 log2(n) / 4 = 5
@@ -108,7 +111,8 @@ def circular_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
                   B * T * 2 * real_fft_flops(n), 2 * 4 * B * T * n, "copy", fft=True)
 
 
-def long_conv_case(B: int, T: int, H: int, D: int) -> OpCase:
+def long_conv_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
+    backends.check_name("causal_fft_conv", backend, ())  # one implementation
     x, kernel = _leaf(B, T, H * D), _leaf(T, H * D, scale=T**-0.5)
     n = 2 * T
     # three real FFTs of length n per channel: 7.5 n log2(n) / (8 T) ≈ 25 flop per byte moved at
@@ -128,6 +132,9 @@ CASES = {
     "fft_circular_conv": circular_conv_case,
     "causal_fft_conv": long_conv_case,
 }
+
+
+SINGLE = ("blocked_cumsum", "fft_circular_conv", "causal_fft_conv")  # no backend choice
 
 
 def fwd_bwd(fn: Callable[[], object], params: list[torch.Tensor]) -> Callable[[], None]:
@@ -204,6 +211,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the sequential references above this T (default: 4096)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--backend", default="auto", help="backend of the memory ops (auto, "
+                   "torch, cpu, triton, fla: hololm/ops/backends.py); the other ops have one "
+                   "(default: auto)")
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     return p.parse_args(argv)
 
@@ -219,11 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# kernels: {kernels.status()}")
     print(f"# device cpu, {torch.get_num_threads()} threads, malloc {allocator}; "
           f"ceilings: {ceilings.describe()}")
-    print(f"# B={args.batch} H={args.heads} D={args.head_dim}, fp32, median of {args.repeat}")
+    print(f"# B={args.batch} H={args.heads} D={args.head_dim}, fp32, median of {args.repeat}, "
+          f"backend {args.backend}")
     rows = []
     for name in args.ops:
         for T in args.seq_lens:
-            case = CASES[name](args.batch, T, args.heads, args.head_dim)
+            case = CASES[name](args.batch, T, args.heads, args.head_dim,
+                               **({} if name in SINGLE else {"backend": args.backend}))
             row = {"T": T, **bench_case(case, ceilings, T <= args.ref_max_len, args.repeat)}
             rows.append(row)
             print(format_table([row]).splitlines()[-1], flush=True)

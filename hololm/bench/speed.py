@@ -473,21 +473,16 @@ def run_ops(setup: Setup, seq_len: int) -> list[dict]:
     rows = []
     head_dim = setup.hidden_size // setup.heads
     for name, make in tqdm(op_bench.CASES.items(), desc="ops", unit="op"):
-        variants = [(name, True)]
-        if (setup.device.type == "cuda" and name in FUSED_ON_CUDA and triton_kernels.ENABLED
+        variants = [(name, "auto")]
+        if (setup.device.type == "cuda" and name in FUSED_ON_CUDA and triton_kernels.enabled()
                 and triton_kernels.importable()):
-            variants.append((f"{name} (eager)", False))
-        for label, fused in variants:
+            variants.append((f"{name} (eager)", "torch"))
+        for label, backend in variants:
             ceilings = measure_ceilings(setup.device)
             torch.manual_seed(setup.seed)
-            enabled = triton_kernels.ENABLED
-            triton_kernels.ENABLED = enabled and fused
-            try:
-                with torch.device(setup.device):
-                    case = make(setup.batch, seq_len, setup.heads, head_dim)
-                row = op_bench.bench_case(case, ceilings, False, setup.repeat, setup.device)
-            finally:
-                triton_kernels.ENABLED = enabled
+            with torch.device(setup.device):
+                case = make(setup.batch, seq_len, setup.heads, head_dim, backend=backend)
+            row = op_bench.bench_case(case, ceilings, False, setup.repeat, setup.device)
             ceiling = (ceilings.matmul_fp32_gflops if row["unit"] == "GFLOP/s"
                        else ceilings.copy_gbps)
             rows.append({"op": label, "T": seq_len, "fwd_ms": row["fast_fwd_ms"],

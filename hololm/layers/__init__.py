@@ -4,7 +4,7 @@ PhasorAttention`), so every public layer is re-exported here. Layers build on `h
 never on `hololm.models` (the models import the layers)."""
 
 from hololm.layers.attention import CausalSelfAttention
-from hololm.layers.base import Mixer, State
+from hololm.layers.base import Mixer, State, set_backend
 from hololm.layers.long import LongAttentionV5
 from hololm.layers.matrix import MatrixMemory
 from hololm.layers.mlp import MLPS, GatedMLP, GeluMLP
@@ -29,4 +29,5 @@ __all__ = [
     "ShortConv",
     "SpectralGate",
     "State",
+    "set_backend",
 ]

@@ -59,6 +59,15 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
 
+def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Set the ops backend (hololm/ops/backends.py) of every mixer in `model` that has one;
+    returns the model. A backend a mixer's op lacks raises on its next forward."""
+    for module in model.modules():
+        if isinstance(module, Mixer) and hasattr(module, "backend"):
+            module.backend = backend
+    return model
+
+
 def check_activations(x, d_model: int, weight: torch.Tensor) -> None:
     """x a floating [B, T, d_model] tensor with T >= 1 in the dtype of the layer's weights (any
     dtype under autocast, which casts per op). Mistakes raise TypeError / ValueError naming x."""

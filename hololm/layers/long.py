@@ -43,8 +43,9 @@ def _affine(norm: nn.LayerNorm | nn.GroupNorm, dtype: torch.dtype
 class LongAttentionV5(Mixer):
     def __init__(self, d_model: int, n_heads: int, *, conv_size: int = 4,
                  gate_init_bias: float = 0.0, decay_min: float = 0.5, decay_max: float = 0.9999,
-                 norm_eps: float = 1e-5, chunk_size: int = 16):
+                 norm_eps: float = 1e-5, chunk_size: int = 16, backend: str = "auto"):
         super().__init__()
+        self.backend = backend  # the diagonal scan's (hololm/ops/backends.py)
         if n_heads <= 0 or d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         if not 0.0 < decay_min <= decay_max < 1.0:
@@ -98,7 +99,8 @@ class LongAttentionV5(Mixer):
             h, h_last = gated_diagonal_scan_step(u[:, 0], log_decay[:, 0], state.get("h"))
             h = h.unsqueeze(1)  # [B, 1, H, D]
         else:
-            h, h_last = gated_diagonal_scan(u, log_decay, state.get("h"), self.chunk_size)
+            h, h_last = gated_diagonal_scan(u, log_decay, state.get("h"), self.chunk_size,
+                                            backend=self.backend)
         o = F.layer_norm(h, (D,), *_affine(self.h_norm, dtype), eps) * q / math.sqrt(D)
         o = F.group_norm(o.reshape(B * T, d), H, *_affine(self.out_norm, dtype), eps)  # [B·T, d]
         o = o.view(B, T, d) * torch.sigmoid(out_gate).view(B, T, d)

@@ -32,8 +32,10 @@ from hololm.ops.matrix_memory import gated_matrix_memory, gated_matrix_memory_st
 
 class MatrixMemory(Mixer):
     def __init__(self, d_model: int, matrix_dim: int, n_heads: int, *, forget_bias: float = 2.0,
-                 write_bias: float = -2.0, read_before_write: bool = False, chunk_size: int = 64):
+                 write_bias: float = -2.0, read_before_write: bool = False, chunk_size: int = 64,
+                 backend: str = "auto"):
         super().__init__()
+        self.backend = backend  # the matrix memory's (hololm/ops/backends.py)
         for name, value in (("d_model", d_model), ("matrix_dim", matrix_dim),
                             ("n_heads", n_heads), ("chunk_size", chunk_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -75,7 +77,7 @@ class MatrixMemory(Mixer):
             r = r.unsqueeze(1)  # [B, 1, H, D]
         else:
             r, memory = gated_matrix_memory(q, k, v, log_f, w, memory, self.read_before_write,
-                                            self.chunk_size)  # [B, T, H, D]
+                                            self.chunk_size, backend=self.backend)  # [B, T, H, D]
         return self.o_proj(r.reshape(B, T, H * D).to(x.dtype)), {"memory": memory}
 
     def state_bytes(self, batch_size: int, context_len: int) -> int:

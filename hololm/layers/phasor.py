@@ -49,15 +49,16 @@ def _content_phase(u: torch.Tensor) -> torch.Tensor:
 
 
 def _memory(v: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor, freqs: torch.Tensor | None,
-            shift: torch.Tensor | None, state: torch.Tensor | None, position: int
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            shift: torch.Tensor | None, state: torch.Tensor | None, position: int,
+            backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """phasor_memory_parts for T > 1, the step form for T == 1 (same numbers):
     → (Re r, Im r) as parts [B, T, 2, H, Dh] and the memory."""
     if v.shape[1] == 1:
-        r, m = phasor_memory_step(v[:, 0], phi[:, 0], psi[:, 0], state, position, freqs, shift)
+        r, m = phasor_memory_step(v[:, 0], phi[:, 0], psi[:, 0], state, position, freqs, shift,
+                                  backend=backend)
         return torch.view_as_real(r).permute(0, 3, 1, 2).unsqueeze(1), m  # [B, 1, 2, H, Dh]
     return phasor_memory_parts(v, phi, psi, freqs, offset=position, query_shift=shift,
-                               initial_state=state)
+                               initial_state=state, backend=backend)
 
 
 def _count_real_tokens(r: torch.Tensor, position: int, pad: Padding | None) -> torch.Tensor:
@@ -76,8 +77,9 @@ class PhasorAttention(Mixer):
     def __init__(self, d_model: int, hd_dim: int, n_heads: int, *, phasor_seed: int = 0,
                  multi_scale: bool = False, use_position: bool = True, dual_path: bool = False,
                  key_conv_size: int = 4, learned_query_offset: bool = False,
-                 output_mode: str = "complex"):
+                 output_mode: str = "complex", backend: str = "auto"):
         super().__init__()
+        self.backend = backend  # the phasor memory's (hololm/ops/backends.py)
         if hd_dim % n_heads:
             raise ValueError(f"hd_dim ({hd_dim}) must be divisible by n_heads ({n_heads})")
         if output_mode not in ("complex", "real"):
@@ -159,8 +161,9 @@ class PhasorAttention(Mixer):
         v = self._heads(self.v_proj(x))  # [B, T, H, Dh]
         phi = _content_phase(self._heads(self.k_proj(x_key)))  # [B, T, H, Dh]
         psi = _content_phase(self._heads(self.q_proj(x)))  # [B, T, H, Dh]
+        # r: [B, T, 2, H, Dh]
         r, new_state["memory"] = _memory(v, phi, psi, self.freqs, self.query_offset,
-                                         state.get("memory"), position)  # [B, T, 2, H, Dh]
+                                         state.get("memory"), position, self.backend)
         features = [self._features(_count_real_tokens(r, position, pad))]
         if self.dual_path:
             prev = state.get("prev")  # [B, 1, d]: the token before this chunk (zeros at start)
@@ -170,7 +173,7 @@ class PhasorAttention(Mixer):
             phi2 = _content_phase(self._heads(self.assoc_k_proj(x_prev)))
             psi2 = _content_phase(self._heads(self.assoc_q_proj(x)))
             a, new_state["assoc"] = _memory(v2, phi2, psi2, None, None, state.get("assoc"),
-                                            position)  # [B, T, 2, H, Dh]
+                                            position, self.backend)  # [B, T, 2, H, Dh]
             if keep is None:
                 new_state["prev"] = x[:, -1:].clone()
             else:  # the last real token (prev itself when the chunk has none)

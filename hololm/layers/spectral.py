@@ -121,8 +121,9 @@ class HolographicMixer(Mixer):
     """Bind with a learned key, bundle causally over time, unbind with another key (2·dim
     parameters). `decay` in (0, 1) makes the bundle forget: h_t = decay·h_{t−1} + bound_t."""
 
-    def __init__(self, dim: int, decay: float | None = None):
+    def __init__(self, dim: int, decay: float | None = None, backend: str = "auto"):
         super().__init__()
+        self.backend = backend  # the diagonal scan's, for a decaying bundle
         self.dim = require_positive_int("dim", dim)
         if decay is not None and not (isinstance(decay, float | int) and 0.0 < decay < 1.0):
             raise ValueError(f"decay must be None or a number in (0, 1), got {decay!r}")
@@ -152,7 +153,7 @@ class HolographicMixer(Mixer):
         if bound.shape[1] == 1:  # the step's [B, H, D] layout with H = 1 is our [B, T=1, d]
             h, _ = gated_diagonal_scan_step(bound, log_decay[:, 0], h0)
             return h
-        h, _ = gated_diagonal_scan(bound.unsqueeze(2), log_decay, h0)
+        h, _ = gated_diagonal_scan(bound.unsqueeze(2), log_decay, h0, backend=self.backend)
         return h.squeeze(2)
 
     def _ages(self, T: int, device: torch.device, pad: Padding | None) -> torch.Tensor:

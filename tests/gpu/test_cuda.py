@@ -105,7 +105,7 @@ def test_op_fast_form_equals_reference_on_gpu(name, dtype, tol):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_diagonal_scan_equals_float64_reference(dtype):
-    """The op's CUDA path (Triton kernels, hololm/ops/triton_kernels/diagonal_scan.py) at
+    """The op's CUDA path (Triton kernels, hololm/ops/diagonal_scan/triton_form.py) at
     T = 8192 + 3 (three levels of 64-step chunks, with tails) against the float64 reference loop
     on the CPU from the same (rounded) inputs. Head 0 keeps ~10^3-10^4 steps (γ ≈ 0.999-0.9999)
     but for one hard reset (log γ = −inf), head 1 forgets at once (log γ down to −60), head 2

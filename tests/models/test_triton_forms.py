@@ -6,25 +6,18 @@ autocast, the complex and planar outputs, decoding one token at a time)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-from hololm.ops import kernels, triton_kernels
+from hololm.layers import set_backend
+from hololm.ops import triton_kernels
 from tests.helpers import assert_close
 from tests.models.conftest import tiny_model
 from tests.models.helpers import ids, prefill_then_decode
 
 pytestmark = pytest.mark.skipif(
-    not triton_kernels.importable() or os.environ.get("TRITON_INTERPRET") != "1",
+    not triton_kernels.importable() or not triton_kernels.interpreted(),
     reason="needs triton, run through its interpreter (TRITON_INTERPRET=1, tests/conftest.py)")
-
-
-def _use_triton(monkeypatch, on: bool) -> None:
-    monkeypatch.setattr(kernels, "ENABLED", False)
-    monkeypatch.setattr(triton_kernels, "ENABLED", on)
-    monkeypatch.setattr(triton_kernels, "ON_CPU", on)
 
 
 def _loss_and_grads(model, x, autocast: bool):
@@ -38,14 +31,12 @@ def _loss_and_grads(model, x, autocast: bool):
 
 @pytest.mark.parametrize("family", ["holo", "long"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
-def test_model_through_triton_equals_pytorch_forms(family, autocast, monkeypatch):
+def test_model_through_triton_equals_pytorch_forms(family, autocast):
     torch.manual_seed(0)
     model = tiny_model(family, hybrid=True).train()
     x = ids(2, 70)
-    _use_triton(monkeypatch, False)
-    loss, grads = _loss_and_grads(model, x, autocast)
-    _use_triton(monkeypatch, True)
-    loss_t, grads_t = _loss_and_grads(model, x, autocast)
+    loss, grads = _loss_and_grads(set_backend(model, "torch"), x, autocast)
+    loss_t, grads_t = _loss_and_grads(set_backend(model, "triton"), x, autocast)
     tol = 1e-2 if autocast else 1e-5  # bf16 matmuls round differently behind other roundings
     assert_close(loss_t, loss, tol, "loss")
     for name, grad in grads.items():
@@ -53,11 +44,10 @@ def test_model_through_triton_equals_pytorch_forms(family, autocast, monkeypatch
 
 
 @pytest.mark.parametrize("family", ["holo", "long"])
-def test_cached_decoding_through_triton_equals_full_forward(family, monkeypatch):
+def test_cached_decoding_through_triton_equals_full_forward(family):
     torch.manual_seed(0)
-    model = tiny_model(family, hybrid=False)
+    model = set_backend(tiny_model(family, hybrid=False), "triton")
     x = ids(2, 24)
-    _use_triton(monkeypatch, True)
     with torch.no_grad():
         full = model(x).logits
         decoded = prefill_then_decode(model, x, prompt=15, chunk=7)

@@ -4,24 +4,31 @@ strength, with bf16 inputs, over long sequences, token by token, and causally.""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from hololm.ops.diagonal_scan import (
+    cpu_form,
     gated_diagonal_scan,
     gated_diagonal_scan_ref,
     gated_diagonal_scan_step,
 )
-from tests.helpers import assert_close, by_kernel_form
+from tests.helpers import assert_close, by_backend
 
 B, H, D = 2, 4, 8
 
 
-KERNEL = "diagonal_scan"  # every test runs on each form: `form`, tests/ops/conftest.py
-KERNEL_FORMS = ("native", "torch", "triton")
-pytestmark = pytest.mark.usefixtures("form")
+BACKENDS = ("cpu", "torch", "triton")  # a test taking `backend` runs on each (conftest.py)
+KERNEL = cpu_form.KERNEL
+TRITON = pytest.mark.parametrize("backend", ["triton"], indirect=True)
+
+
+def scan_on(backend: str):
+    """`gated_diagonal_scan` on `backend`."""
+    return partial(gated_diagonal_scan, backend=backend)
 
 
 def _inputs(T: int, dtype: torch.dtype = torch.float32, shape: tuple[int, int, int] = (B, H, D)):
@@ -62,13 +69,13 @@ def _assert_all_close(got, want, tol: float, label: str = "") -> None:
 
 @pytest.mark.parametrize("T", [1, 2, 63, 64, 65, 257])
 @pytest.mark.parametrize("chunk_size", [4, 16, 64])
-def test_fast_matches_reference(T, chunk_size, form):
-    if form == "triton" and chunk_size != 16:
+def test_fast_matches_reference(T, chunk_size, backend):
+    if backend == "triton" and chunk_size != 16:
         pytest.skip("chunk_size sets the PyTorch form's chunks only (and Triton's interpreter "
                     "is slow)")
     x, log_decay, state = _inputs(T)
     want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
-    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state,
+    got = _outputs_and_grads(scan_on(backend), x, log_decay, state,
                              chunk_size=chunk_size)
     assert got[0].dtype == got[1].dtype == torch.float32
     _assert_all_close(got, want, 1e-5, f"T={T} C={chunk_size}")
@@ -91,14 +98,14 @@ def _clamped_whole_sequence_scan(x, log_decay):
     return G.exp() * (torch.exp(-G) * x).cumsum(1)
 
 
-def test_strong_decays_are_exact():
+def test_strong_decays_are_exact(backend):
     # log γ = -60 wipes the state in one step; mixed with channels that keep it (γ ~ 0.9999)
     x, log_decay, state = _inputs(130)
     strong = torch.rand(log_decay.shape) < 0.3
     log_decay = torch.where(strong, torch.full_like(log_decay, -60.0), log_decay)
     log_decay[:, 40:45, 0] = -1e4
     want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
-    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state, chunk_size=16)
+    got = _outputs_and_grads(scan_on(backend), x, log_decay, state, chunk_size=16)
     assert all(torch.isfinite(g).all() for g in got)
     _assert_all_close(got, want, 1e-5, "strong decays")
     # the inputs do break the clamped approach: this test can tell exact from approximate
@@ -107,38 +114,39 @@ def test_strong_decays_are_exact():
     assert not torch.allclose(clamped, zero_state_ref, rtol=0.1, atol=0.1)
 
 
-def test_every_step_strong():
+def test_every_step_strong(backend):
     # γ = exp(-60) ≈ 9e-27 every step: in float32 each state is exactly its own input
     x, _, state = _inputs(70)
-    h, final = gated_diagonal_scan(x, torch.full_like(x, -60.0), state, chunk_size=8)
+    h, final = gated_diagonal_scan(x, torch.full_like(x, -60.0), state, chunk_size=8,
+                                   backend=backend)
     assert torch.equal(h, x)
     assert torch.equal(final, x[:, -1])
 
 
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
-def test_half_inputs(half):
+def test_half_inputs(half, backend):
     # half inputs are computed in float32: compare with the float64 reference on the same
     # (rounded) inputs. Gradients come back in the input dtype, so they carry its rounding.
     x, log_decay, state = _inputs(65, half)
     want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
-    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state, chunk_size=16)
+    got = _outputs_and_grads(scan_on(backend), x, log_decay, state, chunk_size=16)
     assert got[0].dtype == got[1].dtype == torch.float32
     assert got[2].dtype == got[3].dtype == half
     for name, a, b, tol in zip(NAMES, got, want, (1e-5, 1e-5, 1e-2, 1e-2, 1e-5), strict=True):
         assert_close(a, b, tol, f"{half} {name}")
 
 
-def test_long_sequence_is_stable(form):
+def test_long_sequence_is_stable(backend):
     # decays near 1 keep ~10^4 steps in memory; T = 100_000 crosses three recursion levels
     # (of 16-step chunks), and 64·64 + 5 those of the Triton kernel's 64-step chunks (Triton's
     # interpreter takes ~80 µs per element scanned: 100_000 steps would take minutes)
-    T = 64 * 64 + 5 if form == "triton" else 100_000
+    T = 64 * 64 + 5 if backend == "triton" else 100_000
     x = torch.randn(1, T, 2, 2)
     log_decay = torch.log(0.999 + 0.0009 * torch.rand(1, T, 2, 2))
     state = torch.randn(1, 2, 2)
     with torch.no_grad():
         h_ref, final_ref = gated_diagonal_scan_ref(*_f64(x, log_decay, state))
-    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state)
+    got = _outputs_and_grads(scan_on(backend), x, log_decay, state)
     wide = _outputs_and_grads(gated_diagonal_scan, *_f64(x, log_decay, state))
     assert all(torch.isfinite(g).all() for g in got)
     assert_close(wide[0], h_ref, 1e-12, "float64 h")
@@ -146,9 +154,9 @@ def test_long_sequence_is_stable(form):
     _assert_all_close(got, wide, 1e-5, "float32 vs float64")
 
 
-def test_step_chain_equals_full():
+def test_step_chain_equals_full(backend):
     x, log_decay, state = _inputs(20)
-    h_full, final_full = gated_diagonal_scan(x, log_decay, state, chunk_size=4)
+    h_full, final_full = gated_diagonal_scan(x, log_decay, state, chunk_size=4, backend=backend)
     s = state
     for t in range(20):
         h_t, s = gated_diagonal_scan_step(x[:, t], log_decay[:, t], s)
@@ -156,10 +164,10 @@ def test_step_chain_equals_full():
     assert_close(s, final_full, 1e-6, "final state")
 
 
-def test_prefix_then_steps_equals_full():
+def test_prefix_then_steps_equals_full(backend):
     x, log_decay, _ = _inputs(40)
-    h_full, final_full = gated_diagonal_scan(x, log_decay, chunk_size=8)
-    h, s = gated_diagonal_scan(x[:, :27], log_decay[:, :27], chunk_size=8)
+    h_full, final_full = gated_diagonal_scan(x, log_decay, chunk_size=8, backend=backend)
+    h, s = gated_diagonal_scan(x[:, :27], log_decay[:, :27], chunk_size=8, backend=backend)
     assert_close(h, h_full[:, :27], 1e-6, "prefix h")
     for t in range(27, 40):
         h_t, s = gated_diagonal_scan_step(x[:, t], log_decay[:, t], s)
@@ -167,7 +175,7 @@ def test_prefix_then_steps_equals_full():
     assert_close(s, final_full, 1e-6, "final state")
 
 
-def test_step_gradients_match_reference():
+def test_step_gradients_match_reference(backend):
     x, log_decay, state = _inputs(1)
     want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
 
@@ -180,13 +188,13 @@ def test_step_gradients_match_reference():
 
 
 @pytest.mark.parametrize("t", [0, 15, 16, 40])
-def test_causal(t):
+def test_causal(t, backend):
     x, log_decay, state = _inputs(50)
-    h, _ = gated_diagonal_scan(x, log_decay, state, chunk_size=16)
+    h, _ = gated_diagonal_scan(x, log_decay, state, chunk_size=16, backend=backend)
     x2, log_decay2 = x.clone(), log_decay.clone()
     x2[:, t + 1:] += torch.randn_like(x2[:, t + 1:])
     log_decay2[:, t + 1:] = -30.0
-    h2, _ = gated_diagonal_scan(x2, log_decay2, state, chunk_size=16)
+    h2, _ = gated_diagonal_scan(x2, log_decay2, state, chunk_size=16, backend=backend)
     assert torch.equal(h[:, :t + 1], h2[:, :t + 1])
     assert not torch.equal(h[:, t + 1:], h2[:, t + 1:])
 
@@ -240,67 +248,67 @@ def test_bad_arguments(fn, args, kwargs, error, name):
         fn(*args, **kwargs)
 
 
-def test_fused_kernel_equals_torch_form(form, monkeypatch):
+@pytest.mark.parametrize("backend", ["cpu", "triton"], indirect=True)
+def test_fused_kernel_equals_torch_form(backend):
     """The fused kernel (C or Triton) against the chunked PyTorch form: outputs, final state
     and gradients, for the C kernel with the channels split over threads (bit-identical to one
     call), with a hard reset (log γ = −inf gives γ = 0 exactly) and a decay of exp(−120)
     (flushed to 0, as its product is below any normal float); a NaN decay stays NaN."""
-    if form == "torch":
-        pytest.skip("compares the two forms")
     x, log_decay, state = _inputs(301)
-    if form == "native":  # 160 channels, enough to split
+    if backend == "cpu":  # 160 channels, enough to split
         x, log_decay, state = (t.repeat_interleave(5, -1) for t in (x, log_decay, state))
     log_decay[:, 100, 0] = -math.inf
     log_decay[:, 200, 1] = -120.0
-    results = by_kernel_form(
-        lambda: _outputs_and_grads(gated_diagonal_scan, x, log_decay, state), monkeypatch, form)
-    _assert_all_close(results[form], results["torch"], 1e-6, form)
-    if form == "native":
-        assert all(torch.equal(a, b) for a, b in zip(results["native split"], results["native"],
+    results = by_backend(lambda name, threads: _outputs_and_grads(
+        partial(gated_diagonal_scan, backend=name, threads=threads), x, log_decay, state), backend)
+    _assert_all_close(results[backend], results["torch"], 1e-6, backend)
+    if backend == "cpu":
+        assert all(torch.equal(a, b) for a, b in zip(results["cpu split"], results["cpu"],
                                                      strict=True))
     log_decay[0, 50, 2, 3] = math.nan
-    h, _ = gated_diagonal_scan(x, log_decay, state)
+    h, _ = gated_diagonal_scan(x, log_decay, state, backend=backend)
     assert h[0, 50:, 2, 3].isnan().all() and not h[1].isnan().any()
 
 
-def _triton_module(form: str):
-    """The Triton kernels' module, on the Triton form only."""
-    if form != "triton":
-        pytest.skip("checks of the Triton kernel itself")
-    from hololm.ops.triton_kernels import diagonal_scan
+def _triton_module():
+    """The Triton kernels' module (imported once the backend fixture found triton)."""
+    from hololm.ops.diagonal_scan import triton_form
 
-    return diagonal_scan
+    return triton_form
 
 
 @pytest.mark.parametrize("T", [1, 63, 65, 200])
 @pytest.mark.parametrize("block_c", [64, 8])
-def test_triton_odd_lengths_and_channels(form, monkeypatch, T, block_c):
+@TRITON
+def test_triton_odd_lengths_and_channels(backend, monkeypatch, T, block_c):
     """Lengths that are not multiples of the 64-step chunk, over 12 channels: one block of 16
     with 4 masked, or (block_c = 8) two blocks, the second half masked."""
-    monkeypatch.setattr(_triton_module(form), "BLOCK_C", block_c)
+    monkeypatch.setattr(_triton_module(), "BLOCK_C", block_c)
     x, log_decay, state = _inputs(T, shape=(2, 3, 4))
     want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
-    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state)
+    got = _outputs_and_grads(scan_on(backend), x, log_decay, state)
     _assert_all_close(got, want, 1e-6, f"T={T} BLOCK_C={block_c}")
 
 
 @pytest.mark.parametrize("block_t, T", [(2, 37), (4, 4 ** 3 + 5), (4, 4 ** 4)])
-def test_triton_recursion_levels(form, monkeypatch, block_t, T):
+@TRITON
+def test_triton_recursion_levels(backend, monkeypatch, block_t, T):
     """Short chunks, so that few steps cross many recursion levels (37 steps in chunks of 2:
     six; 69 or 256 in chunks of 4: four, with and without tails): outputs and gradients equal
     the reference."""
-    monkeypatch.setattr(_triton_module(form), "BLOCK_T", block_t)
+    monkeypatch.setattr(_triton_module(), "BLOCK_T", block_t)
     x, log_decay, state = _inputs(T, shape=(1, 4, 2))
     want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
-    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state)
+    got = _outputs_and_grads(scan_on(backend), x, log_decay, state)
     _assert_all_close(got, want, 1e-6, f"T={T} BLOCK_T={block_t}")
 
 
-def test_triton_reads_bf16_inputs(form):
+@TRITON
+def test_triton_reads_bf16_inputs(backend):
     """The kernels read bf16 x and log γ themselves (the op casts them to float32 first): the
     states and the initial state's gradient are float32 computations on the rounded inputs; the
     other gradients come back rounded to bf16, as the reference's would."""
-    scan = _triton_module(form).gated_diagonal_scan_triton
+    scan = _triton_module().gated_diagonal_scan_triton
     x, log_decay, state = _inputs(65, torch.bfloat16)
 
     def fn(x, log_decay, state):
@@ -328,16 +336,17 @@ def _biased_exp(ulps: float):
     return exp
 
 
-def test_triton_long_memory_survives_a_biased_exp(form, monkeypatch):
+@TRITON
+def test_triton_long_memory_survives_a_biased_exp(backend, monkeypatch):
     """States that keep up to ~10^4 steps stay within 1e-6 of the float64 reference when the
     interpreter's exp errs by 4 ulp in one direction, as the GPU's approximate one may: near 1
     the kernels form γ from expm1's series, not from `tl.exp` (which put them 1.6e-4 off)."""
-    _triton_module(form)
+    _triton_module()
     from triton.runtime import interpreter
 
     monkeypatch.setattr(interpreter.InterpreterBuilder, "create_exp",
                         lambda self, arg: self.unary_op(arg, _biased_exp(4.0)))
     x, log_decay, state = _inputs(1000, shape=(1, 4, 4))  # heads from γ ≈ 0.5 (exp) to 0.9999
     want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state))
-    got = _outputs_and_grads(gated_diagonal_scan, x, log_decay, state)
+    got = _outputs_and_grads(scan_on(backend), x, log_decay, state)
     _assert_all_close(got, want, 1e-6, "biased exp")

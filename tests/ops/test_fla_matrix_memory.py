@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from hololm.ops import holo_scan
-from hololm.ops.triton_kernels import fla_matrix_memory
+from hololm.ops.matrix_memory import fla_form as fla_matrix_memory
 from tests.helpers import assert_close
 
 simple_gla = pytest.importorskip("fla.ops.simple_gla")

@@ -4,17 +4,30 @@ arguments. Every comparison is against a reference computed here, in float64."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hololm.ops.matrix_memory import gated_matrix_memory, gated_matrix_memory_step, holo_scan
-from tests.helpers import assert_close, by_kernel_form
+from hololm.errors import BackendUnavailableError
+from hololm.ops.matrix_memory import (
+    cpu_form,
+    gated_matrix_memory,
+    gated_matrix_memory_step,
+    holo_scan,
+)
+from tests.helpers import assert_close, by_backend
 
-KERNEL = "matrix_memory"  # every test runs on both forms: `form`, tests/ops/conftest.py
-pytestmark = pytest.mark.usefixtures("form")
+BACKENDS = ("cpu", "torch")  # a test taking `backend` runs on each (conftest.py)
+KERNEL = cpu_form.KERNEL
 B, H, DK, DV = 2, 2, 8, 6
 NAMES = ("q", "k", "v", "log_forget", "write", "initial_state")
+
+
+def memory_on(backend: str):
+    """`gated_matrix_memory` on `backend`."""
+    return partial(gated_matrix_memory, backend=backend)
 
 
 def make_inputs(T: int, log_forget: torch.Tensor | None = None, write: bool = True,
@@ -74,10 +87,10 @@ def assert_same(got, ref, tol: float, grad_tol: float | None = None) -> None:
 @pytest.mark.parametrize("read_before_write", [False, True])
 @pytest.mark.parametrize("chunk_size", [7, 16, 64])
 @pytest.mark.parametrize("T", [1, 2, 63, 64, 65, 257])
-def test_chunked_matches_reference(T, chunk_size, read_before_write):
+def test_chunked_matches_reference(T, chunk_size, read_before_write, backend):
     inputs = make_inputs(T)
     ref = run(holo_scan, inputs, torch.float64, read_before_write=read_before_write)
-    got = run(gated_matrix_memory, inputs, read_before_write=read_before_write,
+    got = run(memory_on(backend), inputs, read_before_write=read_before_write,
               chunk_size=chunk_size)
     assert got[0].dtype == got[1].dtype == torch.float32
     assert_same(got, ref, 1e-5)
@@ -93,12 +106,13 @@ def test_step_matches_reference(T, read_before_write):
 
 
 @pytest.mark.parametrize("read_before_write", [False, True])
-def test_prefill_then_steps(read_before_write):
+def test_prefill_then_steps(read_before_write, backend):
     inputs, split = make_inputs(50), 37
     y_full, S_full = gated_matrix_memory(**inputs, read_before_write=read_before_write,
-                                         chunk_size=16)
+                                         chunk_size=16, backend=backend)
     head = {n: x if n == "initial_state" else x[:, :split] for n, x in inputs.items()}
-    y, S = gated_matrix_memory(**head, read_before_write=read_before_write, chunk_size=16)
+    y, S = gated_matrix_memory(**head, read_before_write=read_before_write, chunk_size=16,
+                               backend=backend)
     ys = [y]
     for t in range(split, 50):
         y_t, S = gated_matrix_memory_step(*(inputs[n][:, t] for n in NAMES[:5]), state=S,
@@ -119,25 +133,27 @@ def test_defaults_mean_unit_write_and_zero_state(fn):
 
 
 @pytest.mark.parametrize("read_before_write", [False, True])
-def test_causal(read_before_write):
+def test_causal(read_before_write, backend):
     T, t0 = 70, 40
     inputs = make_inputs(T)
-    y, _ = gated_matrix_memory(**inputs, read_before_write=read_before_write, chunk_size=16)
+    y, _ = gated_matrix_memory(**inputs, read_before_write=read_before_write, chunk_size=16,
+                               backend=backend)
     later = {n: x.clone() for n, x in inputs.items()}
     for name in NAMES[:5]:
         later[name][:, t0 + 1:] = inputs[name][:, t0 + 1:] + 1
-    y_later, _ = gated_matrix_memory(**later, read_before_write=read_before_write, chunk_size=16)
+    y_later, _ = gated_matrix_memory(**later, read_before_write=read_before_write, chunk_size=16,
+                                     backend=backend)
     assert (y_later[:, :t0 + 1] - y[:, :t0 + 1]).abs().max() <= 1e-6
     assert (y_later[:, t0 + 1:] - y[:, t0 + 1:]).abs().max() > 1e-3
 
 
-def test_read_before_write_ignores_the_current_write():
+def test_read_before_write_ignores_the_current_write(backend):
     T, t0 = 30, 12
     inputs = make_inputs(T)
     changed = {n: x.clone() for n, x in inputs.items()}
     for name in ("k", "v", "log_forget", "write"):
         changed[name][:, t0] = inputs[name][:, t0] - 1
-    for fn in (holo_scan, gated_matrix_memory):
+    for fn in (holo_scan, memory_on(backend)):
         y, _ = fn(**inputs, read_before_write=True)
         y_changed, _ = fn(**changed, read_before_write=True)
         assert (y_changed[:, :t0 + 1] - y[:, :t0 + 1]).abs().max() <= 1e-6
@@ -158,7 +174,7 @@ def test_half_inputs(fn, dtype):
     assert_same(got, ref, 1e-5, grad_tol=5e-3)
 
 
-def test_bf16_autocast_keeps_the_chunk_states_in_float32():
+def test_bf16_autocast_keeps_the_chunk_states_in_float32(backend):
     """Under CPU bf16 autocast the matmuls run in bf16, but the states passed from chunk to chunk
     are summed in float32: over 40 chunks without decay, y, the final state and every gradient
     stay within one bf16 rounding (~4e-3) of the exact values (states summed in bf16: ~9e-3)."""
@@ -166,7 +182,7 @@ def test_bf16_autocast_keeps_the_chunk_states_in_float32():
     inputs["log_forget"] = torch.zeros_like(inputs["log_forget"])
     ref = run(holo_scan, inputs, torch.float64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = run(gated_matrix_memory, inputs, chunk_size=8)
+        got = run(memory_on(backend), inputs, chunk_size=8)
     assert got[1].dtype == torch.float32
     assert_same(got, ref, 5e-3, grad_tol=6e-3)
 
@@ -184,7 +200,7 @@ def test_float64_in_float64_out():
 
 @pytest.mark.parametrize("chunk_size", [64, 128])
 @pytest.mark.parametrize("decays", ["all -50", "mixed"])
-def test_strong_decays(decays, chunk_size):
+def test_strong_decays(decays, chunk_size, backend):
     """log f down to -50 per step: Γ reaches -6400 within a chunk, so exp(-Γ) overflows and
     float32 Γ loses the small differences; outputs and gradients stay finite and exact."""
     T = 257
@@ -197,16 +213,16 @@ def test_strong_decays(decays, chunk_size):
     inputs = make_inputs(T, log_forget=log_forget)
     for read_before_write in (False, True):
         ref = run(holo_scan, inputs, torch.float64, read_before_write=read_before_write)
-        got = run(gated_matrix_memory, inputs, read_before_write=read_before_write,
+        got = run(memory_on(backend), inputs, read_before_write=read_before_write,
                   chunk_size=chunk_size)
         assert_same(got, ref, 2e-6, grad_tol=1e-5)
 
 
-def test_no_decay_long_sequence():
-    """log f = 0: plain causal linear attention, y = tril(Q Kᵀ ⊙ w) V + Q S_0 (closed form)."""
+def test_no_decay_long_sequence(backend):
+    """log f = 0: plain causal linear attention, y = tril(Q Kᵀ ⊙ w) V + Q S_0 (closed backend)."""
     T = 1024
     inputs = make_inputs(T, log_forget=torch.zeros(B, T, H))
-    y, S = gated_matrix_memory(**inputs, chunk_size=64)
+    y, S = gated_matrix_memory(**inputs, chunk_size=64, backend=backend)
     q, k, v, _, w, s0 = (inputs[n].double() for n in NAMES)
     scores = torch.einsum("bthd,bshd->bhts", q, k) * w.permute(0, 2, 1)[:, :, None, :]
     y_ref = torch.einsum("bhts,bshe->bthe", scores.tril(), v)
@@ -215,7 +231,7 @@ def test_no_decay_long_sequence():
     assert_close(y, y_ref, 1e-5, "y")
     assert_close(S, S_ref, 1e-5, "final state")
     ref = run(holo_scan, inputs, torch.float64)
-    assert_same(run(gated_matrix_memory, inputs), ref, 1e-5)
+    assert_same(run(memory_on(backend), inputs), ref, 1e-5)
 
 
 def _seq(**changes):
@@ -270,20 +286,38 @@ def test_bad_step_arguments(changes, error, match):
 
 
 @pytest.mark.parametrize("read_before_write", [False, True])
-def test_native_kernel_equals_torch_form(form, monkeypatch, read_before_write):
+@pytest.mark.parametrize("backend", ["cpu"], indirect=True)
+def test_native_kernel_equals_torch_form(backend, read_before_write):
     """The fused decay mask against its PyTorch form: outputs, final state and every gradient,
     with strong decays between weak ones (weights that underflow to 0 included), the blocks
     split over threads bit-identical to one call."""
-    if form == "torch":
-        pytest.skip("compares the two forms")
     T = 3 * 16 + 5
     strong = torch.rand(B, T, H) < 0.3
     log_forget = torch.where(strong, -60 * torch.rand(B, T, H), -0.05 * torch.rand(B, T, H))
     inputs = make_inputs(T, log_forget=log_forget)
-    results = by_kernel_form(
-        lambda: run(gated_matrix_memory, inputs, read_before_write=read_before_write,
-                    chunk_size=16), monkeypatch)
-    assert_same(results["native"], results["torch"], 1e-6)
-    native, split = results["native"], results["native split"]
+    results = by_backend(lambda name, threads: run(
+        partial(gated_matrix_memory, backend=name, threads=threads), inputs,
+        read_before_write=read_before_write, chunk_size=16), backend)
+    assert_same(results["cpu"], results["torch"], 1e-6)
+    native, split = results["cpu"], results["cpu split"]
     assert torch.equal(native[0], split[0]) and torch.equal(native[1], split[1])
     assert all(torch.equal(native[2][n], split[2][n]) for n in native[2])
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "cpu"])
+def test_named_backends_match_reference(backend):
+    if backend == "cpu" and KERNEL.library() is None:
+        pytest.skip("no C compiler")
+    inputs = make_inputs(40)
+    ref = run(holo_scan, inputs, torch.float64)
+    assert_same(run(memory_on(backend), inputs, chunk_size=16), ref,
+                1e-5)
+
+
+def test_unavailable_backends_say_why():
+    seq = _seq()
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'triton'; choose from "
+                       "auto, reference, torch, cpu, fla"):
+        gated_matrix_memory(**seq, backend="triton")
+    with pytest.raises(BackendUnavailableError, match="'fla' is unavailable: wrong device"):
+        gated_matrix_memory(**seq, backend="fla")

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from functools import partial
 
 import pytest
 import torch
 
-import hololm.ops.phasor as phasor_module
+from hololm.errors import BackendUnavailableError
 from hololm.ops.cumsum import blocked_cumsum
 from hololm.ops.phasor import (
+    cpu_form,
     generate_random_phasors,
     phasor_memory,
     phasor_memory_parts,
@@ -16,16 +18,16 @@ from hololm.ops.phasor import (
     phasor_memory_step,
     position_phases,
     rope_frequencies,
+    torch_form,
 )
-from tests.helpers import assert_close, by_kernel_form, rel_rms
+from tests.helpers import assert_close, by_backend, rel_rms
 
 B, H, D = 2, 2, 8
 NAMES = ("v", "key_phase", "query_phase", "query_shift", "initial_state")
 
 
-KERNEL = "phasor"  # every test runs on each form: `form`, tests/ops/conftest.py
-KERNEL_FORMS = ("native", "torch", "triton")
-pytestmark = pytest.mark.usefixtures("form")
+BACKENDS = ("cpu", "torch", "triton")  # a test taking `backend` runs on each (conftest.py)
+KERNEL = cpu_form.KERNEL
 
 
 def make_inputs(steps: int, dtype=torch.float32, shift=True, state=True) -> dict:
@@ -48,17 +50,17 @@ def leaves(ins: dict, real_dtype=None) -> dict:
     return out
 
 
-def run(fn, ins: dict, freqs, offset=0):
+def run(fn, ins: dict, freqs, offset=0, **backend):
     return fn(ins["v"], ins["key_phase"], ins["query_phase"], freqs, offset=offset,
-              query_shift=ins["query_shift"], initial_state=ins["initial_state"])
+              query_shift=ins["query_shift"], initial_state=ins["initial_state"], **backend)
 
 
-def run_steps(ins: dict, freqs, offset=0):
+def run_steps(ins: dict, freqs, offset=0, backend="auto"):
     outs, state = [], ins["initial_state"]
     for t in range(ins["v"].shape[1]):
         out, state = phasor_memory_step(ins["v"][:, t], ins["key_phase"][:, t],
                                         ins["query_phase"][:, t], state, offset + t, freqs,
-                                        ins["query_shift"])
+                                        ins["query_shift"], backend=backend)
         outs.append(out)
     return torch.stack(outs, 1), state
 
@@ -85,29 +87,29 @@ def check_against_ref64(fn, ins, freqs, offset, tol_out, tol_grad, what):
         assert_close(g[k], g_ref[k], tol_grad, f"{what} grad {k}")
 
 
-FORMS = {"fast": lambda ins, f, o: run(phasor_memory, ins, f, o), "step": run_steps,
-         "ref32": lambda ins, f, o: run(phasor_memory_ref, ins, f, o)}
+def forms(backend: str) -> dict:
+    return {"fast": lambda ins, f, o: run(phasor_memory, ins, f, o, backend=backend),
+            "step": partial(run_steps, backend=backend),
+            "ref32": lambda ins, f, o: run(phasor_memory_ref, ins, f, o)}
 
 
 @pytest.mark.parametrize("steps", [1, 2, 63, 64, 65, 257])
 @pytest.mark.parametrize("positional", [True, False])
-def test_forms_agree_fp32(steps, positional):
+def test_forms_agree_fp32(steps, positional, backend):
     freqs = generate_random_phasors(H * D, seed=3).view(H, D) if positional else None
     ins = make_inputs(steps, shift=positional)
-    forms = FORMS if steps <= 65 else {"fast": FORMS["fast"]}  # the python loops are slow-ish
-    for name, fn in forms.items():
+    on = forms(backend) if steps <= 65 else {"fast": forms(backend)["fast"]}  # slow loops
+    for name, fn in on.items():
         check_against_ref64(fn, ins, freqs, 7, 1e-5, 1e-5, f"{name} T={steps}")
 
 
 @pytest.mark.parametrize("steps", [63, 64, 65])
-def test_fast_form_through_blocked_cumsum(steps, form, monkeypatch):
+def test_fast_form_through_blocked_cumsum(steps, monkeypatch):
     # tiny test tensors dispatch to torch.cumsum; force the blocked path (tail padding included)
-    if form != "torch":
-        pytest.skip("the fused kernels have no cumsum")
-    monkeypatch.setattr(phasor_module, "cumsum", lambda x, dim, reverse=False, overwrite=False:
+    monkeypatch.setattr(torch_form, "cumsum", lambda x, dim, reverse=False, overwrite=False:
                         blocked_cumsum(x, dim, 16, reverse=reverse, overwrite=overwrite))
     ins = make_inputs(steps)
-    check_against_ref64(FORMS["fast"], ins, generate_random_phasors(H * D), 5, 1e-5, 1e-5,
+    check_against_ref64(forms("torch")["fast"], ins, generate_random_phasors(H * D), 5, 1e-5, 1e-5,
                         f"blocked T={steps}")
 
 
@@ -124,39 +126,40 @@ def test_float64_inputs_compute_in_float64():
         assert_close(g[k], g_ref[k], 1e-12, f"float64 grad {k}")
 
 
-def test_forms_agree_at_large_offset():
+def test_forms_agree_at_large_offset(backend):
     freqs = generate_random_phasors(H * D, seed=4)
     ins = make_inputs(40)
-    for name, fn in FORMS.items():
+    for name, fn in forms(backend).items():
         check_against_ref64(fn, ins, freqs, 2**20 + 12345, 1e-5, 1e-5, name)
 
 
 @pytest.mark.parametrize("steps", [2, 65, 257])
-def test_bf16_inputs(steps):
+def test_bf16_inputs(steps, backend):
     # the same bf16-rounded values in float64 are the reference: float32 compute gives ~1e-6 on
     # outputs; gradients come back in bf16, so they carry its rounding (2^-9 relative)
     freqs = generate_random_phasors(H * D, seed=5)
     ins = make_inputs(steps, torch.bfloat16)
-    check_against_ref64(FORMS["fast"], ins, freqs, 0, 1e-5, 6e-3, f"bf16 T={steps}")
+    check_against_ref64(forms(backend)["fast"], ins, freqs, 0, 1e-5, 6e-3, f"bf16 T={steps}")
 
 
-def test_step_after_multi_token_prefill_and_chunked_continuation():
+def test_step_after_multi_token_prefill_and_chunked_continuation(backend):
     freqs = generate_random_phasors(H * D, seed=6)
     ins = make_inputs(50)
-    full, full_state = run(phasor_memory, ins, freqs, offset=3)
+    full, full_state = run(phasor_memory, ins, freqs, offset=3, backend=backend)
     first = {k: x[:, :20] if k in NAMES[:3] else x for k, x in ins.items()}
     second = {k: x[:, 20:] if k in NAMES[:3] else x for k, x in ins.items()}
-    out1, state1 = run(phasor_memory, first, freqs, offset=3)
+    out1, state1 = run(phasor_memory, first, freqs, offset=3, backend=backend)
     out2, state2 = phasor_memory(second["v"], second["key_phase"], second["query_phase"], freqs,
-                                 offset=23, query_shift=ins["query_shift"], initial_state=state1)
+                                 offset=23, query_shift=ins["query_shift"], initial_state=state1,
+                                 backend=backend)
     assert_close(torch.cat([out1, out2], 1), full, 1e-6, "chunked output")
     assert_close(state2, full_state, 1e-6, "chunked state")
-    out3, state3 = run_steps({**second, "initial_state": state1}, freqs, offset=23)
+    out3, state3 = run_steps({**second, "initial_state": state1}, freqs, offset=23, backend=backend)
     assert_close(torch.cat([out1, out3], 1), full, 1e-6, "prefill + steps output")
     assert_close(state3, full_state, 1e-6, "prefill + steps state")
 
 
-def test_causality():
+def test_causality(backend):
     freqs = generate_random_phasors(H * D, seed=7)
     ins = make_inputs(70)
     t = 33
@@ -164,29 +167,29 @@ def test_causality():
     for k in NAMES[:3]:
         bumped[k] = ins[k].clone()
         bumped[k][:, t + 1:] += torch.randn_like(bumped[k][:, t + 1:])
-    for fn in (phasor_memory, phasor_memory_ref):
+    for fn in (partial(phasor_memory, backend=backend), phasor_memory_ref):
         out, _ = run(fn, ins, freqs)
         out_bumped, _ = run(fn, bumped, freqs)
         assert (out[:, :t + 1] - out_bumped[:, :t + 1]).abs().max() <= 1e-6
         assert (out[:, t + 1:] - out_bumped[:, t + 1:]).abs().max() > 1e-2
 
 
-def test_flat_and_float32_freqs():
+def test_flat_and_float32_freqs(backend):
     ins = make_inputs(9)
     freqs = generate_random_phasors(H * D, seed=8)
-    out, state = run(phasor_memory, ins, freqs.view(H, D))
-    out_flat, state_flat = run(phasor_memory, ins, freqs)
+    out, state = run(phasor_memory, ins, freqs.view(H, D), backend=backend)
+    out_flat, state_flat = run(phasor_memory, ins, freqs, backend=backend)
     assert torch.equal(out, out_flat) and torch.equal(state, state_flat)
-    out32, _ = run(phasor_memory, ins, freqs.float())
+    out32, _ = run(phasor_memory, ins, freqs.float(), backend=backend)
     assert_close(out32, out, 1e-5, "float32 freqs")
 
 
-def test_autocast_does_not_change_result():
+def test_autocast_does_not_change_result(backend):
     freqs = generate_random_phasors(H * D, seed=9)
     ins = make_inputs(300)
-    out, state = run(phasor_memory, ins, freqs)
+    out, state = run(phasor_memory, ins, freqs, backend=backend)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out_ac, state_ac = run(phasor_memory, ins, freqs)
+        out_ac, state_ac = run(phasor_memory, ins, freqs, backend=backend)
     assert out_ac.dtype == torch.complex64
     assert_close(out_ac, out, 1e-6, "autocast output")
     assert_close(state_ac, state, 1e-6, "autocast state")
@@ -234,7 +237,7 @@ def test_position_phases_exact_at_long_range(position):
 
 
 @pytest.mark.parametrize("offset", [2**20, 10**6])
-def test_retrieval_exact_at_million_positions(offset):
+def test_retrieval_exact_at_million_positions(offset, backend):
     """Bind one value at p_s, query it back at p_t = p_s + 3 with query_shift δ = 3: every
     channel must read v / sqrt(p_t + 1) (a single item has no crosstalk)."""
     heads, dim, steps, s = 2, 64, 5, 1
@@ -246,9 +249,9 @@ def test_retrieval_exact_at_million_positions(offset):
     query_phase[:, s + 3] = key_phase[:, s]
     shift = torch.full((heads,), 3.0)
     expected = v[0, s] / math.sqrt(offset + s + 3 + 1)
-    for fn in (phasor_memory, phasor_memory_ref):
+    for fn in (partial(phasor_memory, backend=backend), phasor_memory_ref):
         out, _ = fn(v, key_phase, query_phase, freqs, offset=offset, query_shift=shift)
-        assert_close(out[0, s + 3], expected.to(torch.complex64), 1e-5, fn.__name__)
+        assert_close(out[0, s + 3], expected.to(torch.complex64), 1e-5, str(fn))
     # the same read-out with naive float32 t * ω phases is garbage at this range
     w = freqs.float()
     p_s, p_t = torch.tensor(float(offset + s)), torch.tensor(float(offset + s + 3))
@@ -270,10 +273,10 @@ def test_frequency_generators():
                  1e-14, "geometric ratio")
 
 
-def test_content_only_ignores_offset_except_scale():
+def test_content_only_ignores_offset_except_scale(backend):
     ins = make_inputs(6, shift=False, state=False)
-    out0, _ = run(phasor_memory, ins, None, offset=0)
-    out5, _ = run(phasor_memory, ins, None, offset=5)
+    out0, _ = run(phasor_memory, ins, None, offset=0, backend=backend)
+    out5, _ = run(phasor_memory, ins, None, offset=5, backend=backend)
     scale = torch.sqrt(torch.arange(1, 7.0) / torch.arange(6, 12.0))[:, None, None]
     assert_close(out5, out0 * scale, 1e-6, "content-only offset")
 
@@ -336,13 +339,12 @@ def _parts_as_complex(*args, **kwargs):
 
 @pytest.mark.parametrize("fn", [phasor_memory, _parts_as_complex], ids=["complex", "planar"])
 @pytest.mark.parametrize("positional", [True, False])
-def test_native_kernel_equals_torch_form(positional, fn, form, monkeypatch):
+@pytest.mark.parametrize("backend", ["cpu", "triton"], indirect=True)
+def test_fused_kernel_equals_torch_form(positional, fn, backend):
     """The fused kernel against the PyTorch form on the same inputs, in both output layouts:
     outputs, final state and every gradient (shift and initial state included), odd T across
     position blocks, channels split over threads (bit-identical to one call: each channel is
     computed by one call)."""
-    if form == "torch":
-        pytest.skip("compares the two forms")
     heads, dim, steps = 2, 40, 301
     gen = torch.Generator().manual_seed(12)
     freqs = generate_random_phasors(heads * dim, seed=13) if positional else None
@@ -352,53 +354,76 @@ def test_native_kernel_equals_torch_form(positional, fn, form, monkeypatch):
            "query_shift": 3 * torch.randn(heads, generator=gen) if positional else None,
            "initial_state": torch.randn(B, heads, dim, dtype=torch.complex64, generator=gen)}
 
-    def compute():
+    def compute(backend, threads):
         leaf = leaves(ins)
-        out, state = run(fn, leaf, freqs, offset=5)
+        out, state = run(fn, leaf, freqs, offset=5, backend=backend, threads=threads)
         return out, state, grads(out, state, leaf)
 
-    results = by_kernel_form(compute, monkeypatch, form)
-    (out, state, g), (out_n, state_n, g_n) = results["torch"], results[form]
-    assert_close(out_n, out, 1e-6, f"{form} output")
-    assert_close(state_n, state, 1e-6, f"{form} state")
+    results = by_backend(compute, backend)
+    (out, state, g), (out_n, state_n, g_n) = results["torch"], results[backend]
+    assert_close(out_n, out, 1e-6, f"{backend} output")
+    assert_close(state_n, state, 1e-6, f"{backend} state")
     for k in g:  # δ's gradient is a sum over B·T terms that partly cancel: more rounding
-        assert_close(g_n[k], g[k], 1e-5 if k == "query_shift" else 1e-6, f"{form} grad {k}")
-    if form == "triton":
+        assert_close(g_n[k], g[k], 1e-5 if k == "query_shift" else 1e-6, f"{backend} grad {k}")
+    if backend == "triton":
         return
-    out_s, state_s, g_s = results["native split"]
+    out_s, state_s, g_s = results["cpu split"]
     assert torch.equal(out_s, out_n) and torch.equal(state_s, state_n)
     assert all(torch.equal(g_s[k], g_n[k]) for k in g)
 
 
-def test_native_running_sums_are_compensated(form):
+@pytest.mark.parametrize("backend", ["cpu", "triton"], indirect=True)
+def test_native_running_sums_are_compensated(backend):
     """The kernel's running sums keep float32 accuracy over a long drifting stream: at 2^18
     steps the state is within 3e-7 of float64 (a plain float32 running sum measured 1.3e-5
     here; flags such as -ffast-math would silently drop the compensation). The Triton kernel
     (2^14 steps: the interpreter is slow) starts each tile from a float64 sum of the others."""
-    if form == "torch":
-        pytest.skip("the kernel's own summation")
-    steps, dim = 2**14 if form == "triton" else 2**18, 16  # the interpreter is slow
+    steps, dim = 2**14 if backend == "triton" else 2**18, 16  # the interpreter is slow
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(1, steps, 1, dim, generator=gen) + 0.5
     phases = math.pi * torch.tanh(torch.randn(2, 1, steps, 1, dim, generator=gen))
     freqs = generate_random_phasors(dim, seed=1) * 1e-3  # slow positions: the sums drift
-    _, state = phasor_memory(v, phases[0], phases[1], freqs)
+    _, state = phasor_memory(v, phases[0], phases[1], freqs, backend=backend)
     _, state64 = phasor_memory(v.double(), phases[0].double(), phases[1].double(), freqs)
     assert_close(state, state64, 3e-7, "state after 2^18 steps")
 
 
-def test_native_kernel_flags_meaningless_phases_with_nan(form):
+@pytest.mark.parametrize("backend", ["cpu", "triton"], indirect=True)
+def test_native_kernel_flags_meaningless_phases_with_nan(backend):
     """A float32 phase of 2^23 rad or more (or inf / NaN) has no fractional part: the kernel
     gives NaN from there on in that channel, not a silently wrong value; the rest is unchanged."""
-    if form == "torch":
-        pytest.skip("the kernel's range guard")
     ins = make_inputs(20, shift=False, state=False)
     freqs = generate_random_phasors(H * D, seed=14)
-    clean, _ = run(phasor_memory, ins, freqs)
+    clean, _ = run(phasor_memory, ins, freqs, backend=backend)
     for bad in (1e8, math.inf, math.nan):
         key_phase = ins["key_phase"].clone()
         key_phase[0, 5, 1, 3] = bad
-        out, state = run(phasor_memory, {**ins, "key_phase": key_phase}, freqs)
+        out, state = run(phasor_memory, {**ins, "key_phase": key_phase}, freqs, backend=backend)
         assert out[0, 5:, 1, 3].isnan().all() and state[0, 1, 3].isnan()
         out[0, 5:, 1, 3] = clean[0, 5:, 1, 3]
         assert torch.equal(out, clean)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "cpu"])
+def test_named_backends_match_reference(backend):
+    """Every backend by name, complex and planar, against the float64 reference."""
+    if backend == "cpu" and KERNEL.library() is None:
+        pytest.skip("no C compiler")
+    freqs = generate_random_phasors(H * D, seed=15)
+    ins = make_inputs(40)
+    check_against_ref64(forms(backend)["fast"], ins, freqs, 3, 1e-5, 1e-5, backend)
+    parts, _ = run(phasor_memory_parts, ins, freqs, backend=backend)
+    out, _ = run(phasor_memory, ins, freqs, backend=backend)
+    assert_close(torch.complex(parts[:, :, 0], parts[:, :, 1]), out, 1e-7, "planar")
+
+
+def test_unavailable_backends_say_why():
+    ins, freqs = make_inputs(5), generate_random_phasors(H * D)
+    wide = leaves(ins, torch.float64)
+    with pytest.raises(BackendUnavailableError, match="phasor_memory: unknown backend 'fla'; "
+                       "choose from auto, reference, torch, cpu, triton"):
+        run(phasor_memory, ins, freqs, backend="fla")
+    with pytest.raises(BackendUnavailableError, match="'cpu' is unavailable: .*float64"):
+        run(phasor_memory, wide, freqs, backend="cpu")
+    with pytest.raises(BackendUnavailableError, match="'triton' is unavailable: wrong dtype"):
+        run(phasor_memory, wide, freqs, backend="triton")

@@ -16,7 +16,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, compile
 
-from hololm.ops.triton_kernels import diagonal_scan, phasor
+from hololm.ops.diagonal_scan import triton_form as diagonal_scan
+from hololm.ops.phasor import triton_form as phasor
 
 INTS = {"T", "C", "L", "N", "PART_STRIDE", "CHANNEL_STRIDE"}
 

@@ -1,5 +1,5 @@
 /* Fused CPU kernels of the gated matrix memory's intra-chunk decay mask
- * (hololm/ops/matrix_memory.py has the math and the PyTorch form these replace). For each block
+ * (hololm/ops/matrix_memory/ has the math and the PyTorch form these replace). For each block
  * of C×C query-key scores S (row t reads, column s wrote), with n = t − s − shift gates between:
  *
  *     P[t, s] = S[t, s] · exp(Gq[t] − G[s])    n > 0   (the difference taken in float64)

@@ -1,4 +1,4 @@
-/* Fused CPU kernels of the phasor memory (hololm/ops/phasor.py has the math and the PyTorch
+/* Fused CPU kernels of the phasor memory (hololm/ops/phasor/ has the math and the PyTorch
  * form these replace). One pass over time per channel range: the phases, their sines and
  * cosines, the running memory and the retrieval never leave registers / L1, so each [B, T, C] array is
  * read or written once, where the eager form makes ~20 passes. The scan runs along T for each

@@ -1,4 +1,4 @@
-"""The phasor memory (hololm/ops/phasor.py) as Triton kernels: the same real formulas as
+"""The phasor memory (the math: __init__.py) as Triton kernels: the same real formulas as
 `_PhasorMemory`, with the cumulative sum over time done in two passes so that every tile of
 BLOCK_T steps × BLOCK_C channels is its own program (full parallelism even at batch 1):
 
@@ -167,7 +167,7 @@ def _layout(interleaved: bool, C: int) -> tuple[int, int]:
 
 
 class PhasorMemoryTriton(torch.autograd.Function):
-    """Same contract as `_PhasorMemoryNative` (hololm/ops/phasor.py) without the library:
+    """Same contract as `_PhasorMemoryNative` (cpu_form.py) without the library:
     v, φ, ψ [B, T, H, D] (any float dtype), shift [H, D] (None = 0), m0 [B, 2, H, D] (None =
     0), tables (blocks [n, H, D], inner [L, H, D]; None = content-only), scale [T], interleaved
     → parts [B, T, 2, H, D] or [B, T, H, D, 2] and the final memory [B, 2, H, D], float32."""

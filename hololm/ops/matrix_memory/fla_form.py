@@ -29,11 +29,25 @@ def available() -> bool:
     return (major, minor) >= (0, 4)
 
 
-def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, read_before_write: bool) -> bool:
-    """Whether the fla path runs: CUDA, q, k, v in one half-precision dtype, reading after
+def unavailable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, read_before_write: bool,
+                dtype: torch.dtype = torch.float32) -> str | None:
+    """Why the fla path cannot run (None: it can): it takes CUDA tensors, q, k, v in one
+    half-precision dtype (no float64 input: `dtype` is the op's compute dtype), reading after
     writing, and fla installed."""
-    return (q.is_cuda and q.dtype in (torch.bfloat16, torch.float16)
-            and q.dtype == k.dtype == v.dtype and not read_before_write and available())
+    if not q.is_cuda:
+        return f"wrong device: fla's kernels take CUDA tensors, got {q.device.type}"
+    if not (q.dtype in (torch.bfloat16, torch.float16) and q.dtype == k.dtype == v.dtype
+            and dtype == torch.float32):
+        return (f"wrong dtype: fla runs q, k, v of one half-precision dtype, got {q.dtype}, "
+                f"{k.dtype}, {v.dtype} computing in {dtype}")
+    if read_before_write:
+        return "fla does not read before writing"
+    return None if available() else "flash-linear-attention (fla-core >= 0.4) is not installed"
+
+
+def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, read_before_write: bool) -> bool:
+    """Whether "auto" may take the fla path for these inputs."""
+    return unavailable(q, k, v, read_before_write) is None
 
 
 def gated_matrix_memory_fla(q, k, v, log_forget, write, initial_state

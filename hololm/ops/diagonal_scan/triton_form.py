@@ -1,4 +1,4 @@
-"""Triton kernels of the gated diagonal scan (math and PyTorch form: hololm/ops/diagonal_scan.py)
+"""Triton kernels of the gated diagonal scan (math and PyTorch form: __init__.py, torch_form.py)
 for CUDA tensors: h_t = γ_t ⊙ h_{t-1} + x_t over [B, T, C] (C = H·D contiguous channels).
 
 The PyTorch form's three phases, each one kernel launch over (chunks of BLOCK_T steps, channel

@@ -1,5 +1,5 @@
 /* Fused CPU kernels of the gated diagonal scan h_t = exp(log γ_t) ⊙ h_{t-1} + x_t
- * (hololm/ops/diagonal_scan.py has the math and the PyTorch form these replace): one pass over
+ * (hololm/ops/diagonal_scan/ has the math and the PyTorch form these replace): one pass over
  * time, vectorised across the C = H·D contiguous channels of a row, the state in a work row.
  * Only log γ_t itself is exponentiated, as in the reference loop.
  *

@@ -1,0 +1,56 @@
+"""The backend an op runs, chosen by its `backend=` argument: "auto" (the default) picks the
+fastest that can run the inputs here; a named one runs or raises BackendUnavailableError
+saying why. The names, where an op has them:
+
+    "reference"  the loop over T, the definition the tests compare against
+    "torch"      the parallel / chunked PyTorch form (any device, any dtype)
+    "cpu"        the fused C kernels (CPU tensors, float32 compute)
+    "triton"     the fused Triton kernels (CUDA tensors, float32 compute; CPU tensors only
+                 through Triton's interpreter, TRITON_INTERPRET=1, as the tests run them)
+    "fla"        flash-linear-attention's kernels (the matrix memory, see its fla_form.py)
+
+"auto" on CUDA takes Triton unless `HOLOLM_TRITON=0`, on CPU in float32 the C kernels unless
+`HOLOLM_NATIVE=0` or they cannot be built (one warning), else the PyTorch form.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hololm.errors import BackendUnavailableError
+from hololm.ops import kernels, triton_kernels
+
+
+def check_name(op: str, backend, choices: tuple[str, ...]) -> None:
+    if not isinstance(backend, str) or backend not in ("auto", *choices):
+        raise BackendUnavailableError(f"{op}: unknown backend {backend!r}; choose from "
+                                      f"{', '.join(('auto', *choices))}")
+
+
+def unavailable(op: str, backend: str, why: str) -> BackendUnavailableError:
+    return BackendUnavailableError(f"{op}: backend {backend!r} is unavailable: {why}")
+
+
+def select(op: str, backend: str, choices: tuple[str, ...], x: torch.Tensor,
+           dtype: torch.dtype, kernel: kernels.Kernel | None = None
+           ) -> tuple[str, dict[str, kernels.Function] | None]:
+    """(the backend to run, the C library when it is "cpu") for inputs like `x` computing in
+    `dtype`; raises BackendUnavailableError for a named backend that cannot run them."""
+    check_name(op, backend, choices)
+    cpu_fp32 = x.device.type == "cpu" and dtype == torch.float32
+    if backend == "auto":
+        if "triton" in choices and triton_kernels.usable(x, dtype):
+            return "triton", None
+        lib = kernel.library() if kernel is not None and cpu_fp32 and kernels.enabled() else None
+        return ("cpu", lib) if lib is not None else ("torch", None)
+    if backend == "cpu":
+        if not cpu_fp32:
+            raise unavailable(op, backend, f"the C kernels take CPU tensors computing in "
+                              f"float32, got {x.device.type} tensors computing in {dtype}")
+        try:
+            return backend, kernel.load()
+        except (RuntimeError, OSError) as err:
+            raise unavailable(op, backend, f"the C kernel is not compiled ({err})") from err
+    if backend == "triton" and (why := triton_kernels.unavailable(x, dtype)):
+        raise unavailable(op, backend, why)
+    return backend, None

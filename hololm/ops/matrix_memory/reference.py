@@ -1,0 +1,30 @@
+"""The matrix memory's reference: the recurrence as a loop over T (HoloGPT's `holo_scan`)."""
+
+from __future__ import annotations
+
+import torch
+
+from hololm.ops.matrix_memory.common import _compute_dtype, _start_state, _validate
+
+
+def holo_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_forget: torch.Tensor,
+              write: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
+              read_before_write: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequential reference. q, k [B, T, H, Dk], v [B, T, H, Dv], log_forget / write [B, T, H],
+    initial_state [B, H, Dk, Dv] → (y [B, T, H, Dv], final state [B, H, Dk, Dv])."""
+    _validate(q, k, v, log_forget, write, initial_state, "initial_state", read_before_write, 4)
+    dtype = _compute_dtype(q, k, v, log_forget, write, initial_state)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    f = log_forget.to(dtype).exp()
+    w = torch.ones_like(f) if write is None else write.to(dtype)
+    S = _start_state(initial_state, q, v, dtype)  # [B, H, Dk, Dv]
+    ys = []
+    # unbind once: indexing x[:, t] in the loop would back-propagate a full-size zero tensor
+    # per step, O(T²) work in the backward pass
+    for q_t, k_t, v_t, f_t, w_t in zip(*(x.unbind(1) for x in (q, k, v, f, w)), strict=True):
+        if read_before_write:
+            ys.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
+        S = f_t[..., None, None] * S + w_t[..., None, None] * k_t[..., :, None] * v_t[..., None, :]
+        if not read_before_write:
+            ys.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
+    return torch.stack(ys, dim=1), S
