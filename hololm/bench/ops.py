@@ -71,6 +71,21 @@ def matrix_memory_case(B: int, T: int, H: int, D: int, backend: str = "auto") ->
                   lambda: ops.holo_scan(*args), list(args), flops, n_bytes, "matmul")
 
 
+def delta_rule_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
+    q = F.normalize(torch.randn(B, T, H, D), dim=-1).requires_grad_()
+    k = F.normalize(torch.randn(B, T, H, D), dim=-1).requires_grad_()
+    v, beta = _leaf(B, T, H, D), torch.rand(B, T, H).requires_grad_()
+    log_f = F.logsigmoid(torch.randn(B, T, H) + 2).requires_grad_()
+    args = (q, k, v, beta, log_f)
+    chunk = 64
+    # intra-chunk: β K Kᵀ, Q Kᵀ, the triangular solve for [Ũ, W] and (scores) U; inter-chunk:
+    # Kᵀ W and Kᵀ Ũ (the chunk's map), W S, Q S and M S
+    flops = 2 * B * H * T * chunk * D * 4 + 2 * B * H * T * D * D * 5
+    n_bytes = 4 * B * T * H * (4 * D + 2)
+    return OpCase("delta_rule", lambda: ops.gated_delta_rule(*args, backend=backend),
+                  lambda: ops.gated_delta_rule_ref(*args), list(args), flops, n_bytes, "matmul")
+
+
 def diagonal_scan_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
     x = _leaf(B, T, H, D)
     log_decay = F.logsigmoid(torch.randn(B, T, H, D) + 3).requires_grad_()
@@ -125,6 +140,7 @@ def long_conv_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpC
 
 CASES = {
     "matrix_memory": matrix_memory_case,
+    "delta_rule": delta_rule_case,
     "diagonal_scan": diagonal_scan_case,
     "phasor_memory": phasor_case,
     "phasor_memory_parts": functools.partial(phasor_case, parts=True),

@@ -15,6 +15,7 @@ from hololm.ops.circular import (
     fft_circular_corr,
 )
 from hololm.ops.cumsum import blocked_cumsum, cumsum
+from hololm.ops.delta_rule import gated_delta_rule, gated_delta_rule_ref, gated_delta_rule_step
 from hololm.ops.diagonal_scan import (
     gated_diagonal_scan,
     gated_diagonal_scan_ref,
@@ -41,6 +42,9 @@ __all__ = [
     "cumsum",
     "fft_circular_conv",
     "fft_circular_corr",
+    "gated_delta_rule",
+    "gated_delta_rule_ref",
+    "gated_delta_rule_step",
     "gated_diagonal_scan",
     "gated_diagonal_scan_ref",
     "gated_diagonal_scan_step",

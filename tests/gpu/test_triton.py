@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from hololm.ops import gated_matrix_memory, generate_random_phasors, phasor_memory
+from hololm.ops import gated_delta_rule, gated_matrix_memory, generate_random_phasors, phasor_memory
+from hololm.ops.delta_rule import fla_form as fla_delta_rule
 from hololm.ops.matrix_memory import fla_form as fla_matrix_memory
 from hololm.ops.phasor import phasor_memory_parts
 from tests.helpers import assert_close, by_backend
@@ -74,6 +75,36 @@ def test_matrix_memory_through_fla_equals_eager_on_gpu():
         assert_close(a.cpu(), b.cpu(), tol, name)
     q32 = q.to("cuda")
     assert not fla_matrix_memory.applies(q32, q32, q32, read_before_write=False)
+
+
+@pytest.mark.skipif(not fla_delta_rule.available(),
+                    reason="flash-linear-attention is not installed")
+def test_delta_rule_through_fla_equals_eager_on_gpu():
+    """bf16 q, k, v (the autocast case) through fla's gated delta rule against hololm's chunked
+    form on the same inputs: outputs, state and every gradient."""
+    dtype = torch.bfloat16
+    B, T, H, D = 2, 4096 + 3, 4, 64
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.nn.functional.normalize(torch.randn(B, T, H, D, generator=gen), dim=-1)
+            for _ in range(2))
+    v = torch.randn(B, T, H, D, generator=gen)
+    beta = torch.rand(B, T, H, generator=gen)
+    log_forget = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=gen) + 4)
+    state = torch.randn(B, H, D, D, generator=gen) * 0.1
+
+    def compute(backend, threads):
+        leaves = [x.to("cuda", dtype if x.dim() == 4 and x.shape[1] == T else torch.float32)
+                  .requires_grad_() for x in (q, k, v, beta, log_forget, state)]
+        y, final = gated_delta_rule(*leaves[:5], initial_state=leaves[5], backend=backend)
+        loss = y.float().sin().sum() + final.cos().sum()
+        return (y, final, *torch.autograd.grad(loss, leaves))
+
+    forms = by_backend(compute, "fla")
+    eager, fla = forms["torch"], forms["fla"]
+    tol = 2e-2  # fla keeps its chunk states in bf16 (delta_rule/fla_form.py)
+    for name, a, b in zip(("y", "state", "d_q", "d_k", "d_v", "d_beta", "d_log_forget",
+                           "d_state"), fla, eager, strict=True):
+        assert_close(a.cpu(), b.cpu(), tol, name)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")

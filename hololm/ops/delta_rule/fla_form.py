@@ -1,0 +1,49 @@
+"""The gated delta rule through flash-linear-attention's chunked kernels (`fla`, optional:
+`pip install fla-core`), on CUDA for half-precision q, k, v (autocast training). hololm's rule is
+fla's gated delta rule with the log-forget gate as `g`, β as `beta`, no query scaling and keys
+normalised by the caller. As for the additive memory (matrix_memory/fla_form.py), float32 inputs
+stay on the PyTorch form: fla's float32 dot products run in TF32. fla keeps chunk states and
+rounds its output in the inputs' half precision and sums log gates in float32; the GPU tests
+bound the difference from hololm's chunked form."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+@functools.cache
+def available() -> bool:
+    """fla imports and has the gated delta rule."""
+    try:
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule  # noqa: F401
+    except Exception:  # fla is optional, and its import can fail in many ways (triton, CUDA)
+        return False
+    return True
+
+
+def unavailable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                dtype: torch.dtype = torch.float32) -> str | None:
+    """Why the fla path cannot run (None: it can): CUDA tensors, q, k, v in one half-precision
+    dtype (no float64 input: `dtype` is the op's compute dtype), and fla installed."""
+    if not q.is_cuda:
+        return f"wrong device: fla's kernels take CUDA tensors, got {q.device.type}"
+    if not (q.dtype in (torch.bfloat16, torch.float16) and q.dtype == k.dtype == v.dtype
+            and dtype == torch.float32):
+        return (f"wrong dtype: fla runs q, k, v of one half-precision dtype, got {q.dtype}, "
+                f"{k.dtype}, {v.dtype} computing in {dtype}")
+    return None if available() else "flash-linear-attention (fla-core) is not installed"
+
+
+def gated_delta_rule_fla(q, k, v, beta, log_forget, initial_state
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k [B, T, H, Dk], v [B, T, H, Dv] of one dtype, beta / log_forget [B, T, H] (log_forget
+    None: no decay), initial_state [B, H, Dk, Dv] float32 or None → (y [B, T, H, Dv], final
+    state [B, H, Dk, Dv]), float32."""
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+    g = torch.zeros_like(beta, dtype=torch.float32) if log_forget is None else log_forget.float()
+    y, state = chunk_gated_delta_rule(q, k, v, g=g, beta=beta.to(q.dtype), scale=1.0,
+                                      initial_state=initial_state, output_final_state=True)
+    return y.float(), state.float()

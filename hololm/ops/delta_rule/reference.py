@@ -1,0 +1,40 @@
+"""The gated delta rule's reference: the recurrence as a loop over T, and the one-token update
+the step form shares."""
+
+from __future__ import annotations
+
+import torch
+
+from hololm.ops.delta_rule.common import _validate
+from hololm.ops.matrix_memory.common import _compute_dtype, _start_state
+
+
+def _update(S, q_t, k_t, v_t, beta_t, f_t):
+    """One token on S [B, H, Dk, Dv]: decay, correct the value stored under k_t, read q_t."""
+    if f_t is not None:
+        S = f_t[..., None, None] * S
+    error = v_t - torch.einsum("bhkv,bhk->bhv", S, k_t)  # [B, H, Dv]
+    S = S + (beta_t[..., None] * k_t)[..., :, None] * error[..., None, :]
+    return torch.einsum("bhk,bhkv->bhv", q_t, S), S
+
+
+def gated_delta_rule_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                         log_forget: torch.Tensor | None = None,
+                         initial_state: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequential reference. q, k [B, T, H, Dk], v [B, T, H, Dv], beta / log_forget [B, T, H],
+    initial_state [B, H, Dk, Dv] → (y [B, T, H, Dv], final state [B, H, Dk, Dv])."""
+    _validate(q, k, v, beta, log_forget, initial_state, "initial_state", 4)
+    dtype = _compute_dtype(q, k, v, beta, log_forget, initial_state)
+    q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
+    f = None if log_forget is None else log_forget.to(dtype).exp()
+    S = _start_state(initial_state, q, v, dtype)
+    ys = []
+    # unbind once: indexing x[:, t] in the loop would back-propagate a full-size zero tensor
+    # per step, O(T²) work in the backward pass
+    steps = zip(q.unbind(1), k.unbind(1), v.unbind(1), beta.unbind(1),
+                f.unbind(1) if f is not None else [None] * q.shape[1], strict=True)
+    for q_t, k_t, v_t, beta_t, f_t in steps:
+        y_t, S = _update(S, q_t, k_t, v_t, beta_t, f_t)
+        ys.append(y_t)
+    return torch.stack(ys, dim=1), S
