@@ -1,6 +1,8 @@
-"""MatrixMemory: the layer equals its math run through `holo_scan` (the sequential reference) in
-float64; whole sequence, prefix + rest and token-by-token agree (outputs, states, gradients);
-causal; any forget strength is exact; bf16 works; the gates start at σ(+2) / σ(−2)."""
+"""MatrixMemory: the layer equals its math run through the sequential references (`holo_scan`,
+`gated_delta_rule_ref`, the short convolution as a padded conv1d) in float64, in HoloGPT's
+setting and with the short convolution and the delta rule; whole sequence, prefix + rest and
+token-by-token agree (outputs, states, gradients); causal; any forget strength is exact; bf16
+works; the gates start at σ(+2) / σ(−2)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 
 from hololm.layers.base import state_nbytes
 from hololm.layers.matrix import MatrixMemory
+from hololm.ops.delta_rule import gated_delta_rule_ref
 from hololm.ops.matrix_memory import holo_scan
 from tests.helpers import assert_close
 from tests.layers.helpers import (
@@ -23,6 +26,9 @@ from tests.layers.helpers import (
 )
 
 B, D_MODEL, DIM, H = 2, 32, 8, 4
+# HoloGPT's setting, and the ingredients of recall: a short convolution, the delta rule
+SETTINGS = {"hologpt": {}, "conv": {"conv_size": 4},
+            "delta": {"conv_size": 4, "update": "delta"}, "delta-noconv": {"update": "delta"}}
 
 
 def _layer(**kwargs) -> MatrixMemory:
@@ -41,20 +47,23 @@ def _reference(layer: MatrixMemory, x: torch.Tensor, memory: torch.Tensor | None
     by `holo_scan` (a loop over tokens), then o_proj."""
     layer, x = copy.deepcopy(layer).double(), x.double()
     Bx, T, _ = x.shape
-    w_q, w_k, w_v = layer.qkv_proj.weight.chunk(3)
     w_f, w_w = layer.gate_proj.weight.chunk(2)
     b_f, b_w = layer.gate_proj.bias.chunk(2)
-    q = F.normalize(F.linear(x, w_q).view(Bx, T, H, DIM), dim=-1)
-    k = F.normalize(F.linear(x, w_k).view(Bx, T, H, DIM), dim=-1)
-    v = torch.tanh(F.linear(x, w_v).view(Bx, T, H, DIM))
+    qkv = F.linear(x, layer.qkv_proj.weight)  # [B, T, 3·H·D]
+    if layer.conv is not None:  # depthwise, causal: left padding of k - 1 zeros
+        k = layer.conv.kernel_size
+        qkv = F.conv1d(F.pad(qkv.transpose(1, 2), (k - 1, 0)), layer.conv.conv.weight,
+                       layer.conv.conv.bias, groups=qkv.shape[-1])
+        qkv = F.silu(qkv.transpose(1, 2))
+    q, k, v = qkv.view(Bx, T, 3, H, DIM).unbind(2)
+    q, k, v = F.normalize(q, dim=-1), F.normalize(k, dim=-1), torch.tanh(v)
     forget = torch.sigmoid(F.linear(x, w_f, b_f))  # [B, T, H]
     write = torch.sigmoid(F.linear(x, w_w, b_w))
-    r, memory = holo_scan(q, k, v, forget.log(), write, memory, layer.read_before_write)
+    if layer.update == "delta":
+        r, memory = gated_delta_rule_ref(q, k, v, write, forget.log(), memory)
+    else:
+        r, memory = holo_scan(q, k, v, forget.log(), write, memory, layer.read_before_write)
     return layer.o_proj(r.reshape(Bx, T, H * DIM)), memory
-
-
-
-
 
 
 def test_shapes_and_state_layout():
@@ -67,19 +76,35 @@ def test_shapes_and_state_layout():
     assert n_params == 4 * D_MODEL * 2 * 16 + 2 * 2 * (D_MODEL + 1)  # 4·d·H·D + 2H(d + 1)
 
 
-@pytest.mark.parametrize("read_before_write", [False, True])
-def test_matches_holo_scan_reference(read_before_write):
-    layer = _layer(chunk_size=8, read_before_write=read_before_write)
+@pytest.mark.parametrize("setting", ["hologpt", "hologpt-read-before-write", "conv", "delta",
+                                     "delta-noconv"])
+def test_matches_the_reference(setting):
+    kwargs = ({"read_before_write": True} if setting == "hologpt-read-before-write"
+              else SETTINGS[setting])
+    layer = _layer(chunk_size=8, **kwargs)
     x = torch.randn(B, 37, D_MODEL)
     y, state = layer(x)
     y_ref, m_ref = _reference(layer, x)
     assert_close(y, y_ref, 1e-5, "y")
     assert_close(state["memory"], m_ref, 1e-5, "memory")
-    m0 = torch.randn(B, H, DIM, DIM)  # continuing from a given memory
-    y, state = layer(x, {"memory": m0}, position=5)
+    m0 = torch.randn(B, H, DIM, DIM)  # continuing from a given memory (and an empty conv)
+    conv = {} if layer.conv is None else {"conv": torch.zeros(B, 3, 3 * H * DIM)}
+    y, state = layer(x, {"memory": m0, **conv}, position=5)
     y_ref, m_ref = _reference(layer, x, m0.double())
     assert_close(y, y_ref, 1e-5, "y from a memory")
     assert_close(state["memory"], m_ref, 1e-5, "memory from a memory")
+
+
+def test_the_delta_rule_overwrites_where_the_additive_memory_sums():
+    """Same weights, same tokens: a key seen twice holds its last value under the delta rule,
+    so its memory differs from the additive one; both keep the same state layout."""
+    additive = _layer(conv_size=4)
+    delta = copy.deepcopy(additive)
+    delta.update = "delta"
+    x = torch.randn(B, 20, D_MODEL)
+    (_, s_add), (_, s_delta) = additive(x), delta(x)
+    assert s_add.keys() == s_delta.keys() == {"memory", "conv"}
+    assert not torch.allclose(s_add["memory"], s_delta["memory"])
 
 
 def test_read_before_write_reads_the_previous_memory():
@@ -95,10 +120,12 @@ def test_read_before_write_reads_the_previous_memory():
     assert_close(state_rbw["memory"], state["memory"], 1e-6, "the writes are the same")
 
 
-@pytest.mark.parametrize("read_before_write", [False, True])
+@pytest.mark.parametrize("setting", ["hologpt", "hologpt-read-before-write", "conv", "delta"])
 @pytest.mark.parametrize("chunk_size", [4, 64])
-def test_full_equals_prefix_rest_and_token_by_token(chunk_size, read_before_write):
-    layer = _layer(chunk_size=chunk_size, read_before_write=read_before_write)
+def test_full_equals_prefix_rest_and_token_by_token(chunk_size, setting):
+    kwargs = ({"read_before_write": True} if setting == "hologpt-read-before-write"
+              else SETTINGS[setting])
+    layer = _layer(chunk_size=chunk_size, **kwargs)
     x = torch.randn(B, 37, D_MODEL)
     y, state, grads = loss_and_grads(layer, x, [37])
     for lengths in ([20, 17], [1] * 37):
@@ -109,14 +136,17 @@ def test_full_equals_prefix_rest_and_token_by_token(chunk_size, read_before_writ
             assert_close(g2, g, 1e-5, f"{len(lengths)} pieces grad")
 
 
-@pytest.mark.parametrize("read_before_write", [False, True])
-def test_causal(read_before_write):
-    layer = _layer(chunk_size=4, read_before_write=read_before_write)
+@pytest.mark.parametrize("setting", ["hologpt", "hologpt-read-before-write", "conv", "delta"])
+def test_causal(setting):
+    kwargs = ({"read_before_write": True} if setting == "hologpt-read-before-write"
+              else SETTINGS[setting])
+    layer = _layer(chunk_size=4, **kwargs)
     assert_causal(layer, torch.randn(B, 30, D_MODEL), t=17)
 
 
-def test_gradients_reach_every_parameter_and_each_gate_bias():
-    layer = _layer()
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_gradients_reach_every_parameter_and_each_gate_bias(setting):
+    layer = _layer(**SETTINGS[setting])
     _, _, grads = loss_and_grads(layer, torch.randn(B, 25, D_MODEL), [25])
     named = dict(zip([name for name, _ in layer.named_parameters()], grads[1:], strict=True))
     for name, g in named.items():
@@ -141,10 +171,11 @@ def test_initial_gates_after_reset_parameters():
     assert torch.equal(custom.gate_proj.bias, torch.tensor([5.0] * H + [0.0] * H))
 
 
+@pytest.mark.parametrize("setting", ["hologpt", "delta"])
 @pytest.mark.parametrize("forget_bias", [-60.0, -1e4, 60.0])
-def test_extreme_forget_gates_are_exact_and_finite(forget_bias):
+def test_extreme_forget_gates_are_exact_and_finite(forget_bias, setting):
     """f = σ(bias) from e^-60 (memory = the last write) to 1 − e^-60 (nothing is forgotten)."""
-    layer = _layer(chunk_size=4)
+    layer = _layer(chunk_size=4, **SETTINGS[setting])
     with torch.no_grad():
         layer.gate_proj.bias[:H] = forget_bias
     x = torch.randn(B, 29, D_MODEL)
@@ -158,8 +189,9 @@ def test_extreme_forget_gates_are_exact_and_finite(forget_bias):
     assert_close(state1["memory"], state["memory"], 1e-5, "token-by-token memory")
 
 
-def test_bf16_runs_and_is_close_to_fp32():
-    layer = _layer(chunk_size=8)
+@pytest.mark.parametrize("setting", ["hologpt", "delta"])
+def test_bf16_runs_and_is_close_to_fp32(setting):
+    layer = _layer(chunk_size=8, **SETTINGS[setting])
     x = torch.randn(B, 37, D_MODEL)
     y32, state32 = layer(x)
     layer16 = copy.deepcopy(layer).to(torch.bfloat16)
@@ -176,11 +208,13 @@ def test_bf16_runs_and_is_close_to_fp32():
     assert all(torch.isfinite(p.grad).all() for p in layer16.parameters())
 
 
+@pytest.mark.parametrize("setting", ["hologpt", "delta"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_state_bytes_match_and_do_not_grow(dtype):
-    layer = _layer().to(dtype)
+def test_state_bytes_match_and_do_not_grow(dtype, setting):
+    layer = _layer(**SETTINGS[setting]).to(dtype)
     _, state = layer(torch.randn(3, 10, D_MODEL, dtype=dtype))
-    assert layer.state_bytes(3, 10) == state_nbytes(state) == 3 * H * DIM * DIM * 4
+    conv = 0 if layer.conv is None else 3 * 3 * H * DIM * dtype.itemsize
+    assert layer.state_bytes(3, 10) == state_nbytes(state) == 3 * (H * DIM * DIM * 4 + conv)
     _, state = layer(torch.randn(3, 1, D_MODEL, dtype=dtype), state, position=10)
     assert layer.state_bytes(3, 11) == state_nbytes(state)
     assert layer.state_bytes(3, 10) == layer.state_bytes(3, 10**6)
@@ -192,3 +226,9 @@ def test_invalid_arguments():
             MatrixMemory(**{"d_model": 8, "matrix_dim": 4, "n_heads": 2, **bad})
     with pytest.raises(ValueError):
         MatrixMemory(8, 4, 2, chunk_size=0)
+    with pytest.raises(ValueError, match="conv_size must be an int >= 0"):
+        MatrixMemory(8, 4, 2, conv_size=-1)
+    with pytest.raises(ValueError, match="update must be one of"):
+        MatrixMemory(8, 4, 2, update="replace")
+    with pytest.raises(ValueError, match="read_before_write must be False"):
+        MatrixMemory(8, 4, 2, update="delta", read_before_write=True)
