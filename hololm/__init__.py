@@ -23,13 +23,14 @@ _SOURCES = {  # public name: the module that defines it
     "RotaryEmbedding": "hololm.layers.rotary",
     **dict.fromkeys(("HolographicMixer", "HoloSpectralBlock", "LiteChannelMix", "SpectralGate"),
                     "hololm.layers.spectral"),
-    **dict.fromkeys(("FastHoloBlock", "HoloCache", "HoloConfig", "HoloForCausalLM", "HoloGPT",
-                     "HoloGPTConfig", "HoloGPTForCausalLM", "HoloSpectralConfig",
-                     "HoloSpectralForCausalLM", "HoloSpectralNet", "HoloTransformer",
-                     "LongConfig", "LongForCausalLM", "build_model", "get_model_and_tokenizer",
-                     "hsn_base", "hsn_small", "hsn_tiny"), "hololm.models"),
-    **dict.fromkeys(("fft_circular_conv", "fft_circular_corr", "generate_random_phasors",
-                     "holo_scan"), "hololm.ops"),
+    **dict.fromkeys(("HoloCache", "HoloConfig", "HoloForCausalLM", "HoloGPTConfig",
+                     "HoloGPTForCausalLM", "HoloSpectralConfig", "HoloSpectralForCausalLM",
+                     "LongConfig", "LongForCausalLM", "build_model"), "hololm.models"),
+    **dict.fromkeys(("FastHoloBlock", "HoloGPT", "HoloSpectralNet", "HoloTransformer",
+                     "get_model_and_tokenizer", "holo_scan", "hsn_base", "hsn_small",
+                     "hsn_tiny"), "hololm.originals"),
+    **dict.fromkeys(("fft_circular_conv", "fft_circular_corr", "generate_random_phasors"),
+                    "hololm.ops"),
 }
 
 __all__ = sorted([*_SOURCES, "__version__"])

@@ -24,12 +24,12 @@ def _train_help() -> dict[str, str]:
     """Help of each TrainConfig field's flag; the tables of choices are imported here, as they
     import the models (torch, transformers)."""
     from hololm.data.corpora import DATASETS
-    from hololm.models.presets import MODEL_TYPES, SIZES
+    from hololm.models.registry import NAMES, SIZES
     from hololm.train.config import OPTIMIZERS, PRECISIONS
 
     return {
-        "model_type": f"model family or baseline: {', '.join(MODEL_TYPES)}",
-        "model_size": f"named size: {', '.join(SIZES)} (hsn: the seed's tiny/small/base)",
+        "model_type": f"model family, variant or baseline: {', '.join(NAMES)}",
+        "model_size": f"named size: {', '.join(SIZES)} (hsn: HoloSpectralNet's tiny/small/base)",
         "model_overrides": 'JSON object of model-config fields, e.g. \'{"hidden_size": 128}\'',
         "seq_len": "training context length in tokens",
         "dataset": f"a local .txt/.jsonl file or folder, or one of: {', '.join(DATASETS)}",

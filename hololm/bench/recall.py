@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hololm.bench.recall_models import FAMILIES, VectorModel, build_recall_model
+from hololm.bench.recall_models import MODELS, VectorModel, build_recall_model
 from hololm.bench.recall_profiles import PROFILES, Profile, Task, select, slice_length
 from hololm.bench.recall_report import write_reports
 from hololm.data.synthetic import IGNORE, TaskData, split_seeds
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", nargs="+", default=None,
                         help="only these tasks (default: all of the profile)")
     parser.add_argument("--models", nargs="+", default=None,
-                        help=f"only these model families (default: all of {', '.join(FAMILIES)})")
+                        help=f"only these families or variants (default: {', '.join(MODELS)})")
     parser.add_argument("--lrs", type=float, nargs="+", default=None,
                         help="learning rates to sweep (default: the profile's)")
     parser.add_argument("--d_models", type=int, nargs="+", default=None,

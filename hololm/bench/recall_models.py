@@ -1,9 +1,10 @@
-"""The models the recall benchmark compares, built at one matched width and depth.
+"""The models the recall benchmark compares, built by `build_model` at one matched width and depth.
 
-Families: `phasor` (Holo-Transformer memory with its key short-conv), `phasor_noconv` (the same
-without it: keys from the current token only), `long` (LongAttention V5), `matrix` (HoloGPT
+By default: `holo` (Holo-Transformer memory with its key short-conv), `holo-noconv` (the same
+without it: keys from the current token only), `long` (LongAttention V5), `hologpt` (HoloGPT
 outer-product memory), `hsn` (HoloSpectralNet), `attention` (softmax attention with RoPE, the
-baseline) and `hybrid` (phasor layers with softmax attention as the last layer).
+baseline) and `holo-hybrid` (holo layers with softmax attention as the last layer). Any family or
+variant of the registry works; the HF baselines do not (vector tasks reuse the blocks).
 
 Token tasks use the causal LM as is. Vector tasks (continuous key → value recall) reuse the same
 blocks between a linear read-in and a linear read-out (`VectorModel`).
@@ -15,42 +16,22 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from hololm.models.configs import HoloConfig, HoloGPTConfig, LongConfig
-from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
-from hololm.models.modeling import HoloForCausalLM, HoloGPTForCausalLM, LongForCausalLM
+from hololm.models.presets import build_model
+from hololm.models.registry import FAMILIES, VARIANTS, matched_shape
 
-FAMILIES = ("phasor", "phasor_noconv", "long", "matrix", "hsn", "attention", "hybrid")
-HEAD_DIM = 32  # heads = d_model // 32 for every family with heads
+MODELS = ("holo", "holo-noconv", "long", "hologpt", "hsn", "attention", "holo-hybrid")
+KNOWN = (*FAMILIES, *VARIANTS)
+HEAD_DIM = 32  # heads = d_model // 32 for every family with free heads
 
 
-def build_recall_model(family: str, vocab_size: int, d_model: int, n_layers: int,
+def build_recall_model(name: str, vocab_size: int, d_model: int, n_layers: int,
                        max_len: int) -> PreTrainedModel:
-    """A fresh causal LM of `family` with width `d_model` and `n_layers` blocks; `max_len` is the
-    longest sequence it will see (HoloSpectralNet's gate filter length)."""
-    heads = max(1, d_model // HEAD_DIM)
-    shared = {"vocab_size": vocab_size, "hidden_size": d_model, "num_hidden_layers": n_layers,
-              "num_attention_heads": heads, "max_position_embeddings": max_len}
-    if family in ("phasor", "phasor_noconv"):
-        return HoloForCausalLM(HoloConfig(**shared, hd_dim=2 * d_model, hybrid_ratio=0,
-                                          key_conv_size=4 if family == "phasor" else 1))
-    if family == "hybrid":
-        return HoloForCausalLM(HoloConfig(**shared, hd_dim=2 * d_model, mixer_types=[
-            "phasor"] * (n_layers - 1) + ["attention"]))
-    if family == "attention":
-        return HoloForCausalLM(HoloConfig(**shared, hd_dim=2 * d_model,
-                                          mixer_types=["attention"] * n_layers))
-    if family == "long":
-        return LongForCausalLM(LongConfig(**shared, hybrid_ratio=0))
-    if family == "matrix":  # HoloGPT's 64 x 64 memories where the width allows
-        matrix_dim = min(64, d_model)
-        return HoloGPTForCausalLM(HoloGPTConfig(**{**shared, "num_attention_heads":
-                                                   d_model // matrix_dim},
-                                                matrix_dim=matrix_dim))
-    if family == "hsn":
-        return HoloSpectralForCausalLM(HoloSpectralConfig(
-            vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
-            rank=max(1, d_model // 8), max_seq_len=max_len))
-    raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    """A fresh causal LM of family or variant `name` with width `d_model` and `n_layers` blocks;
+    `max_len` is the longest sequence it will see (HoloSpectralNet's gate filter length)."""
+    if name not in KNOWN:
+        raise ValueError(f"unknown family {name!r}; choose from {KNOWN}")
+    shape = matched_shape(name, d_model, n_layers, max(1, d_model // HEAD_DIM))
+    return build_model(name, "tiny", vocab_size, max_len, **shape)
 
 
 class VectorModel(nn.Module):

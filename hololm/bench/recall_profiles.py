@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from hololm.bench.recall_models import FAMILIES
+from hololm.bench.recall_models import KNOWN, MODELS
 from hololm.data import synthetic
 from hololm.errors import ConfigError
 
@@ -39,7 +39,7 @@ def slice_length(task: Task, kwargs: dict) -> int:
 @dataclass(frozen=True)
 class Profile:
     tasks: tuple[Task, ...]
-    families: tuple[str, ...] = FAMILIES
+    families: tuple[str, ...] = MODELS
     d_models: tuple[int, ...] = (64,)
     n_layers: int = 2
     lrs: tuple[float, ...] = (1e-3, 3e-3)
@@ -124,7 +124,7 @@ def full_tasks() -> tuple[Task, ...]:
     )
 
 
-QUICK_FAMILIES = tuple(f for f in FAMILIES if f != "phasor_noconv")
+QUICK_FAMILIES = tuple(f for f in MODELS if f != "holo-noconv")
 
 # MQAR in the quick profile, from a GPU grid (T 16/32/64, vocabulary 64/128, lr 5e-4 to 3e-3,
 # batch 32/64/128, seeds 0-3): attention learns it through a late jump, at 800-950 steps while lr
@@ -151,8 +151,8 @@ def select(profile: Profile, tasks: list[str] | None, families: list[str] | None
         if name not in known:
             raise ConfigError(f"unknown task {name!r}; choose from {sorted(known)}")
     for name in families or ():
-        if name not in FAMILIES:
-            raise ConfigError(f"unknown model {name!r}; choose from {list(FAMILIES)}")
+        if name not in KNOWN:
+            raise ConfigError(f"unknown model {name!r}; choose from {list(KNOWN)}")
     chosen = tuple(replace(t, test_examples=test_examples or t.test_examples)
                    for t in profile.tasks if not tasks or t.name in tasks)
     fields = {k: v for k, v in overrides.items() if v is not None}

@@ -57,19 +57,14 @@ from hololm.bench.measure import (
 )
 from hololm.bench.speed_report import write_report
 from hololm.bench.timing import Ceilings, measure_ceilings
-from hololm.layers.attention import CausalSelfAttention
-from hololm.layers.long import LongAttentionV5
-from hololm.layers.matrix import MatrixMemory
-from hololm.layers.phasor import PhasorAttention
-from hololm.layers.spectral import HoloSpectralBlock
+from hololm.models import backbone
 from hololm.models.cache import cache_argument, cache_of
-from hololm.models.presets import build_model
+from hololm.models.presets import build_config, build_model
+from hololm.models.registry import BASELINES, MEMORIES, NAMES, matched_shape
 from hololm.ops import kernels, triton_kernels
 
 SECTIONS = ("mixers", "models", "train", "decode", "ops")
-MIXERS = ("attention", "phasor", "long", "matrix", "hsn")
-HOLO_MODELS = ("holo", "long", "hologpt", "hsn")
-BASELINES = ("llama", "gpt2", "mamba2")
+MIXERS = ("attention", *MEMORIES)
 MB = 2**20
 # train section: the config field that sets each baseline's MLP width (Mamba-2: its expansion),
 # the factors tried on the family's default, nearest the default first (by |log f|), and how
@@ -135,21 +130,12 @@ def n_params(module: torch.nn.Module) -> int:
 
 
 def build_mixer(name: str, setup: Setup, seq_len: int) -> torch.nn.Module:
-    """One token-mixing layer at the shared width and heads (phasor: hd_dim = 2·d as the holo
-    preset; matrix: d / heads square memories; hsn: the whole HoloSpectralBlock, whose gate
-    spans `seq_len` taps)."""
-    d, heads = setup.hidden_size, setup.heads
-    if name == "attention":
-        return CausalSelfAttention(d, heads)
-    if name == "phasor":
-        return PhasorAttention(d, 2 * d, heads)
-    if name == "long":
-        return LongAttentionV5(d, heads)
-    if name == "matrix":
-        return MatrixMemory(d, d // heads, heads)
-    if name == "hsn":
-        return HoloSpectralBlock(d, seq_len, rank=max(1, d // 8))
-    raise ValueError(f"unknown mixer {name!r}")
+    """One layer of kind `name` at the shared width and heads, as its family's model builds it
+    (holo: hd_dim = 2·d; hologpt: 64 x 64 memories, one per 64 channels; hsn: the whole
+    HoloSpectralBlock, whose gate spans `seq_len` taps)."""
+    shape = matched_shape(name, setup.hidden_size, 1, setup.heads)
+    return backbone.build_mixer(name, build_config(name, "tiny", setup.vocab_size, seq_len,
+                                                   **shape))
 
 
 # GPT-2's config defaults to dropout 0.1 (no other candidate has dropout), and attention dropout
@@ -158,8 +144,8 @@ NO_DROPOUT = {"gpt2": {"attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0}
 
 
 def _build(model_type: str, setup: Setup, seq_len: int, **overrides) -> PreTrainedModel:
-    shape = {"hidden_size": setup.hidden_size, "num_hidden_layers": setup.num_layers,
-             "num_attention_heads": setup.heads, **NO_DROPOUT.get(model_type, {}), **overrides}
+    shape = {**matched_shape(model_type, setup.hidden_size, setup.num_layers, setup.heads),
+             **NO_DROPOUT.get(model_type, {}), **overrides}
     return build_model(model_type, "tiny", setup.vocab_size, seq_len, **shape)
 
 
@@ -298,7 +284,7 @@ def matched_param_target(setup: Setup, seq_len: int) -> int:
     shared shape, whether or not they run, so that HSN, far smaller by design, does not set it.
     Non-embedding, as GPT-2's position table grows with T."""
     return round(statistics.median(non_embedding_params(m, setup, seq_len)
-                                   for m in HOLO_MODELS))
+                                   for m in MEMORIES))
 
 
 def match_baseline(model_type: str, setup: Setup, seq_len: int, target: int) -> dict:
@@ -421,7 +407,7 @@ def run_decode(setup: Setup, names: list[str], contexts: list[int], steps: int,
                 release_memory(setup.device)
                 before = (torch.cuda.memory_allocated(setup.device)
                           if setup.device.type == "cuda" else resident_bytes())
-                if name in HOLO_MODELS or real_prefill:
+                if name not in BASELINES or real_prefill:
                     cache = _prefill(model, setup, context, prefill_chunk)
                 else:
                     cache = _random_kv_cache(model, setup, context)
@@ -544,12 +530,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=_ints, default=1, help="batch size (default: 1)")
     p.add_argument("--mixers", nargs="+", choices=MIXERS, default=list(MIXERS),
                    help="mixers to compare ('attention' is the baseline; default: all)")
-    p.add_argument("--models", nargs="+", choices=HOLO_MODELS + BASELINES,
-                   default=[*HOLO_MODELS, "llama"],
+    p.add_argument("--models", nargs="+", choices=NAMES,
+                   default=[*MEMORIES, "llama"],
                    help="whole models for the models and decode sections (default: the hololm "
                         "families and llama)")
-    p.add_argument("--train_models", nargs="+", choices=HOLO_MODELS + BASELINES,
-                   default=[*HOLO_MODELS, *BASELINES],
+    p.add_argument("--train_models", nargs="+", choices=NAMES,
+                   default=[*MEMORIES, *BASELINES],
                    help="models for the training-throughput section (default: all)")
     p.add_argument("--seq_lens", nargs="+", type=_ints, default=None,
                    help="sequence lengths of the mixers and models sections (default: profile)")

@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
-HOLO_MIXERS = ("phasor", "long", "matrix", "hsn")
-HOLO_MODELS = ("holo", "long", "hologpt", "hsn")
+from hololm.models.registry import MEMORIES  # noqa: E402
+
 TARGET_T = 8192  # the reference length for the mixer and model targets
 LONG_CONTEXT = 16384  # decode targets compare contexts from here on with the first one
 
@@ -106,7 +106,7 @@ def targets(results: dict[str, list[dict]]) -> list[dict]:
     checks = []
     mixers = results.get("mixers", [])
     T = _target_length(mixers)
-    for name in HOLO_MIXERS:
+    for name in MEMORIES:
         row = _at(mixers, "mixer", name, T) if T else None
         if row is None or "speedup_fwdbwd_vs_attention" not in row:
             continue
@@ -118,7 +118,7 @@ def targets(results: dict[str, list[dict]]) -> list[dict]:
                              c <= 2048))
     models = results.get("models", [])
     T = _target_length(models)
-    for name in HOLO_MODELS:
+    for name in MEMORIES:
         row = _at(models, "model", name, T) if T else None
         if row is None or "speedup_fwdbwd_vs_llama" not in row:
             continue
@@ -126,7 +126,7 @@ def targets(results: dict[str, list[dict]]) -> list[dict]:
         checks.append(_check(f"{name} model fwd+bwd speed-up vs llama at T={T}", s, ">= 2",
                              s >= 2))
     decode = results.get("decode", [])
-    for name in HOLO_MODELS:
+    for name in MEMORIES:
         mine = [r for r in decode if r["model"] == name]
         # a state bounded by a window (HSN's gate) is compared from the window on
         mine = [r for r in mine if r["context"] >= int(r.get("window") or 0)] or mine[-1:]
@@ -144,7 +144,7 @@ def targets(results: dict[str, list[dict]]) -> list[dict]:
         checks.append(_check(f"{name} decode cache size, largest / smallest context", growth,
                              "= 1 (flat)", growth == 1))
     for r in results.get("train", []):
-        if r["model"] not in HOLO_MODELS:
+        if r["model"] not in MEMORIES:
             continue
         for base, goal in (("llama", 1.5), ("mamba2", 2.0)):
             ratio = r.get(f"throughput_vs_{base}", math.nan)

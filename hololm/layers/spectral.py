@@ -269,12 +269,6 @@ class SpectralGate(nn.Module):
         y = y.to(x.dtype)
         return y if standalone else (y, {"buffer": buffer})
 
-    def state_bytes(self, batch_size: int, context_len: int, dim: int) -> int:
-        """The last min(context_len, max_seq_len − 1) inputs of `dim` channels: bounded, flat
-        from max_seq_len − 1 tokens on."""
-        held = min(context_len, self.max_seq_len - 1)
-        return batch_size * held * dim * _state_size(self.gate)
-
 
 class LiteChannelMix(nn.Module):
     """x + scale ⊙ up(GELU(down(x))): 2·dim·rank + dim parameters."""
@@ -306,6 +300,8 @@ class HoloSpectralBlock(nn.Module):
     """Pre-LN HolographicMixer, SpectralGate and LiteChannelMix, each a residual branch.
     block(x) → x; block(x, state, position) → (x, {"hologram": …, "buffer": …})."""
 
+    kind = "hsn"  # in a model's `mixer_types`
+
     def __init__(self, dim: int, max_seq_len: int, rank: int, decay: float | None = None,
                  norm_eps: float = 1e-5):
         super().__init__()
@@ -335,5 +331,8 @@ class HoloSpectralBlock(nn.Module):
         return x if standalone else (x, {**mixer_state, **gate_state})
 
     def state_bytes(self, batch_size: int, context_len: int) -> int:
+        """The hologram and the gate's buffer of the last min(context_len, max_seq_len − 1)
+        inputs: bounded, flat from max_seq_len − 1 tokens on."""
+        held = min(context_len, self.gate.max_seq_len - 1)
         return (self.mixer.state_bytes(batch_size, context_len)
-                + self.gate.state_bytes(batch_size, context_len, self.dim))
+                + batch_size * held * self.dim * _state_size(self.gate.gate))

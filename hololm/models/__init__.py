@@ -1,54 +1,62 @@
-"""Configs, HF models, cache and presets. Importing registers the families with AutoConfig
-and AutoModelForCausalLM."""
+"""Configs, HF models, cache, the registry of names and `build_model`. Importing registers the
+families with AutoConfig and AutoModelForCausalLM. The original projects' front doors
+(`HoloTransformer`, `HoloGPT`, `HoloSpectralNet`, ...) live in `hololm.originals` and are
+re-exported here on first use."""
+
+import importlib
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hololm.models.cache import HoloCache
-from hololm.models.configs import HoloConfig, HoloGPTConfig, HoloLMConfig, LongConfig
-from hololm.models.hologpt import FastHoloBlock, HoloGPT
-from hololm.models.hsn import (
+from hololm.models.configs import (
+    HoloConfig,
+    HoloGPTConfig,
+    HoloLMConfig,
     HoloSpectralConfig,
-    HoloSpectralForCausalLM,
-    HoloSpectralNet,
-    hsn_base,
-    hsn_small,
-    hsn_tiny,
+    LongConfig,
 )
 from hololm.models.modeling import (
     HoloForCausalLM,
     HoloGPTForCausalLM,
     HoloLMForCausalLM,
-    HoloTransformer,
+    HoloSpectralForCausalLM,
     LongForCausalLM,
 )
-from hololm.models.presets import SIZES, build_model, get_model_and_tokenizer
+from hololm.models.presets import build_model, get_model_and_tokenizer
+from hololm.models.registry import FAMILIES, NAMES, SIZES, VARIANTS
 
-for _config, _model in ((HoloConfig, HoloForCausalLM), (LongConfig, LongForCausalLM),
-                        (HoloGPTConfig, HoloGPTForCausalLM),
-                        (HoloSpectralConfig, HoloSpectralForCausalLM)):
-    AutoConfig.register(_config.model_type, _config, exist_ok=True)
-    AutoModelForCausalLM.register(_config, _model, exist_ok=True)
+for _family in FAMILIES.values():
+    AutoConfig.register(_family.config.model_type, _family.config, exist_ok=True)
+    AutoModelForCausalLM.register(_family.config, _family.model, exist_ok=True)
+
+ORIGINALS = ("FastHoloBlock", "HoloGPT", "HoloSpectralNet", "HoloTransformer", "hsn_base",
+             "hsn_small", "hsn_tiny")
+
+
+def __getattr__(name: str):
+    # hololm.originals imports this package: its names load after it
+    if name not in ORIGINALS:
+        raise AttributeError(f"module 'hololm.models' has no attribute {name!r}")
+    return getattr(importlib.import_module("hololm.originals"), name)
+
 
 __all__ = [
+    "FAMILIES",
+    "NAMES",
     "SIZES",
-    "FastHoloBlock",
+    "VARIANTS",
     "HoloCache",
     "HoloConfig",
     "HoloForCausalLM",
-    "HoloGPT",
     "HoloGPTConfig",
     "HoloGPTForCausalLM",
     "HoloLMConfig",
     "HoloSpectralConfig",
     "HoloSpectralForCausalLM",
-    "HoloSpectralNet",
     "HoloLMForCausalLM",
-    "HoloTransformer",
     "LongConfig",
     "LongForCausalLM",
     "build_model",
     "get_model_and_tokenizer",
-    "hsn_base",
-    "hsn_small",
-    "hsn_tiny",
+    *ORIGINALS,
 ]

@@ -1,5 +1,6 @@
 """One backbone for every family: embeddings, a stack of pre-norm blocks (token mixer + MLP, each
-a residual branch), a final norm. The mixer of each layer is chosen by `config.mixer_types`."""
+a residual branch, or HoloSpectralNet's three-branch block), a final norm. The kind of each layer
+is chosen by `config.mixer_types`."""
 
 from __future__ import annotations
 
@@ -10,19 +11,23 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hololm.layers.attention import CausalSelfAttention
-from hololm.layers.base import Mixer, Padding, State
+from hololm.layers.base import Padding, State
 from hololm.layers.long import LongAttentionV5
 from hololm.layers.matrix import MatrixMemory
 from hololm.layers.mlp import MLPS, swiglu_width
 from hololm.layers.phasor import PhasorAttention
+from hololm.layers.rotary import RotaryEmbedding
+from hololm.layers.spectral import HoloSpectralBlock
 from hololm.models.configs import HoloLMConfig
 
 
-def build_mixer(kind: str, config: HoloLMConfig) -> Mixer:
+def build_mixer(kind: str, config: HoloLMConfig) -> nn.Module:
+    """The one factory of token mixers: layer `kind` with `config`'s fields. An "hsn" layer is
+    HoloSpectralNet's whole block (it brings its own norms and channel mix instead of an MLP)."""
     d, heads = config.hidden_size, config.num_attention_heads
     if kind == "attention":
         return CausalSelfAttention(d, heads, rope_base=config.rope_theta)
-    if kind == "phasor":
+    if kind == "holo":
         return PhasorAttention(d, config.hd_dim, heads, phasor_seed=config.phasor_seed,
                                multi_scale=config.multi_scale, use_position=config.use_position,
                                dual_path=config.dual_path, key_conv_size=config.key_conv_size,
@@ -33,11 +38,21 @@ def build_mixer(kind: str, config: HoloLMConfig) -> Mixer:
                                gate_init_bias=config.gate_init_bias,
                                decay_min=config.decay_min, decay_max=config.decay_max,
                                norm_eps=config.norm_eps)
-    if kind == "matrix":
+    if kind == "hologpt":
         return MatrixMemory(d, config.matrix_dim, heads, forget_bias=config.forget_bias,
                             write_bias=config.write_bias,
                             read_before_write=config.read_before_write)
-    raise ValueError(f"unknown mixer kind {kind!r}")
+    if kind == "hsn":
+        return HoloSpectralBlock(d, config.max_seq_len, config.rank, decay=config.decay,
+                                 norm_eps=config.norm_eps)
+    raise ValueError(f"unknown layer kind {kind!r}")
+
+
+def build_layer(kind: str, config: HoloLMConfig) -> nn.Module:
+    """One layer of the stack: a pre-norm `Block` around the mixer, or HoloSpectralNet's block."""
+    if kind == "hsn":
+        return build_mixer(kind, config)
+    return Block(kind, config)
 
 
 def build_norm(config: HoloLMConfig) -> nn.Module:
@@ -67,20 +82,22 @@ class Block(nn.Module):
         x = x + y
         return x + self.mlp(self.mlp_norm(x)), state
 
+    def state_bytes(self, batch_size: int, context_len: int) -> int:
+        return self.mixer.state_bytes(batch_size, context_len)
+
 
 class Backbone(nn.Module):
-    """input_ids [B, T] → hidden states [B, T, d], continuing from per-layer `states`.
-    Layers are `Block`s built from `config.mixer_types` unless given (HoloSpectralNet passes
-    its own); `rotary` optionally rotates the embeddings by position (HoloSpectralNet's RoPE)."""
+    """input_ids [B, T] → hidden states [B, T, d], continuing from per-layer `states`: one layer
+    per `config.mixer_types` entry; `config.rotate_embeddings` rotates the embeddings by
+    position (HoloSpectralNet's RoPE)."""
 
-    def __init__(self, config, layers: list[nn.Module] | None = None,
-                 norm: nn.Module | None = None, rotary: nn.Module | None = None):
+    def __init__(self, config: HoloLMConfig):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.rotary = rotary
-        self.layers = nn.ModuleList(layers if layers is not None else
-                                    [Block(kind, config) for kind in config.mixer_types])
-        self.norm = norm if norm is not None else build_norm(config)
+        self.rotary = (RotaryEmbedding(config.hidden_size, base=config.rope_theta)
+                       if config.rotate_embeddings else None)
+        self.layers = nn.ModuleList([build_layer(kind, config) for kind in config.mixer_types])
+        self.norm = build_norm(config)
         # both set by PreTrainedModel.activation_checkpointing_enable
         self.gradient_checkpointing = False
         self._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)

@@ -1,43 +1,34 @@
-"""Configurations: `PretrainedConfig` subclasses that accept the seeds' spellings.
+"""Configurations: one typed `PretrainedConfig` dataclass per family over shared backbone fields.
 
-`HoloConfig` (Holo-Transformer) takes `dim, n_layers, n_heads, hd_dim, max_seq_len` or the HF
-names `hidden_size, num_hidden_layers, num_attention_heads, max_position_embeddings`;
-`LongConfig` (LongAttention V5) also takes `num_heads`. Both describe one backbone: a stack of
-pre-norm blocks whose token mixer is the family's memory, with softmax-attention layers where
-`hybrid_ratio` (attention at layers i with (i + 1) % hybrid_ratio == 0; 0 = none) or an explicit
-`mixer_types` list puts them.
+Every family describes the one backbone (`hololm.models.backbone`): token embeddings (rotated by
+position with `rotate_embeddings`), a stack of pre-norm blocks whose kinds `mixer_types` lists,
+and a final norm. By default the blocks are the family's memory with softmax attention where
+`hybrid_ratio` puts it (layers i with (i + 1) % hybrid_ratio == 0; 0 = none). Each config keeps
+its original project's defaults; `hololm.models.registry` names what a family name means.
+
+The original projects' spellings (`dim`, `n_layers`, `n_heads`, `max_seq_len`, `num_heads`,
+`embed_dim`, `layers`, `depth`, `tie_weights`) and the layer kinds of older
+checkpoints ("phasor", "matrix") are translated in `_translate`, the one place that does it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import fields
+from typing import ClassVar
 
 from transformers import PretrainedConfig
 
-MIXER_KINDS = ("phasor", "long", "matrix", "attention")
+LAYER_KINDS = ("holo", "long", "hologpt", "hsn", "attention")  # the registry's families
+OLD_KINDS = {"phasor": "holo", "matrix": "hologpt"}  # layer kinds of older checkpoints
 MLP_KINDS = ("swiglu", "gelu", "gated_gelu")
 NORM_KINDS = ("layernorm", "rmsnorm")
 
-# seed spelling -> HF spelling
-ALIASES = {"dim": "hidden_size", "embed_dim": "hidden_size", "n_layers": "num_hidden_layers",
-           "layers": "num_hidden_layers", "n_heads": "num_attention_heads",
-           "num_heads": "num_attention_heads", "max_seq_len": "max_position_embeddings"}
-
-SHARED_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 32000,
-    "hidden_size": 1024,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 16,
-    "max_position_embeddings": 131072,
-    "hybrid_ratio": 8,
-    "mlp_type": "swiglu",
-    "expansion_ratio": 8 / 3,
-    "norm_type": "rmsnorm",
-    "norm_eps": 1e-5,
-    "rope_theta": 10000.0,
-    "initializer_range": 0.02,
-    "use_cache": True,
-}
+# the original projects' spelling -> the field it means (unless a config has a field of that
+# name: HoloSpectralNet's max_seq_len is its gate's filter length)
+SPELLINGS = {"dim": "hidden_size", "embed_dim": "hidden_size", "n_layers": "num_hidden_layers",
+             "layers": "num_hidden_layers", "depth": "num_hidden_layers",
+             "n_heads": "num_attention_heads", "num_heads": "num_attention_heads",
+             "max_seq_len": "max_position_embeddings", "tie_weights": "tie_word_embeddings"}
 
 
 def hybrid_mixer_types(n_layers: int, mixer: str, hybrid_ratio: int) -> list[str]:
@@ -45,40 +36,57 @@ def hybrid_mixer_types(n_layers: int, mixer: str, hybrid_ratio: int) -> list[str
             for i in range(n_layers)]
 
 
-def resolve_aliases(kwargs: dict, aliases: dict[str, str]) -> dict:
-    """Rename seed spellings to HF names in `kwargs`; refuse two different values for one field."""
-    for alias, name in aliases.items():
-        if alias in kwargs:
-            value = kwargs.pop(alias)
-            if name in kwargs and kwargs[name] != value:
-                raise ValueError(f"{name}={kwargs[name]} and {alias}={value} disagree; "
-                                 "pass one of them")
-            kwargs[name] = value
-    return kwargs
-
-
 def _positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def _translate(config: HoloLMConfig, kwargs: dict) -> None:
+    """Set the fields that `kwargs` gives in an original project's spelling (a field already set
+    to another value than its default disagrees), and rename older checkpoints' layer kinds."""
+    defaults = {f.name: f.default for f in fields(config)}
+    for spelling, name in SPELLINGS.items():
+        if spelling in kwargs and spelling not in defaults:
+            value = kwargs.pop(spelling)
+            if getattr(config, name) not in (defaults[name], value):
+                raise ValueError(f"{name}={getattr(config, name)} and {spelling}={value} "
+                                 "disagree; pass one of them")
+            setattr(config, name, value)
+    if config.mixer_types is not None:
+        config.mixer_types = [OLD_KINDS.get(kind, kind) for kind in config.mixer_types]
+
+
 class HoloLMConfig(PretrainedConfig):
-    """Fields shared by every hololm family; a family sets `mixer` and its `defaults`."""
+    """Fields shared by every hololm family; a family sets `mixer`, its own fields and defaults."""
 
-    mixer = "attention"
-    defaults = {}
-    attribute_map = {"dim": "hidden_size", "n_layers": "num_hidden_layers",
-                     "n_heads": "num_attention_heads", "max_seq_len": "max_position_embeddings"}
+    mixer: ClassVar[str] = "attention"
+    attribute_map: ClassVar[dict[str, str]] = {
+        "dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+        "num_heads": "num_attention_heads", "max_seq_len": "max_position_embeddings"}
 
-    def __init__(self, mixer_types: list[str] | None = None, tie_word_embeddings: bool = True,
-                 **kwargs):
-        resolve_aliases(kwargs, ALIASES)
-        for name, default in {**SHARED_DEFAULTS, **self.defaults}.items():
-            setattr(self, name, kwargs.pop(name, default))
-        self.mixer_types = (list(mixer_types) if mixer_types is not None else
-                            hybrid_mixer_types(self.num_hidden_layers, self.mixer,
-                                               self.hybrid_ratio))
-        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+    vocab_size: int = 32000  #: tokens of the embedding and the LM head
+    hidden_size: int = 1024  #: model width d
+    num_hidden_layers: int = 12  #: blocks in the stack
+    num_attention_heads: int | None = 16  #: heads of the attention and memory layers
+    max_position_embeddings: int = 131072  #: longest context the model is meant for
+    hybrid_ratio: int = 8  #: softmax attention at layers i with (i + 1) % hybrid_ratio == 0
+    mixer_types: list[str] | None = None  #: each layer's kind (None: from hybrid_ratio)
+    mlp_type: str = "swiglu"  #: the blocks' MLP, one of MLP_KINDS
+    expansion_ratio: float = 8 / 3  #: MLP width / d (SwiGLU rounds up to a multiple of 256)
+    norm_type: str = "rmsnorm"  #: the blocks' and the final norm, one of NORM_KINDS
+    norm_eps: float = 1e-5  #: epsilon of every norm
+    rope_theta: float = 10000.0  #: RoPE base of the attention layers and rotated embeddings
+    rotate_embeddings: bool = False  #: rotate the token embeddings by position (RoPE)
+    initializer_range: float = 0.02  #: std of the normal init of Linear and Embedding weights
+    use_cache: bool = True  #: return a HoloCache by default
+    tie_word_embeddings: bool = True  #: the LM head shares the embedding matrix
+
+    def __post_init__(self, **kwargs):
+        _translate(self, kwargs)
+        if self.mixer_types is None:
+            self.mixer_types = hybrid_mixer_types(self.num_hidden_layers, self.mixer,
+                                                  self.hybrid_ratio)
+        super().__post_init__(**kwargs)
         self.validate_fields()
 
     def validate_fields(self) -> None:
@@ -92,15 +100,18 @@ class HoloLMConfig(PretrainedConfig):
             raise ValueError(f"mixer_types has {len(self.mixer_types)} entries but "
                              f"num_hidden_layers={self.num_hidden_layers}")
         for kind in self.mixer_types:
-            if kind not in MIXER_KINDS:
-                raise ValueError(f"unknown layer type {kind!r}; choose from {MIXER_KINDS}")
+            if kind not in LAYER_KINDS:
+                raise ValueError(f"unknown layer type {kind!r}; choose from {LAYER_KINDS}")
         if self.mlp_type not in MLP_KINDS:
             raise ValueError(f"unknown mlp_type {self.mlp_type!r}; choose from {MLP_KINDS}")
         if self.norm_type not in NORM_KINDS:
             raise ValueError(f"unknown norm_type {self.norm_type!r}; choose from {NORM_KINDS}")
-        if self.hidden_size % self.num_attention_heads:
+        if set(self.mixer_types) != {"hsn"} and self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by "
                              f"num_attention_heads ({self.num_attention_heads})")
+        if self.rotate_embeddings and self.hidden_size % 2:
+            raise ValueError(f"hidden_size must be even to rotate the embeddings (RoPE rotates "
+                             f"pairs), got {self.hidden_size}")
 
 
 class HoloConfig(HoloLMConfig):
@@ -109,26 +120,19 @@ class HoloConfig(HoloLMConfig):
     softmax-attention layer every `hybrid_ratio` layers (default 8)."""
 
     model_type = "holo"
-    mixer = "phasor"
-    defaults = {
-        "hidden_size": 1024,
-        "hd_dim": 2048,
-        "phasor_seed": 0,
-        "multi_scale": False,
-        "use_position": True,
-        "dual_path": False,
-        "key_conv_size": 4,
-        "learned_query_offset": False,
-        "output_mode": "complex",
-        "mlp_type": "gelu",
-        "expansion_ratio": 4.0,
-        "norm_type": "layernorm",
-    }
+    mixer: ClassVar[str] = "holo"
 
-    # PretrainedConfig turns every subclass into a dataclass, which would generate an __init__
-    # that skips HoloLMConfig's; defining one keeps the alias and default handling.
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    hd_dim: int = 2048  #: complex channels of the phasor memory, split over the heads
+    phasor_seed: int = 0  #: seed of the random Fourier position frequencies
+    multi_scale: bool = False  #: per-head frequency scales
+    use_position: bool = True  #: bind keys to position phasors
+    dual_path: bool = False  #: add the associative path with one-step-shifted keys
+    key_conv_size: int = 4  #: causal conv over the keys' inputs (1: keys from one token)
+    learned_query_offset: bool = False  #: learned positional offset of the query phase
+    output_mode: str = "complex"  #: read out [Re, Im] ("complex") or Re only ("real")
+    mlp_type: str = "gelu"
+    expansion_ratio: float = 4.0
+    norm_type: str = "layernorm"
 
     def validate_fields(self) -> None:
         super().validate_fields()
@@ -146,59 +150,73 @@ class LongConfig(HoloLMConfig):
     (i + 1) % hybrid_ratio == 0, tied embeddings."""
 
     model_type = "long"
-    mixer = "long"
-    defaults = {
-        "vocab_size": 50304,
-        "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "hybrid_ratio": 4,
-        "gate_init_bias": 0.0,
-        "conv_size": 4,
-        "decay_min": 0.5,
-        "decay_max": 0.9999,
-    }
+    mixer: ClassVar[str] = "long"
 
-    # PretrainedConfig turns every subclass into a dataclass, which would generate an __init__
-    # that skips HoloLMConfig's; defining one keeps the alias and default handling.
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-
-    @property
-    def num_heads(self) -> int:
-        return self.num_attention_heads
+    vocab_size: int = 50304
+    hidden_size: int = 768
+    num_attention_heads: int | None = 12
+    hybrid_ratio: int = 4
+    gate_init_bias: float = 0.0  #: bias of the input gate i_t
+    conv_size: int = 4  #: taps of the causal depthwise conv
+    decay_min: float = 0.5  #: initial decay of the fastest head
+    decay_max: float = 0.9999  #: initial decay of the slowest head
 
 
 class HoloGPTConfig(HoloLMConfig):
     """HoloGPT: gated outer-product matrix memories (`matrix_dim` x `matrix_dim` per
     head; heads default to hidden_size // matrix_dim), each followed by a gated GELU FFN
-    (`FastHoloBlock`), LayerNorm, no attention unless `hybrid_ratio` asks for it. Seed
-    spellings: `embed_dim`, `layers`."""
+    (`FastHoloBlock`), LayerNorm, no attention unless `hybrid_ratio` asks for it."""
 
     model_type = "hologpt"
-    mixer = "matrix"
-    defaults = {
-        "vocab_size": 50257,
-        "hidden_size": 256,
-        "num_hidden_layers": 4,
-        "hybrid_ratio": 0,
-        "matrix_dim": 64,
-        "forget_bias": 2.0,
-        "write_bias": -2.0,
-        "read_before_write": False,
-        "mlp_type": "gated_gelu",
-        "expansion_ratio": 4.0,
-        "norm_type": "layernorm",
-    }
+    mixer: ClassVar[str] = "hologpt"
+    attribute_map: ClassVar[dict[str, str]] = {**HoloLMConfig.attribute_map,
+                                               "embed_dim": "hidden_size"}
 
-    def __init__(self, **kwargs):
-        if not {"num_attention_heads", "n_heads", "num_heads"} & kwargs.keys():
-            hidden = kwargs.get("hidden_size", kwargs.get("embed_dim", kwargs.get(
-                "dim", self.defaults["hidden_size"])))
-            kwargs["num_attention_heads"] = max(
-                1, hidden // kwargs.get("matrix_dim", self.defaults["matrix_dim"]))
-        super().__init__(**kwargs)
+    vocab_size: int = 50257
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int | None = None  #: memories per layer (None: d // matrix_dim)
+    hybrid_ratio: int = 0
+    matrix_dim: int = 64  #: side of each head's square memory
+    forget_bias: float = 2.0  #: initial bias of the forget gate f_t
+    write_bias: float = -2.0  #: initial bias of the write gate w_t
+    read_before_write: bool = False  #: read M_{t-1} (HoloGPT's code) instead of M_t (its text)
+    mlp_type: str = "gated_gelu"
+    expansion_ratio: float = 4.0
+    norm_type: str = "layernorm"
+
+    def __post_init__(self, **kwargs):
+        _translate(self, kwargs)  # the heads may be given as n_heads / num_heads
+        _positive_int("matrix_dim", self.matrix_dim)
+        if self.num_attention_heads is None:
+            self.num_attention_heads = max(1, self.hidden_size // self.matrix_dim)
+        super().__post_init__(**kwargs)
+
+
+class HoloSpectralConfig(HoloLMConfig):
+    """HoloSpectralNet: embeddings rotated by a parameter-free RoPE, blocks of holographic mixer,
+    causal spectral gate and lite channel mix, a final LayerNorm, tied head. `max_seq_len` is
+    the spectral gate's filter length (not a context limit), `rank` the channel mix's, `decay`
+    (None or in (0, 1)) the holographic bundle's forgetting factor."""
+
+    model_type = "hsn"
+    mixer: ClassVar[str] = "hsn"
+    attribute_map: ClassVar[dict[str, str]] = {
+        "dim": "hidden_size", "depth": "num_hidden_layers", "tie_weights": "tie_word_embeddings"}
+
+    hidden_size: int = 256
+    num_hidden_layers: int = 6
+    hybrid_ratio: int = 0
+    max_seq_len: int = 512  #: taps of the spectral gate's causal filter
+    rank: int = 32  #: bottleneck of the lite channel mix
+    decay: float | None = None  #: forgetting factor of the hologram (None: a plain sum)
+    norm_type: str = "layernorm"
+    rotate_embeddings: bool = True
 
     def validate_fields(self) -> None:
         super().validate_fields()
-        _positive_int("matrix_dim", self.matrix_dim)
+        _positive_int("max_seq_len", self.max_seq_len)
+        _positive_int("rank", self.rank)
+        if self.decay is not None and not (isinstance(self.decay, float | int)
+                                           and 0.0 < self.decay < 1.0):
+            raise ValueError(f"decay must be None or a number in (0, 1), got {self.decay!r}")

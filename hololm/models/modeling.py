@@ -3,7 +3,6 @@ recurrent cache (`HoloCache`) so that prefill + token-by-token decoding equals t
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -14,7 +13,13 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hololm.models.backbone import Backbone, Block
 from hololm.models.cache import HoloCache
-from hololm.models.configs import HoloConfig, HoloGPTConfig, HoloLMConfig, LongConfig
+from hololm.models.configs import (
+    HoloConfig,
+    HoloGPTConfig,
+    HoloLMConfig,
+    HoloSpectralConfig,
+    LongConfig,
+)
 from hololm.models.inputs import (
     padding_of,
     validate_attention_mask,
@@ -43,7 +48,7 @@ class HoloLMPreTrainedModel(PreTrainedModel):
     config_class = HoloLMConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["Block"]
+    _no_split_modules = ["Block", "HoloSpectralBlock"]
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
         # HF skips modules without direct parameters in custom code; our blocks and layers need
@@ -90,7 +95,7 @@ class HoloLMForCausalLM(HoloLMPreTrainedModel, GenerationMixin):
 
     def state_bytes(self, batch_size: int, context_len: int) -> int:
         """Bytes of the generation cache after `context_len` tokens, summed over layers."""
-        return sum(layer.mixer.state_bytes(batch_size, context_len) for layer in self.model.layers)
+        return sum(layer.state_bytes(batch_size, context_len) for layer in self.model.layers)
 
     def forward(self, input_ids: torch.LongTensor | None = None,
                 attention_mask: torch.Tensor | None = None,
@@ -186,23 +191,11 @@ class HoloGPTForCausalLM(HoloLMForCausalLM):
     config_class = HoloGPTConfig
 
 
-class ReturnsLogits:
-    """For the original projects' front doors, whose `model(input_ids)` returns the logits
-    tensor [B, T, V]: `return_dict=True` (what `generate()` passes) returns the full output.
-    The signature shown to transformers' introspection is the causal LM's own."""
+class HoloSpectralForCausalLM(HoloLMForCausalLM):
+    """HoloSpectralNet causal LM; its cache holds per-layer {"hologram", "buffer"} states."""
 
-    def forward(self, input_ids=None, *args, return_dict: bool | None = None, **kwargs):
-        if not return_dict:
-            if kwargs.get("labels") is not None:
-                raise ValueError(f"{type(self).__name__}(input_ids) returns logits only: pass "
-                                 f"return_dict=True to get the loss from labels")
-            kwargs.setdefault("use_cache", False)
-        out = super().forward(input_ids, *args, return_dict=True, **kwargs)
-        return out if return_dict else out.logits
+    config_class = HoloSpectralConfig
 
-    forward.__signature__ = inspect.signature(HoloLMForCausalLM.forward)
-
-
-class HoloTransformer(ReturnsLogits, HoloForCausalLM):
-    """Seed 000's front door: `HoloTransformer(config)(input_ids)` returns the logits tensor
-    [B, T, V]. Use `HoloForCausalLM` for losses and caches."""
+    def count_parameters(self) -> int:
+        """Trainable parameters, tied embedding / head counted once."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,5 +1,6 @@
-"""Named sizes and `get_model_and_tokenizer` (LongAttention V5's loader): hololm families and the HF
-baselines (GPT-2, Llama, Mamba-2) built from configs at matched width and depth — no download."""
+"""`build_model`, the one path from a registry name (family, variant or HF baseline) and a named
+size to a fresh model, and `get_model_and_tokenizer` (LongAttention V5's loader). The baselines
+(GPT-2, Llama, Mamba-2) are built from configs at matched width and depth — no download."""
 
 from __future__ import annotations
 
@@ -17,47 +18,37 @@ from transformers import (
 
 from hololm.data.tokenizers import load_tokenizer
 from hololm.layers.mlp import swiglu_width
-from hololm.models.configs import ALIASES, HoloConfig, HoloGPTConfig, LongConfig
-from hololm.models.hsn import PRESETS as HSN_SIZES
-from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
-from hololm.models.modeling import HoloForCausalLM, HoloGPTForCausalLM, LongForCausalLM
+from hololm.models.configs import SPELLINGS, HoloLMConfig
+from hololm.models.registry import BASELINES, NAMES, SIZES, config_fields, family_of
 from hololm.models.vocabulary import restrict_generation_to
 
-SIZES = {
-    "tiny": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4},
-    "small": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
-    "medium": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
-}
-MODEL_TYPES = ("holo", "long", "hologpt", "hsn", "gpt2", "llama", "mamba2")
-HSN_PRESETS = {"tiny": "tiny", "small": "small", "medium": "base"}  # HoloSpectralNet's names
-CONFIG_CLASSES = {"holo": HoloConfig, "long": LongConfig, "hologpt": HoloGPTConfig,
-                  "hsn": HoloSpectralConfig, "gpt2": GPT2Config, "llama": LlamaConfig,
-                  "mamba2": Mamba2Config}
+BASELINE_CONFIGS = {"gpt2": GPT2Config, "llama": LlamaConfig, "mamba2": Mamba2Config}
+
+
+def build_config(model_type: str, model_size: str, vocab_size: int, seq_len: int,
+                 **overrides) -> HoloLMConfig:
+    """The config of a hololm family or variant at a named size; `overrides` go to it."""
+    family, _ = family_of(model_type)
+    _check(model_type, model_size, family.config, overrides)
+    # overrides win over the named size (e.g. a narrower model), the name's fields over both
+    fields = {"vocab_size": vocab_size, **dict.fromkeys(family.seq_len_fields, seq_len),
+              **family.sizes[model_size], **overrides}
+    return family.config(**config_fields(model_type, fields))
 
 
 def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
                 **overrides) -> PreTrainedModel:
-    """A freshly initialised model of a family at a named size; `overrides` go to its config."""
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown model_type {model_type!r}; choose from {MODEL_TYPES}")
-    if model_size not in SIZES:
-        raise ValueError(f"unknown model_size {model_size!r}; choose from {tuple(SIZES)}")
-    _check_overrides(model_type, overrides)
-    # overrides win over the named size (e.g. a narrower model); the common names hidden_size,
-    # num_hidden_layers and num_attention_heads work for every type, baselines included
-    fields = {"vocab_size": vocab_size, "max_position_embeddings": seq_len,
-              **SIZES[model_size], **overrides}
-    if model_type == "holo":  # hd_dim = 2·d: Holo-Transformer's "expansion factor 2x for capacity"
-        return HoloForCausalLM(HoloConfig(**{"hd_dim": 2 * fields["hidden_size"], **fields}))
-    if model_type == "long":
-        return LongForCausalLM(LongConfig(**fields))
-    if model_type == "hologpt":  # 64 x 64 memories, one per 64 channels
-        return HoloGPTForCausalLM(HoloGPTConfig(**fields))
-    if model_type == "hsn":  # the seed's own sizes; max_seq_len = gate filter length
-        dim, depth, rank = HSN_SIZES[HSN_PRESETS[model_size]]
-        return HoloSpectralForCausalLM(HoloSpectralConfig(**{
-            "vocab_size": vocab_size, "hidden_size": dim, "num_hidden_layers": depth,
-            "rank": rank, "max_seq_len": seq_len, **overrides}))
+    """A freshly initialised model of a family, variant or HF baseline (`NAMES`) at a named
+    size; `overrides` go to its config (hidden_size, num_hidden_layers and num_attention_heads
+    work for every name, baselines included)."""
+    if model_type not in NAMES:
+        raise ValueError(f"unknown model_type {model_type!r}; choose from {NAMES}")
+    if model_type not in BASELINES:
+        config = build_config(model_type, model_size, vocab_size, seq_len, **overrides)
+        return family_of(model_type)[0].model(config)
+    _check(model_type, model_size, BASELINE_CONFIGS[model_type], overrides)
+    fields = {"max_position_embeddings": seq_len, "vocab_size": vocab_size, **SIZES[model_size],
+              **overrides}
     d = fields.pop("hidden_size")
     n_layers, heads = fields.pop("num_hidden_layers"), fields.pop("num_attention_heads")
     if model_type == "gpt2":  # GPT-2's own names; bos/eos 50256 may not fit a small vocab
@@ -80,11 +71,13 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
         "state_size": 64, "chunk_size": 64, "tie_word_embeddings": True, **fields}))
 
 
-def _check_overrides(model_type: str, overrides: dict) -> None:
-    """A config takes any keyword and keeps it as an attribute, so a misspelt override (say
-    `hiden_size`) would build a model of the default size without a word: refuse it."""
-    config_class = CONFIG_CLASSES[model_type]
-    known = (set(config_class().to_dict()) | set(config_class.attribute_map) | set(ALIASES)
+def _check(model_type: str, model_size: str, config_class: type, overrides: dict) -> None:
+    """A known size, and overrides that name config fields: a config takes any keyword and keeps
+    it as an attribute, so a misspelt override (say `hiden_size`) would build a model of the
+    default size without a word."""
+    if model_size not in SIZES:
+        raise ValueError(f"unknown model_size {model_size!r}; choose from {tuple(SIZES)}")
+    known = (set(config_class().to_dict()) | set(config_class.attribute_map) | set(SPELLINGS)
              | set(SIZES["tiny"]) | {"max_position_embeddings"})
     unknown = sorted(set(overrides) - known)
     if unknown:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from hololm.errors import ConfigError
-from hololm.models.presets import MODEL_TYPES, SIZES
+from hololm.models.registry import NAMES, SIZES
 
 OPTIMIZERS = ("adamw", "muon")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -77,7 +77,7 @@ class TrainConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
-        for name, choices in (("model_type", MODEL_TYPES), ("model_size", tuple(SIZES)),
+        for name, choices in (("model_type", NAMES), ("model_size", tuple(SIZES)),
                               ("optimizer", OPTIMIZERS), ("precision", PRECISIONS)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {choices}")

@@ -12,7 +12,7 @@ def test_meta_counts_equal_real_counts_and_cache_sizes():
         assert f"| {model_type} | tiny | {total / 1e6:,.2f}M |" in table
         # past the longest fixed window (hsn's gate buffer of seq_len − 1 inputs)
         grows = cache_bytes(model, 1000) > cache_bytes(model, 100)
-        assert grows == (model_type in ("long", "gpt2", "llama"))  # long tiny has attention
+        assert grows == (model_type in ("gpt2", "llama"))  # a family name: pure memory
 
 
 def test_mamba2_cache_formula_matches_its_real_cache():

@@ -13,7 +13,7 @@ from torch import nn
 
 from hololm import cli
 from hololm.bench import recall
-from hololm.bench.recall_models import FAMILIES, VectorModel, build_recall_model
+from hololm.bench.recall_models import MODELS, VectorModel, build_recall_model
 from hololm.bench.recall_profiles import PROFILES, select
 from hololm.data import synthetic
 
@@ -62,7 +62,7 @@ def test_best_rows_select_on_validation_not_test():
     assert [r["lr"] for r in recall.best_rows(rows)] == [1e-3]  # tie → the smaller lr
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", MODELS)
 def test_every_family_builds_causal_and_vector_models(family):
     lm = build_recall_model(family, 64, 32, 2, 40)
     x = torch.randint(64, (2, 40))
@@ -80,7 +80,7 @@ def test_quick_profile_covers_every_task_and_family():
     quick = PROFILES["quick"]
     assert {t.name for t in quick.tasks} == {"mqar", "mqar_forget", "passkey", "reverse", "sort",
                                              "copy", "induction", "vector_recall"}
-    assert set(quick.families) >= {"phasor", "long", "matrix", "hsn", "attention", "hybrid"}
+    assert set(quick.families) >= {"holo", "long", "hologpt", "hsn", "attention", "holo-hybrid"}
     assert len(quick.lrs) >= 2
     passkey = next(t for t in quick.tasks if t.name == "passkey")
     assert max(s["seq_len"] for s in passkey.test) >= 16384
@@ -95,7 +95,7 @@ def test_select_refuses_unknown_names():
 
 def test_tiny_run_writes_every_output(tmp_path, capsys):
     code = cli.main(["bench", "recall", "--output_dir", str(tmp_path), "--tasks", "mqar",
-                     "passkey", "vector_recall", "--models", "attention", "phasor", "--steps",
+                     "passkey", "vector_recall", "--models", "attention", "holo", "--steps",
                      "2", "--lrs", "1e-3", "3e-3", "--d_models", "32", "--test_examples", "2",
                      "--workers", "1", "--no_progress"])
     assert code == 0
@@ -110,7 +110,7 @@ def test_tiny_run_writes_every_output(tmp_path, capsys):
             "wall_s"} <= set(rows[0])
     assert len(sweep) == 2 * len(rows)  # two learning rates, one kept
     assert {(r["task"], r["model"]) for r in rows} == {
-        (t, m) for t in ("mqar", "passkey", "vector_recall") for m in ("attention", "phasor")}
+        (t, m) for t in ("mqar", "passkey", "vector_recall") for m in ("attention", "holo")}
     passkey_lens = {int(r["seq_len"]) for r in rows if r["task"] == "passkey"}
     assert max(passkey_lens) == 16384
     for r in rows:
@@ -121,7 +121,7 @@ def test_tiny_run_writes_every_output(tmp_path, capsys):
     attention_state = {int(r["seq_len"]): int(r["state_bytes"]) for r in rows
                        if r["task"] == "passkey" and r["model"] == "attention"}
     phasor_state = {int(r["seq_len"]): int(r["state_bytes"]) for r in rows
-                    if r["task"] == "passkey" and r["model"] == "phasor"}
+                    if r["task"] == "passkey" and r["model"] == "holo"}
     assert attention_state[16384] == 256 * attention_state[64]  # a KV cache grows
     assert len(set(phasor_state.values())) == 1  # a holographic state does not
     assert "mqar" in capsys.readouterr().out

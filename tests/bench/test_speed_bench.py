@@ -57,26 +57,26 @@ def test_mixer_and_model_rows_cover_every_candidate_and_length(tiny_run):
     attention = [r for r in mixers if r["mixer"] == "attention"]
     assert all(float(r["speedup_fwdbwd_vs_attention"]) == 1.0 for r in attention)
     models = _rows(tiny_run / "models.csv")
-    assert {r["model"] for r in models} == {*speed.HOLO_MODELS, "llama"}
+    assert {r["model"] for r in models} == {*speed.MEMORIES, "llama"}
     assert "speedup_fwdbwd_vs_llama" in models[0]
 
 
 def test_train_decode_and_ops_columns(tiny_run):
     train = _rows(tiny_run / "train.csv")
-    assert {r["model"] for r in train} == {*speed.HOLO_MODELS, *speed.BASELINES}
+    assert {r["model"] for r in train} == {*speed.MEMORIES, *speed.BASELINES}
     llama = next(r for r in train if r["model"] == "llama")
     assert float(llama["throughput_vs_llama"]) == 1.0 and float(llama["tokens_per_s"]) > 0
-    holo = sorted(int(r["non_embedding_params"]) for r in train if r["model"] in speed.HOLO_MODELS)
+    holo = sorted(int(r["non_embedding_params"]) for r in train if r["model"] in speed.MEMORIES)
     for r in train:  # baselines at about the hololm models' median non-embedding parameters
         if r["model"] in speed.BASELINES:
             assert holo[1] * 0.85 <= int(r["non_embedding_params"]) <= holo[2] * 1.15, r
             assert speed.WIDTH_KEYS[r["model"]] in r["shape"], r
     decode = _rows(tiny_run / "decode.csv")
     assert {(r["model"], r["context"]) for r in decode} == {
-        (m, c) for m in (*speed.HOLO_MODELS, "llama") for c in ("8", "16")}
+        (m, c) for m in (*speed.MEMORIES, "llama") for c in ("8", "16")}
     cache = {(r["model"], r["context"]): float(r["cache_mb"]) for r in decode}
     assert cache["llama", "16"] > cache["llama", "8"]  # the KV cache grows with context
-    for m in speed.HOLO_MODELS:  # recurrent states do not
+    for m in speed.MEMORIES:  # recurrent states do not
         assert cache[m, "16"] == cache[m, "8"] > 0
     ops = _rows(tiny_run / "ops.csv")
     assert {r["op"] for r in ops} == set(speed.op_bench.CASES)
@@ -97,7 +97,7 @@ def test_train_baselines_are_matched_to_the_hololm_parameter_count(hidden_size, 
     setup = speed.Setup(torch.device("cpu"), torch.float32, hidden_size, 2, heads, 256, 1, 1,
                         1.0, 1.0, False, 0)
     target = speed.matched_param_target(setup, 64)
-    holo = sorted(speed.non_embedding_params(m, setup, 64) for m in speed.HOLO_MODELS)
+    holo = sorted(speed.non_embedding_params(m, setup, 64) for m in speed.MEMORIES)
     assert holo[1] <= target <= holo[2]  # the median: HSN's small count does not set it
     for name in speed.BASELINES:
         overrides = speed.match_baseline(name, setup, 64, target)
@@ -113,11 +113,11 @@ def test_mamba2_heads_follow_an_expand_override():
 
 def test_targets_are_computed_from_rows():
     rows = [{"mixer": m, "T": T, "speedup_fwdbwd_vs_attention": s}
-            for m, T, s in (("attention", 8192, 1.0), ("phasor", 1024, 0.5),
-                            ("phasor", 2048, 1.5), ("phasor", 8192, 6.0))]
+            for m, T, s in (("attention", 8192, 1.0), ("holo", 1024, 0.5),
+                            ("holo", 2048, 1.5), ("holo", 8192, 6.0))]
     checks = {c["target"]: c for c in targets({"mixers": rows})}
-    assert checks["phasor mixer fwd+bwd speed-up vs attention at T=8192"]["met"] == "yes"
-    crossover = checks["phasor mixer crossover T (faster from here on)"]
+    assert checks["holo mixer fwd+bwd speed-up vs attention at T=8192"]["met"] == "yes"
+    crossover = checks["holo mixer crossover T (faster from here on)"]
     assert crossover["measured"] == 2048 and crossover["met"] == "yes"
 
 

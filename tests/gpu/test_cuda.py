@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from hololm.layers.attention import CausalSelfAttention
-from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
+from hololm.models import HoloSpectralConfig, HoloSpectralForCausalLM
 from hololm.ops import (
     causal_conv_ref,
     causal_fft_conv,

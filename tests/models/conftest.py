@@ -6,27 +6,32 @@ from hololm.models import (
     HoloForCausalLM,
     HoloGPTConfig,
     HoloGPTForCausalLM,
+    HoloSpectralConfig,
+    HoloSpectralForCausalLM,
     LongConfig,
     LongForCausalLM,
 )
 from tests.models.helpers import VOCAB
 
+MODELS = {"holo": (HoloConfig, HoloForCausalLM, {"hd_dim": 64}),
+          "long": (LongConfig, LongForCausalLM, {}),
+          "hologpt": (HoloGPTConfig, HoloGPTForCausalLM, {"matrix_dim": 16}),
+          # a gate of 16 taps, shorter than most test sequences; "hybrid" also decays
+          "hsn": (HoloSpectralConfig, HoloSpectralForCausalLM, {"max_seq_len": 16, "rank": 4})}
+
 
 def tiny_model(family: str, hybrid: bool, **overrides) -> torch.nn.Module:
     """Three layers, d=32; hybrid puts attention at layer 2 (hybrid_ratio=2)."""
+    config_class, model_class, own = MODELS[family]
     kwargs = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                  hybrid_ratio=2 if hybrid else 0, max_position_embeddings=4096)
+                  hybrid_ratio=2 if hybrid else 0, max_position_embeddings=4096, **own)
+    if family == "hsn" and hybrid:
+        kwargs["decay"] = 0.9
     kwargs.update(overrides)
-    if family == "holo":
-        model = HoloForCausalLM(HoloConfig(**{"hd_dim": 64, **kwargs}))
-    elif family == "hologpt":
-        model = HoloGPTForCausalLM(HoloGPTConfig(**{"matrix_dim": 16, **kwargs}))
-    else:
-        model = LongForCausalLM(LongConfig(**kwargs))
-    return model.eval()
+    return model_class(config_class(**kwargs)).eval()
 
 
-FAMILIES = [(family, hybrid) for family in ("holo", "long", "hologpt") for hybrid in (False, True)]
+FAMILIES = [(family, hybrid) for family in MODELS for hybrid in (False, True)]
 
 
 @pytest.fixture(params=FAMILIES, ids=lambda p: f"{p[0]}-{'hybrid' if p[1] else 'pure'}")

@@ -30,7 +30,11 @@ def test_causal_by_perturbation(model):
         y = x.clone()
         y[:, t + 1:] = (y[:, t + 1:] + 1 + torch.arange(39 - t)) % VOCAB
         out = model(y).logits
-        assert torch.equal(out[:, : t + 1], ref[:, : t + 1]), f"future leaked into t<={t}"
+        past, before = out[:, : t + 1], ref[:, : t + 1]
+        if "hsn" in model.config.mixer_types:  # the gate's FFT convolution rounds (test_hsn.py)
+            assert (past - before).abs().max() <= 1e-5 * before.abs().max(), f"leak at t<={t}"
+        else:
+            assert torch.equal(past, before), f"future leaked into t<={t}"
         assert not torch.allclose(out[:, t + 1:], ref[:, t + 1:])
 
 
@@ -79,7 +83,7 @@ def test_state_size_constant_for_memories_growing_for_attention(model):
     assert (sizes[1] > sizes[0]) == has_attention
     for layer in model.model.layers:
         if layer.kind != "attention":
-            assert layer.mixer.state_bytes(1, 10) == layer.mixer.state_bytes(1, 10**6)
+            assert layer.state_bytes(1, 1_000) == layer.state_bytes(1, 10**6)
     with torch.no_grad():
         cache = cache_of(model(ids(1, 30), use_cache=True))
     assert cache.nbytes() == model.state_bytes(1, 30)
@@ -145,7 +149,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(model):
             assert_close(p.grad, plain[n], 1e-5, n)
 
 
-@pytest.mark.parametrize("family", ["holo", "long", "hologpt"])
+@pytest.mark.parametrize("family", ["holo", "long", "hologpt", "hsn"])
 @pytest.mark.parametrize("hybrid", [False, True], ids=["pure", "hybrid"])
 @torch.no_grad()
 def test_cache_exact_at_65k_context(family, hybrid):
@@ -159,7 +163,7 @@ def test_cache_exact_at_65k_context(family, hybrid):
                  f"{family} decode after 65k context")
 
 
-@pytest.mark.parametrize("family", ["holo", "long", "hologpt"])
+@pytest.mark.parametrize("family", ["holo", "long", "hologpt", "hsn"])
 def test_bad_input_ids_are_refused(family):
     model = tiny_model(family, hybrid=True)
     assert_refuses_bad_inputs(model)

@@ -8,26 +8,19 @@ import torch
 from transformers import Trainer, TrainingArguments, pipeline
 
 from hololm.data.tokenizers import byte_tokenizer
-from hololm.models import HoloSpectralConfig, HoloSpectralForCausalLM
 from hololm.models import inputs as model_inputs
 from hololm.models.cache import cache_of
 from hololm.models.vocabulary import restrict_generation_to
 from tests.helpers import assert_close
 from tests.models.conftest import FAMILIES, tiny_model
-from tests.models.helpers import VOCAB, ids
+from tests.models.helpers import ids
 
-ALL = [*FAMILIES, ("hsn", False), ("hsn", True)]  # hsn: "hybrid" = with decay
+ALL = FAMILIES
 
 
 def build(family: str, hybrid: bool, **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
-    if family == "hsn":
-        config = HoloSpectralConfig(**{"vocab_size": VOCAB, "dim": 32, "depth": 2,
-                                       "max_seq_len": 16, "rank": 4,
-                                       "decay": 0.9 if hybrid else None, **overrides})
-        model = HoloSpectralForCausalLM(config).eval()
-    else:
-        model = tiny_model(family, hybrid, **overrides)
+    model = tiny_model(family, hybrid, **overrides)
     with torch.no_grad():  # trained-like weights: gates, decays and phases off their init
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3 * (p.std() if p.numel() > 1 else 1.0))
@@ -35,8 +28,6 @@ def build(family: str, hybrid: bool, **overrides) -> torch.nn.Module:
 
 
 def _name(p) -> str:
-    if p[0] == "hsn":
-        return "hsn-decay" if p[1] else "hsn"
     return f"{p[0]}-{'hybrid' if p[1] else 'pure'}"
 
 

@@ -144,7 +144,7 @@ def test_seed003_hologpt_continues_from_states():
 
 def test_fast_holo_block_is_pre_norm_memory_plus_gated_ffn():
     block = hololm.FastHoloBlock(64, matrix_dim=16)
-    assert block.kind == "matrix" and block.mlp.activation is torch.nn.functional.gelu
+    assert block.kind == "hologpt" and block.mlp.activation is torch.nn.functional.gelu
     x = torch.randn(2, 9, 64)
     y, state = block(x, None, 0)
     assert y.shape == x.shape and state["memory"].shape == (2, 4, 16, 16)

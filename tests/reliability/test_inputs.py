@@ -33,10 +33,10 @@ from hololm.layers.phasor import PhasorAttention
 from hololm.layers.rotary import RotaryEmbedding
 from hololm.layers.short_conv import ShortConv
 from hololm.layers.spectral import HolographicMixer, HoloSpectralBlock, LiteChannelMix, SpectralGate
+from hololm.models import HoloSpectralConfig, HoloSpectralForCausalLM, HoloSpectralNet
 from hololm.models.cache import cache_of
-from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM, HoloSpectralNet
-from hololm.models.modeling import HoloTransformer
-from hololm.models.presets import MODEL_TYPES, build_model
+from hololm.models.presets import build_model
+from hololm.models.registry import NAMES as MODEL_TYPES
 from hololm.ops import (
     blocked_cumsum,
     causal_conv_ref,
@@ -58,6 +58,7 @@ from hololm.ops import (
     phasor_memory_ref,
     phasor_memory_step,
 )
+from hololm.originals import HoloTransformer
 from tests.helpers import rel_rms
 from tests.models.conftest import tiny_model
 from tests.models.helpers import VOCAB, assert_refuses_bad_inputs, ids

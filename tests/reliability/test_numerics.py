@@ -22,8 +22,8 @@ import math
 import pytest
 import torch
 
+from hololm.models import HoloSpectralConfig, HoloSpectralForCausalLM
 from hololm.models.cache import cache_of
-from hololm.models.hsn import HoloSpectralConfig, HoloSpectralForCausalLM
 from tests.helpers import assert_close
 from tests.models.conftest import tiny_model
 from tests.models.helpers import VOCAB, ids, prefill_then_decode
