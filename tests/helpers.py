@@ -29,3 +29,33 @@ def by_backend(compute, backend: str) -> dict:
     if backend == "cpu":
         runs.append(("cpu split", "cpu", 2))
     return {name: compute(form, threads) for name, form, threads in runs}
+
+
+def run(fn, inputs: dict, dtype: torch.dtype = torch.float32, **kwargs):
+    """A memory op `fn` on leaf copies of `inputs` cast to `dtype` (the state stays float32
+    unless dtype is float64); back-propagates fixed random cotangents of y and the final state.
+    Returns (y, final state, {name: gradient})."""
+    leaves = {}
+    for name, x in inputs.items():
+        if x is not None:
+            wide = dtype == torch.float64 or name != "initial_state"
+            x = x.to(dtype if wide else torch.float32).detach().requires_grad_()
+        leaves[name] = x
+    y, S = fn(**leaves, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    gS = torch.randn(S.shape, generator=gen, dtype=torch.float64)
+    ((y.double() * gy).sum() + (S.double() * gS).sum()).backward()
+    return y.detach(), S.detach(), {n: x.grad for n, x in leaves.items() if x is not None}
+
+
+def assert_same(got, ref, tol: float, grad_tol: float | None = None) -> None:
+    """`run` results `got` against `ref`: y, final state and every gradient."""
+    y, S, grads = got
+    y_ref, S_ref, grads_ref = ref
+    assert_close(y, y_ref, tol, "y")
+    assert_close(S, S_ref, tol, "final state")
+    assert grads.keys() == grads_ref.keys()
+    for name in grads:
+        assert torch.isfinite(grads[name]).all(), f"grad {name} not finite"
+        assert_close(grads[name], grads_ref[name], grad_tol or tol, f"grad {name}")

@@ -23,7 +23,7 @@ integrated numerically. Per-item fidelity does not depend on D — SNR = 2/(N−
 Orthogonality. For position codes p_t = e^{itω} ∈ C^D the normalised similarity
 s(δ) = |<p_t, p_{t+δ}>| / D = |mean_k e^{iδω_k}| does not depend on t. Random ω: |s| is Rayleigh
 with E|s| = sqrt(π/(4D)). RoPE ω_k = b^{-k/D}: s(δ) → |∫_0^1 e^{iδ b^{-x}} dx| for large D,
-independent of D. The seed's "orthogonality" ratio is read as self-similarity (1) over
+independent of D. Holo-Transformer's "orthogonality" ratio is read as self-similarity (1) over
 neighbour similarity, in several variants (adjacent, mean and max over δ = 1..K).
 
 `python -m hololm.bench.capacity --quick --output_dir runs/capacity`
@@ -110,7 +110,7 @@ def frequencies(kind: str, hd_dim: int, *, seed: int = 0, n_heads: int = 8) -> t
     if kind == "multiscale":  # as PhasorAttention(multi_scale=True): head h scaled by 2^-h
         scale = 2.0 ** -torch.arange(n_heads, dtype=torch.float64)
         return (generate_random_phasors(hd_dim, seed).view(n_heads, -1) * scale[:, None]).flatten()
-    if kind == "gaussian3":  # ω ~ N(0, 3²): how the seed's reference code draws its "uniform" ω
+    if kind == "gaussian3":  # ω ~ N(0, 3²): Holo-Transformer's reference code's "uniform" ω
         gen = torch.Generator().manual_seed(seed)
         return 3.0 * torch.randn(hd_dim, generator=gen, dtype=torch.float64)
     raise ValueError(f"unknown frequency type {kind!r}")

@@ -57,33 +57,37 @@ def _loss(out: object) -> torch.Tensor:
     return first.float().square().mean()
 
 
-def matrix_memory_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
+def _memory_inputs(B: int, T: int, H: int, D: int) -> tuple[torch.Tensor, ...]:
+    """Leaves as the matrix memory layers make them: unit q, k; v; a log-sigmoid forget gate."""
     q = F.normalize(torch.randn(B, T, H, D), dim=-1).requires_grad_()
     k = F.normalize(torch.randn(B, T, H, D), dim=-1).requires_grad_()
-    v = _leaf(B, T, H, D)
-    log_f = F.logsigmoid(torch.randn(B, T, H) + 2).requires_grad_()
-    args = (q, k, v, log_f)
-    chunk = 64
+    return q, k, _leaf(B, T, H, D), F.logsigmoid(torch.randn(B, T, H) + 2).requires_grad_()
+
+
+def _chunked_case(name: str, fast, ref, args: tuple, backend: str, intra: int, inter: int,
+                  gates: int) -> OpCase:
+    """A chunked matrix memory: `intra` matmuls of [C, D] by [D, C] or [C, C] by [C, D] per
+    chunk of C = 64, `inter` of [D, D] size per token; reads q, k, v and the gates, writes y."""
+    B, T, H, D = args[0].shape
+    flops = 2 * B * H * T * 64 * D * intra + 2 * B * H * T * D * D * inter
+    n_bytes = 4 * B * T * H * (4 * D + gates)
+    return OpCase(name, lambda: fast(*args, backend=backend), lambda: ref(*args), list(args),
+                  flops, n_bytes, "matmul")
+
+
+def matrix_memory_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
     # intra-chunk: scores Q Kᵀ and (scores) V;  inter-chunk: Q S and the state update K Vᵀ
-    flops = 2 * B * H * T * chunk * D * 2 + 2 * B * H * T * D * D * 2
-    n_bytes = 4 * B * T * H * (4 * D + 1)
-    return OpCase("matrix_memory", lambda: ops.gated_matrix_memory(*args, backend=backend),
-                  lambda: ops.holo_scan(*args), list(args), flops, n_bytes, "matmul")
+    return _chunked_case("matrix_memory", ops.gated_matrix_memory, ops.holo_scan,
+                         _memory_inputs(B, T, H, D), backend, intra=2, inter=2, gates=1)
 
 
 def delta_rule_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:
-    q = F.normalize(torch.randn(B, T, H, D), dim=-1).requires_grad_()
-    k = F.normalize(torch.randn(B, T, H, D), dim=-1).requires_grad_()
-    v, beta = _leaf(B, T, H, D), torch.rand(B, T, H).requires_grad_()
-    log_f = F.logsigmoid(torch.randn(B, T, H) + 2).requires_grad_()
-    args = (q, k, v, beta, log_f)
-    chunk = 64
     # intra-chunk: β K Kᵀ, Q Kᵀ, the triangular solve for [Ũ, W] and (scores) U; inter-chunk:
     # Kᵀ W and Kᵀ Ũ (the chunk's map), W S, Q S and M S
-    flops = 2 * B * H * T * chunk * D * 4 + 2 * B * H * T * D * D * 5
-    n_bytes = 4 * B * T * H * (4 * D + 2)
-    return OpCase("delta_rule", lambda: ops.gated_delta_rule(*args, backend=backend),
-                  lambda: ops.gated_delta_rule_ref(*args), list(args), flops, n_bytes, "matmul")
+    q, k, v, log_f = _memory_inputs(B, T, H, D)
+    return _chunked_case("delta_rule", ops.gated_delta_rule, ops.gated_delta_rule_ref,
+                         (q, k, v, torch.rand(B, T, H).requires_grad_(), log_f), backend,
+                         intra=4, inter=5, gates=2)
 
 
 def diagonal_scan_case(B: int, T: int, H: int, D: int, backend: str = "auto") -> OpCase:

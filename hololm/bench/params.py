@@ -47,7 +47,7 @@ def parameter_table(vocab_size: int, seq_len: int, contexts: tuple[int, ...] = (
     return "\n".join(lines)
 
 
-SEED_004_CLAIMS = {"hsn_tiny": "~400K", "hsn_small": "~1.5M", "hsn_base": "~8M"}  # its README
+HSN_CLAIMS = {"hsn_tiny": "~400K", "hsn_small": "~1.5M", "hsn_base": "~8M"}  # its README
 
 
 def hsn_table(vocabs: tuple[int, ...] = (32000, 1000)) -> str:
@@ -63,7 +63,7 @@ def hsn_table(vocabs: tuple[int, ...] = (32000, 1000)) -> str:
                 model = preset(vocab_size=vocab)
             counts.append(model.count_parameters())
         body = model.count_parameters() - model.get_input_embeddings().weight.numel()
-        lines.append(f"| {name} | {SEED_004_CLAIMS[name]} | "
+        lines.append(f"| {name} | {HSN_CLAIMS[name]} | "
                      + " | ".join(f"{c:,}" for c in counts) + f" | {body:,} |")
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
-"""`hololm bench speed`: the seeds' speed and memory claims (linear-time training, O(1) inference
-memory, decoding whose speed does not depend on context) measured side by side in one run against
-what a user would pick instead.
+"""`hololm bench speed`: the original projects' speed and memory claims (linear-time training,
+O(1) inference memory, decoding whose speed does not depend on context) measured side by side in
+one run against what a user would pick instead.
 
 Sections (`--sections`, all by default):
   mixers  one token-mixing layer per family vs SDPA softmax attention of the same width and heads:
@@ -17,7 +17,7 @@ round, median over rounds), next to the ceilings measured at the start of the sa
 candidate runs under the same precision: bfloat16 autocast where bf16 matmuls pay (CUDA, or a
 CPU whose bf16 matmul measured >= 1.5x its fp32 one in this run), float32 otherwise (`--dtype`).
 Outputs in --output_dir: <section>.csv and <section>.png per section, speed.md (every table and
-the issue's targets, met or missed), the markdown also printed.
+the speed goals, met or missed), the markdown also printed.
 
     hololm bench speed --quick --output_dir runs/speed     # a few minutes on 2 CPU cores
     hololm bench speed --output_dir runs/speed             # the full profile (T up to 32k on CPU)

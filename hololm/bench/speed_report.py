@@ -1,4 +1,4 @@
-"""The report of `hololm bench speed`: markdown tables, the issue's targets checked against the
+"""The report of `hololm bench speed`: markdown tables, the speed goals checked against the
 measured rows (met / missed, with the number), and one PNG plot per section."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 
 from hololm.models.registry import MEMORIES  # noqa: E402
 
-TARGET_T = 8192  # the issue's reference length for the mixer and model targets
+TARGET_T = 8192  # the goals' reference length for the mixer and model targets
 LONG_CONTEXT = 16384  # decode targets compare contexts from here on with the first one
 
 
@@ -102,7 +102,7 @@ def _check(target: str, measured: float, goal: str, met: bool) -> dict:
 
 
 def targets(results: dict[str, list[dict]]) -> list[dict]:
-    """The issue's targets, each checked against this run's rows."""
+    """The speed goals, each checked against this run's rows."""
     checks = []
     mixers = results.get("mixers", [])
     T = _target_length(mixers)

@@ -1,7 +1,7 @@
 """nn.Modules over the ops: the token mixers (one file each), attention, short conv, rotary
-embeddings, MLPs. The seeds import their layers from one place (`from hololm.layers import
-PhasorAttention`), so every public layer is re-exported here. Layers build on `hololm.ops` only,
-never on `hololm.models` (the models import the layers)."""
+embeddings, MLPs. The original projects import their layers from one place (`from
+hololm.layers import PhasorAttention`), so every public layer is re-exported here. Layers build
+on `hololm.ops` only, never on `hololm.models` (the models import the layers)."""
 
 from hololm.layers.attention import CausalSelfAttention
 from hololm.layers.base import Mixer, State, set_backend

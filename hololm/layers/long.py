@@ -13,7 +13,7 @@ For x [B, T, d], n_heads H, head dim D = d / H, per token t and head h (⊙ elem
     y_t = o_proj(o_t)
 
 The decay enters the scan as log γ = logsigmoid(·), so any decay strength is exact
-(`hololm.ops.diagonal_scan`); T > 1 uses the chunked scan, T = 1 its one-token step. The seed's
+(`hololm.ops.diagonal_scan`); T > 1 uses the chunked scan, T = 1 its one-token step. The original's
 chunked path clamped log-decays at ±50 and disagreed with its recurrent path; this one does not.
 State: {"h": float32 [B, H, D], "conv": [B, k-1, d] (last inputs, x's dtype)}; `position` is
 unused (nothing here depends on absolute position).

@@ -11,8 +11,8 @@ token t and head h:
     r_t = M_tᵀ q_t                                     read (read_before_write: M_{t-1}ᵀ q_t)
     y_t = o_proj(concat_h r_t)                         H·Dv → d
 
-M is stored [Dk, Dv], the transpose of the seed's `v kᵀ` with its read `M q`: the same numbers.
-The seed's text reads after the write, its code before (`read_before_write=True`).
+M is stored [Dk, Dv], the transpose of HoloGPT's `v kᵀ` with its read `M q`: the same numbers.
+HoloGPT's text reads after the write, its code before (`read_before_write=True`).
 The forget gate enters the op as log f = logsigmoid(·), so any forget strength is exact
 (`hololm.ops.matrix_memory`); T > 1 uses the chunkwise-parallel form, T = 1 its one-token step.
 Two ingredients that make such memories recall, both off in HoloGPT's setting:

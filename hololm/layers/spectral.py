@@ -9,9 +9,10 @@ convolution / correlation over the feature dim (`hololm.ops.circular`), p_t = po
     y_t         = (hologram_t ⋆ u) / sqrt(n_t)             unbind
     n_t         = Σ_{k=0}^{p_t} λ^{2k}                     = p_t + 1 without decay
 
-The 1/sqrt(n_t) deviates from the seed, which divides by nothing: a sum of t roughly independent
-items has a norm growing like sqrt(t), so the seed's output grows with context (decoding at
-position 100 000 would feed the next layer inputs ~10× those seen in training at 1 000).
+The 1/sqrt(n_t) deviates from HoloSpectralNet, which divides by nothing: a sum of t roughly
+independent items has a norm growing like sqrt(t), so the original's output grows with context
+(decoding at position 100 000 would feed the next layer inputs ~10× those seen in training at
+1 000).
 Dividing by sqrt(n_t) — the root of the sum of the squared bundle weights — keeps the retrieval
 of uncorrelated items at unit scale at every position, as PhasorAttention does (a component
 shared by all tokens still grows like sqrt(t)).
@@ -20,15 +21,15 @@ one learned circular filter over features applied to a (decayed) running sum of 
 forward computes it that way round, filter (b ⋆ u) ⊛ x_s first and bundle after, which takes two
 FFTs over the sequence instead of four; the hologram it hands on is still h_t above.
 
-SpectralGate — g: max_seq_len // 2 + 1 learned gate logits (the seed's count). The seed computes
-irfft(rfft(x over time) · σ(g)): a *circular* convolution over the sequence, so y_0 sees the last
-token. Ours keeps the frequency response and makes the convolution causal:
+SpectralGate — g: max_seq_len // 2 + 1 learned gate logits (the original's count). The original
+computes irfft(rfft(x over time) · σ(g)): a *circular* convolution over the sequence, so y_0 sees
+the last token. Ours keeps the frequency response and makes the convolution causal:
 
     h   = irfft(σ(g), n=N)                     real kernel of N = max_seq_len taps
     y_t = Σ_{j=0}^{min(t, N−1)} h_j · x_{t−j}   shared by all channels (`causal_fft_conv`)
 
-σ(g) is real (zero phase), so h is symmetric: h_j = h_{N−j}. A tap j > t, which in the seed wraps
-around to the future token x_{t−j+N}, here reads x_{t−j} (zero before the start), so the gate
+σ(g) is real (zero phase), so h is symmetric: h_j = h_{N−j}. A tap j > t, which in the original
+wraps around to the future token x_{t−j+N}, here reads x_{t−j} (zero before the start), so the gate
 weighs x_{t−j} and x_{t−N+j} alike. Sequences longer than N work: taps beyond N are
 zero, so the gate sees the last N tokens and the hologram carries everything older. Decoding
 keeps a buffer of the last N − 1 inputs (`causal_conv_step`), so per-token cost and state never
@@ -46,7 +47,7 @@ HoloSpectralBlock (pre-LN, three residual branches):
 Parameters: mixer 2d, gate N // 2 + 1, channel mix 2·d·rank + d, block 9d + 2·d·rank + N // 2 + 1
 (three LayerNorms add 6d).
 
-Call forms. The seed's: `HolographicMixer(dim)(x)`, `SpectralGate(max_seq_len)(x)`,
+Call forms. HoloSpectralNet's: `HolographicMixer(dim)(x)`, `SpectralGate(max_seq_len)(x)`,
 `LiteChannelMix(dim, rank)(x)` and `HoloSpectralBlock(dim, max_seq_len, rank)(x)` return the
 tensor y [B, T, d] for a whole sequence from its start. The model's (the `Mixer` contract):
 `layer(x, state, position)`, as the backbone calls its layers, with `position` the number of
@@ -95,8 +96,9 @@ def _state_size(param: torch.Tensor) -> int:
 
 
 def _standalone(state: State | None, position: int | None) -> bool:
-    """True for the seed's call layer(x), which returns y only; the model passes `position` and
-    gets (y, state). A state given without its position would be read at the wrong n_t."""
+    """True for HoloSpectralNet's call layer(x), which returns y only; the model passes
+    `position` and gets (y, state). A state given without its position would be read at the
+    wrong n_t."""
     if position is not None:
         return False
     if state:

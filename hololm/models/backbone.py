@@ -41,7 +41,8 @@ def build_mixer(kind: str, config: HoloLMConfig) -> nn.Module:
     if kind == "hologpt":
         return MatrixMemory(d, config.matrix_dim, heads, forget_bias=config.forget_bias,
                             write_bias=config.write_bias,
-                            read_before_write=config.read_before_write)
+                            read_before_write=config.read_before_write,
+                            conv_size=config.conv_size, update=config.update)
     if kind == "hsn":
         return HoloSpectralBlock(d, config.max_seq_len, config.rank, decay=config.decay,
                                  norm_eps=config.norm_eps)

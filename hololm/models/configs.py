@@ -181,6 +181,8 @@ class HoloGPTConfig(HoloLMConfig):
     forget_bias: float = 2.0  #: initial bias of the forget gate f_t
     write_bias: float = -2.0  #: initial bias of the write gate w_t
     read_before_write: bool = False  #: read M_{t-1} (HoloGPT's code) instead of M_t (its text)
+    conv_size: int = 0  #: taps of the causal conv on q, k, v (0: none, HoloGPT's setting)
+    update: str = "additive"  #: "additive" (HoloGPT) or "delta" (the gated delta rule)
     mlp_type: str = "gated_gelu"
     expansion_ratio: float = 4.0
     norm_type: str = "layernorm"

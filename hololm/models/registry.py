@@ -96,6 +96,11 @@ VARIANTS = {v.name: v for v in (
             "layer", attention_every=4),
     Variant("holo-noconv", "holo", "keys from the current token only (no short conv over the "
             "keys' inputs)", {"key_conv_size": 1}),
+    Variant("hologpt-conv", "hologpt", "a causal depthwise conv (4 taps, SiLU) on q, k and v",
+            {"conv_size": 4}),
+    Variant("hologpt-delta", "hologpt", "the short conv and the gated delta rule: a write "
+            "replaces what its key held (write gate = beta, initial bias 0)",
+            {"conv_size": 4, "update": "delta", "write_bias": 0.0}),
 )}
 
 MEMORIES = tuple(name for name in FAMILIES if name != "attention")

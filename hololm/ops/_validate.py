@@ -51,3 +51,25 @@ def require_state(name: str, state, shape: Sequence[int], dtype: torch.dtype) ->
     if state.is_complex() != dtype.is_complex or state.dtype.itemsize < dtype.itemsize:
         raise TypeError(f"{name} must have dtype {dtype} (or wider), got {state.dtype}")
     return state
+
+
+def require_memory_inputs(q, k, v, gates: dict, state, state_name: str, ndim: int) -> None:
+    """A matrix memory's inputs: q, k [*lead, Dk], v [*lead, Dv], each gate [*lead] (None: not
+    given), state [B, H, Dk, Dv] float32 or wider; lead is (B, T, H) for the sequence forms
+    (ndim=4), (B, H) for the one-token step (ndim=3)."""
+    require_tensor("q", q, ndim)
+    require_tensor("k", k, ndim)
+    require_shape("k", k, q.shape)
+    require_tensor("v", v, ndim)
+    lead = tuple(q.shape[:-1])
+    if tuple(v.shape[:-1]) != lead:
+        raise ValueError(f"v must have shape {lead} + (Dv,) to match q, got {tuple(v.shape)}")
+    for name, gate in gates.items():
+        if gate is not None:
+            require_tensor(name, gate, ndim - 1)
+            require_shape(name, gate, lead)
+    if state is not None:
+        shape = (q.shape[0], q.shape[-2], q.shape[-1], v.shape[-1])
+        require_state(state_name, state, shape, torch.float32)
+    if ndim == 4 and q.shape[1] == 0:
+        raise ValueError("q must have at least one time step, got T=0")

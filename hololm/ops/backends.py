@@ -54,3 +54,18 @@ def select(op: str, backend: str, choices: tuple[str, ...], x: torch.Tensor,
     if backend == "triton" and (why := triton_kernels.unavailable(x, dtype)):
         raise unavailable(op, backend, why)
     return backend, None
+
+
+def fla_unsuitable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   dtype: torch.dtype) -> str | None:
+    """Why flash-linear-attention's kernels cannot take these inputs (None: they can): CUDA
+    tensors, q, k, v of one half-precision dtype, and no float64 input (`dtype` is the op's
+    compute dtype). fla's float32 dot products run in TF32, below the float32 contract of
+    hololm's ops, so float32 inputs stay on the PyTorch forms."""
+    if not q.is_cuda:
+        return f"wrong device: fla's kernels take CUDA tensors, got {q.device.type}"
+    if not (q.dtype in (torch.bfloat16, torch.float16) and q.dtype == k.dtype == v.dtype
+            and dtype == torch.float32):
+        return (f"wrong dtype: fla runs q, k, v of one half-precision dtype, got {q.dtype}, "
+                f"{k.dtype}, {v.dtype} computing in {dtype}")
+    return None

@@ -6,8 +6,8 @@ For inputs x [B, T, *C] and a kernel of K taps [K, *Ck] whose channel dims Ck br
     y_t = Σ_{j=0}^{min(t, K−1)} kernel_j ⊙ x_{t−j}
 
 Only the first min(K, T) taps touch a sequence of length T. This is the causal replacement for
-the seed's spectral gate (rfft over time → gate → irfft), which multiplies the whole sequence's
-spectrum and so convolves *circularly*: output 0 sees the last token.
+HoloSpectralNet's spectral gate (rfft over time → gate → irfft), which multiplies the whole
+sequence's spectrum and so convolves *circularly*: output 0 sees the last token.
 
 Three forms, all returning (y, final_state):
 - `causal_conv_ref`: the definition, a loop over t.

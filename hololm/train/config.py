@@ -1,6 +1,7 @@
-"""`TrainConfig`: every setting of a training run, with the seeds' flag names, read from keyword
-arguments or a JSON / YAML file (parsed with a `yaml.SafeLoader`, so a config never runs code;
-a key given twice in one mapping is refused, where the parsers would keep the last silently).
+"""`TrainConfig`: every setting of a training run, with the original projects' flag names, read
+from keyword arguments or a JSON / YAML file (parsed with a `yaml.SafeLoader`, so a config never
+runs code; a key given twice in one mapping is refused, where the parsers would keep the last
+silently).
 
 Values are checked when the config is built: a wrong name, type or choice raises `ConfigError`
 with one line naming the field, so a typo in a config file fails before any data is loaded.

@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from hololm.models import HoloCache
 from hololm.models.cache import cache_of
 from tests.helpers import assert_close
-from tests.models.conftest import tiny_model
+from tests.models.conftest import FAMILIES, tiny_model
 from tests.models.helpers import VOCAB, assert_refuses_bad_inputs, ids, prefill_then_decode
 
 
@@ -149,8 +149,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(model):
             assert_close(p.grad, plain[n], 1e-5, n)
 
 
-@pytest.mark.parametrize("family", ["holo", "long", "hologpt", "hsn"])
-@pytest.mark.parametrize("hybrid", [False, True], ids=["pure", "hybrid"])
+@pytest.mark.parametrize(("family", "hybrid"), FAMILIES,
+                         ids=lambda p: p if isinstance(p, str) else ["pure", "hybrid"][p])
 @torch.no_grad()
 def test_cache_exact_at_65k_context(family, hybrid):
     """A 65 536-token prefill (in chunks through the cache) then decoding equals one full

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from hololm.errors import BackendUnavailableError
 from hololm.ops.delta_rule import gated_delta_rule, gated_delta_rule_ref, gated_delta_rule_step
-from tests.helpers import assert_close
+from tests.helpers import assert_close, assert_same, run
 
 B, H, DK, DV = 2, 2, 8, 6
 NAMES = ("q", "k", "v", "beta", "log_forget", "initial_state")
@@ -32,24 +32,6 @@ def make_inputs(T: int, gated: bool = True, state: bool = True,
     }
 
 
-def run(fn, inputs: dict, dtype: torch.dtype = torch.float32, **kwargs):
-    """`fn` on leaf copies of `inputs` cast to `dtype` (the state stays float32 unless dtype is
-    float64); back-propagates fixed random cotangents of y and the final state.
-    Returns (y, final state, {name: gradient})."""
-    leaves = {}
-    for name, x in inputs.items():
-        if x is not None:
-            wide = dtype == torch.float64 or name != "initial_state"
-            x = x.to(dtype if wide else torch.float32).detach().requires_grad_()
-        leaves[name] = x
-    y, S = fn(**leaves, **kwargs)
-    gen = torch.Generator().manual_seed(1)
-    gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
-    gS = torch.randn(S.shape, generator=gen, dtype=torch.float64)
-    ((y.double() * gy).sum() + (S.double() * gS).sum()).backward()
-    return y.detach(), S.detach(), {n: x.grad for n, x in leaves.items() if x is not None}
-
-
 def step_scan(q, k, v, beta, log_forget=None, initial_state=None):
     """The full sequence through `gated_delta_rule_step`, token by token."""
     S, ys = initial_state, []
@@ -58,17 +40,6 @@ def step_scan(q, k, v, beta, log_forget=None, initial_state=None):
         y, S = gated_delta_rule_step(q[:, t], k[:, t], v[:, t], beta[:, t], f_t, S)
         ys.append(y)
     return torch.stack(ys, dim=1), S
-
-
-def assert_same(got, ref, tol: float, grad_tol: float | None = None) -> None:
-    y, S, grads = got
-    y_ref, S_ref, grads_ref = ref
-    assert_close(y, y_ref, tol, "y")
-    assert_close(S, S_ref, tol, "final state")
-    assert grads.keys() == grads_ref.keys()
-    for name in grads:
-        assert torch.isfinite(grads[name]).all(), f"grad {name} not finite"
-        assert_close(grads[name], grads_ref[name], grad_tol or tol, f"grad {name}")
 
 
 @pytest.mark.parametrize("gated", [True, False])

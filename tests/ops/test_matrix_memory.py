@@ -17,7 +17,7 @@ from hololm.ops.matrix_memory import (
     gated_matrix_memory_step,
     holo_scan,
 )
-from tests.helpers import assert_close, by_backend
+from tests.helpers import assert_close, assert_same, by_backend, run
 
 BACKENDS = ("cpu", "torch")  # a test taking `backend` runs on each (conftest.py)
 KERNEL = cpu_form.KERNEL
@@ -43,25 +43,6 @@ def make_inputs(T: int, log_forget: torch.Tensor | None = None, write: bool = Tr
     }
 
 
-def run(fn, inputs: dict, dtype: torch.dtype = torch.float32, **kwargs):
-    """Call `fn` on leaf copies of `inputs` cast to `dtype` (the state stays float32 unless dtype
-    is float64), back-propagate fixed random cotangents of y and the final state.
-    Returns (y, final state, {name: gradient})."""
-    leaves = {}
-    for name, x in inputs.items():
-        if x is not None:
-            wide = dtype == torch.float64 or name != "initial_state"
-            x = x.to(dtype if wide else torch.float32).detach().requires_grad_()
-        leaves[name] = x
-    y, S = fn(**leaves, **kwargs)
-    gen = torch.Generator().manual_seed(1)
-    gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
-    gS = torch.randn(S.shape, generator=gen, dtype=torch.float64)
-    ((y.double() * gy).sum() + (S.double() * gS).sum()).backward()
-    grads = {name: x.grad for name, x in leaves.items() if x is not None}
-    return y.detach(), S.detach(), grads
-
-
 def step_scan(q, k, v, log_forget, write=None, initial_state=None, read_before_write=False):
     """The full sequence through `gated_matrix_memory_step`, token by token."""
     S, ys = initial_state, []
@@ -71,17 +52,6 @@ def step_scan(q, k, v, log_forget, write=None, initial_state=None, read_before_w
                                         read_before_write)
         ys.append(y)
     return torch.stack(ys, dim=1), S
-
-
-def assert_same(got, ref, tol: float, grad_tol: float | None = None) -> None:
-    y, S, grads = got
-    y_ref, S_ref, grads_ref = ref
-    assert_close(y, y_ref, tol, "y")
-    assert_close(S, S_ref, tol, "final state")
-    assert grads.keys() == grads_ref.keys()
-    for name in grads:
-        assert torch.isfinite(grads[name]).all(), f"grad {name} not finite"
-        assert_close(grads[name], grads_ref[name], grad_tol or tol, f"grad {name}")
 
 
 @pytest.mark.parametrize("read_before_write", [False, True])

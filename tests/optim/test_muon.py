@@ -92,7 +92,8 @@ def test_muon_matches_the_update_rule(nesterov):
 
 MUON_MODULES = {
     "holo": {"q_proj", "k_proj", "v_proj", "o_proj", "up"},
-    "long": {"qk_proj", "v_proj", "gate_proj", "o_proj", "gate_up", "qkv"},
+    "long": {"qk_proj", "v_proj", "gate_proj", "o_proj", "gate_up"},
+    "long-hybrid": {"qk_proj", "v_proj", "gate_proj", "o_proj", "gate_up", "qkv"},  # + attention
     "hologpt": {"qkv_proj", "o_proj", "gate_up"},  # its per-head gate_proj (2H×d) is AdamW's
     "hsn": {"down", "up"},
     "gpt2": {"c_attn", "c_proj", "c_fc"},

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from hololm.cli import main
 from hololm.errors import CheckpointError
+from hololm.models.registry import NAMES
 
 TINY = '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}'
 
@@ -53,7 +54,7 @@ def one_line_error(capsys, argv: list[str], *expected: str) -> str:
 
 
 @pytest.mark.parametrize("flag,value,choices", [
-    ("--model_type", "rwkv", "'holo', 'long', 'hologpt', 'hsn', 'gpt2', 'llama', 'mamba2'"),
+    ("--model_type", "rwkv", ", ".join(repr(name) for name in NAMES)),
     ("--model_size", "huge", "'tiny', 'small', 'medium'"),
     ("--dataset", "no-such-corpus", "stdlib, shakespeare"),
     ("--tokenizer", "no-such-tokenizer", "tokenizer='byte'"),

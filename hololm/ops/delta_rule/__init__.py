@@ -42,8 +42,7 @@ import torch
 from hololm.ops import backends, triton_kernels
 from hololm.ops._validate import require_positive_int
 from hololm.ops.delta_rule import fla_form
-from hololm.ops.delta_rule.common import _validate
-from hololm.ops.delta_rule.reference import _update, gated_delta_rule_ref
+from hololm.ops.delta_rule.reference import _update, _validate, gated_delta_rule_ref
 from hololm.ops.delta_rule.torch_form import chunked_delta_rule
 from hololm.ops.matrix_memory.common import _compute_dtype, _start_state
 

@@ -12,6 +12,8 @@ import functools
 
 import torch
 
+from hololm.ops import backends
+
 
 @functools.cache
 def available() -> bool:
@@ -25,14 +27,9 @@ def available() -> bool:
 
 def unavailable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 dtype: torch.dtype = torch.float32) -> str | None:
-    """Why the fla path cannot run (None: it can): CUDA tensors, q, k, v in one half-precision
-    dtype (no float64 input: `dtype` is the op's compute dtype), and fla installed."""
-    if not q.is_cuda:
-        return f"wrong device: fla's kernels take CUDA tensors, got {q.device.type}"
-    if not (q.dtype in (torch.bfloat16, torch.float16) and q.dtype == k.dtype == v.dtype
-            and dtype == torch.float32):
-        return (f"wrong dtype: fla runs q, k, v of one half-precision dtype, got {q.dtype}, "
-                f"{k.dtype}, {v.dtype} computing in {dtype}")
+    """Why the fla path cannot run (None: it can): inputs fla takes, and fla installed."""
+    if why := backends.fla_unsuitable(q, k, v, dtype):
+        return why
     return None if available() else "flash-linear-attention (fla-core) is not installed"
 
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import torch
 
-from hololm.ops.delta_rule.common import _validate
+from hololm.ops._validate import require_memory_inputs, require_tensor
 from hololm.ops.matrix_memory.common import _compute_dtype, _start_state
+
+
+def _validate(q, k, v, beta, log_forget, state, state_name: str, ndim: int) -> None:
+    """q, k [*lead, Dk], v [*lead, Dv], beta and log_forget (optional) [*lead], state
+    [B, H, Dk, Dv]: lead is (B, T, H) for the sequence forms (ndim=4), (B, H) for the step."""
+    require_tensor("beta", beta)
+    require_memory_inputs(q, k, v, {"beta": beta, "log_forget": log_forget}, state, state_name,
+                          ndim)
 
 
 def _update(S, q_t, k_t, v_t, beta_t, f_t):

@@ -16,6 +16,8 @@ import functools
 
 import torch
 
+from hololm.ops import backends
+
 
 @functools.cache
 def available() -> bool:
@@ -34,12 +36,8 @@ def unavailable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, read_before_w
     """Why the fla path cannot run (None: it can): it takes CUDA tensors, q, k, v in one
     half-precision dtype (no float64 input: `dtype` is the op's compute dtype), reading after
     writing, and fla installed."""
-    if not q.is_cuda:
-        return f"wrong device: fla's kernels take CUDA tensors, got {q.device.type}"
-    if not (q.dtype in (torch.bfloat16, torch.float16) and q.dtype == k.dtype == v.dtype
-            and dtype == torch.float32):
-        return (f"wrong dtype: fla runs q, k, v of one half-precision dtype, got {q.dtype}, "
-                f"{k.dtype}, {v.dtype} computing in {dtype}")
+    if why := backends.fla_unsuitable(q, k, v, dtype):
+        return why
     if read_before_write:
         return "fla does not read before writing"
     return None if available() else "flash-linear-attention (fla-core >= 0.4) is not installed"
