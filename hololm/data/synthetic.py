@@ -242,7 +242,7 @@ def induction(num_examples: int, seq_len: int, vocab_size: int = 64, seed: int =
 
 def vector_recall(num_examples: int, num_pairs: int, num_queries: int | None = None,
                   key_dim: int = 16, value_dim: int = 16, seed: int = 0) -> TaskData:
-    """Seed 001's continuous associative recall. Tokens are [key, value, is_query] vectors:
+    """Holo-Transformer's continuous associative recall. Tokens are [key, value, is_query] vectors:
     `num_pairs` writes (key_i, value_i, 0), then `num_queries` reads (key_j, 0, 1) of random
     stored keys; the target of a read is value_j. Keys are random unit vectors scaled to norm
     sqrt(key_dim), values ~ N(0, I): predicting zero scores an MSE of 1."""

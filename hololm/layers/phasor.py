@@ -4,9 +4,10 @@ hd_dim complex channels split over H heads of Dh = hd_dim / H. For token t at ab
 position p_t (p_t = position + t, `position` = tokens already in the state):
 
     x̃_t = ShortConv_k(x)_t                   causal depthwise conv (k = key_conv_size; k = 1: x̃ = x)
-    v_t = W_v x_t                             value, real
+    v_t = W_v x_t                             value, real (W_v x̃_t with "v" in conv_targets)
     φ_t = π tanh(W_k x̃_t)                    key content phase
-    ψ_t = π tanh(W_q x_t)                     query content phase ("Dynamic Query Head")
+    ψ_t = π tanh(W_q x_t)                     query content phase ("Dynamic Query Head"; W_q x̃_t
+                                              with "q" in conv_targets)
     M_t = M_{t-1} + v_t ⊙ e^{i(φ_t + p_t ω)}                 key = content ⊙ position
     r_t = M_t ⊙ e^{-i(ψ_t + (p_t − δ_h) ω)} / sqrt(p_t + 1)   retrieval
     y_t = o_proj(LayerNorm([Re r_t, Im r_t]))                 ("real" mode: Re r_t only)
@@ -25,7 +26,12 @@ value of the token that followed an earlier occurrence of x_t:
 
 and both retrievals are concatenated before the LayerNorm.
 
-State: {"memory": M [B, H, Dh] complex64, "assoc": A [B, H, Dh] complex64 (dual_path),
+`num_copies` = C > 1 keeps C memories of the same values under fixed random permutations π_c of
+the key and query phases (Associative LSTM, Danihelka et al. 2016): copy c binds value channel
+j to key channel π_c(j), so the crosstalk of the other stored items differs between copies and
+their mean, r_t = (1/C) Σ_c r_t^c, divides its variance by C — at C times the state.
+
+State: {"memory": M [B, H, C·Dh] complex64, "assoc": A [B, H, Dh] complex64 (dual_path),
 "prev": x_{T-1} [B, 1, d] (dual_path), "conv": last k−1 inputs [B, k−1, d] (k > 1)}.
 """
 
@@ -77,7 +83,8 @@ class PhasorAttention(Mixer):
     def __init__(self, d_model: int, hd_dim: int, n_heads: int, *, phasor_seed: int = 0,
                  multi_scale: bool = False, use_position: bool = True, dual_path: bool = False,
                  key_conv_size: int = 4, learned_query_offset: bool = False,
-                 output_mode: str = "complex", backend: str = "auto"):
+                 output_mode: str = "complex", conv_targets: str = "k", num_copies: int = 1,
+                 backend: str = "auto"):
         super().__init__()
         self.backend = backend  # the phasor memory's (hololm/ops/backends.py)
         if hd_dim % n_heads:
@@ -88,6 +95,12 @@ class PhasorAttention(Mixer):
             raise ValueError(f"key_conv_size must be >= 1, got {key_conv_size}")
         if learned_query_offset and not use_position:
             raise ValueError("learned_query_offset needs use_position=True")
+        if not conv_targets or set(conv_targets) - set("qkv") or "k" not in conv_targets:
+            raise ValueError(f"conv_targets names which of q, k, v read the short conv's output "
+                             f"and includes k (e.g. 'k', 'qkv'), got {conv_targets!r}")
+        if isinstance(num_copies, bool) or not isinstance(num_copies, int) or num_copies < 1:
+            raise ValueError(f"num_copies must be a positive int, got {num_copies!r}")
+        self.conv_targets, self.num_copies = conv_targets, num_copies
         self.d_model, self.hd_dim, self.n_heads = d_model, hd_dim, n_heads
         self.head_dim = hd_dim // n_heads
         self.phasor_seed, self.multi_scale = phasor_seed, multi_scale
@@ -100,6 +113,9 @@ class PhasorAttention(Mixer):
         self.key_conv = ShortConv(d_model, key_conv_size) if key_conv_size > 1 else None
         self.state_keys = {"memory", *(["conv"] if self.key_conv is not None else []),
                            *(["assoc", "prev"] if dual_path else [])}
+        # channel j of copy c reads key channel copy_index[c·Dh + j] (copy 0: the identity); a
+        # fixed function of phasor_seed, rebuilt like ω
+        self.register_buffer("copy_index", self._copy_index(), persistent=False)
         # saved with the weights, so a checkpoint carries the exact frequencies it was trained with
         self.register_buffer("freqs", self._frequencies() if use_position else None)
         self.query_offset = nn.Parameter(torch.zeros(n_heads)) if learned_query_offset else None
@@ -111,16 +127,27 @@ class PhasorAttention(Mixer):
         self.norm = nn.LayerNorm(n_features)
         self.o_proj = nn.Linear(n_features, d_model, bias=False)
 
+    def _copy_index(self) -> torch.Tensor | None:
+        """[C·Dh] long: the identity, then C − 1 random permutations of the Dh channels."""
+        if self.num_copies == 1:
+            return None
+        gen = torch.Generator().manual_seed(self.phasor_seed + 1)
+        perms = [torch.randperm(self.head_dim, generator=gen) for _ in range(self.num_copies - 1)]
+        return torch.cat([torch.arange(self.head_dim), *perms])
+
     def _frequencies(self) -> torch.Tensor:
-        """ω, float64 [H, Dh]; multi_scale: head h scaled by 2^-h."""
+        """ω, float64 [H, C·Dh] (each copy's key channels); multi_scale: head h scaled by 2^-h."""
         freqs = generate_random_phasors(self.hd_dim, seed=self.phasor_seed)
         freqs = freqs.view(self.n_heads, self.head_dim)
         if self.multi_scale:
             freqs = freqs * 2.0 ** -torch.arange(self.n_heads, dtype=torch.float64)[:, None]
-        return freqs
+        return freqs if self.num_copies == 1 else freqs[:, self._copy_index()]
 
     def reset_frequencies(self) -> None:
-        """Rebuild ω from the seed, in float64, on its current device."""
+        """Rebuild ω and the copies' permutations from the seed, ω in float64, on the current
+        device."""
+        if self.copy_index is not None:
+            self.copy_index = self._copy_index().to(self.copy_index.device)
         if self.freqs is not None:
             self.freqs = self._frequencies().to(self.freqs.device)
 
@@ -155,15 +182,21 @@ class PhasorAttention(Mixer):
         keep = None
         if pad is not None:  # zero inputs write nothing (v = 0) and feed the convs zeros
             x, keep = pad.zero_pads(x), pad.keep
-        x_key = x
+        x_conv = x
         if self.key_conv is not None:
-            x_key, new_state["conv"] = self.key_conv(x, state.get("conv"), keep)  # [B, T, d]
-        v = self._heads(self.v_proj(x))  # [B, T, H, Dh]
-        phi = _content_phase(self._heads(self.k_proj(x_key)))  # [B, T, H, Dh]
-        psi = _content_phase(self._heads(self.q_proj(x)))  # [B, T, H, Dh]
-        # r: [B, T, 2, H, Dh]
+            x_conv, new_state["conv"] = self.key_conv(x, state.get("conv"), keep)  # [B, T, d]
+        v = self._heads(self.v_proj(x_conv if "v" in self.conv_targets else x))  # [B, T, H, Dh]
+        if pad is not None and "v" in self.conv_targets:  # the conv sees real tokens at pads
+            v = pad.zero_pads(v)
+        phi = _content_phase(self._heads(self.k_proj(x_conv)))  # [B, T, H, Dh]
+        psi = _content_phase(self._heads(self.q_proj(x_conv if "q" in self.conv_targets else x)))
+        if self.copy_index is not None:  # [B, T, H, C·Dh]: values repeated, phases permuted
+            v = v.repeat(1, 1, 1, self.num_copies)
+            phi, psi = phi[..., self.copy_index], psi[..., self.copy_index]
         r, new_state["memory"] = _memory(v, phi, psi, self.freqs, self.query_offset,
                                          state.get("memory"), position, self.backend)
+        if self.copy_index is not None:  # the copies' mean, [B, T, 2, H, Dh]
+            r = r.unflatten(-1, (self.num_copies, self.head_dim)).mean(-2)
         features = [self._features(_count_real_tokens(r, position, pad))]
         if self.dual_path:
             prev = state.get("prev")  # [B, 1, d]: the token before this chunk (zeros at start)
@@ -188,7 +221,7 @@ class PhasorAttention(Mixer):
     def state_bytes(self, batch_size: int, context_len: int) -> int:
         act = self.o_proj.weight.element_size()  # conv / prev buffers: activation dtype
         mem = 2 * max(act, 4)  # complex64 (complex128 for a float64 module)
-        per_row = self.hd_dim * mem
+        per_row = self.hd_dim * self.num_copies * mem
         if self.key_conv is not None:
             per_row += (self.key_conv_size - 1) * self.d_model * act
         if self.dual_path:

@@ -44,6 +44,10 @@ HoloSpectralBlock (pre-LN, three residual branches):
 
     x = x + Mixer(LN1(x));   x = x + Gate(LN2(x));   x = x + branch(LN3(x))
 
+With `conv_size` = k > 0 (off in HoloSpectralNet's setting) the mixer reads
+SiLU(ShortConv_k(LN1(x))): a causal depthwise convolution over the last k tokens puts a token's
+neighbours into what it binds.
+
 Parameters: mixer 2d, gate N // 2 + 1, channel mix 2·d·rank + d, block 9d + 2·d·rank + N // 2 + 1
 (three LayerNorms add 6d).
 
@@ -56,7 +60,8 @@ to continue from. A state without its position is refused: the mixer's 1/sqrt(n_
 
 State (dicts of tensors, batch first; float32, float64 for a float64 layer, whatever x's dtype):
 mixer {"hologram": [B, d]}, gate {"buffer": [B, N − 1, d]} (the last N − 1 gate inputs, zeros
-before the start), block: both keys in one dict.
+before the start), block: both keys in one dict, and {"conv": [B, k − 1, d]} (the last k − 1
+mixer inputs, x's dtype) with conv_size = k.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ from hololm.layers.base import (
     check_state,
     last_real,
 )
+from hololm.layers.short_conv import ShortConv
 from hololm.ops._validate import require_positive_int, require_state
 from hololm.ops.circular import fft_circular_conv, fft_circular_corr
 from hololm.ops.cumsum import cumsum
@@ -305,10 +311,14 @@ class HoloSpectralBlock(nn.Module):
     kind = "hsn"  # in a model's `mixer_types`
 
     def __init__(self, dim: int, max_seq_len: int, rank: int, decay: float | None = None,
-                 norm_eps: float = 1e-5):
+                 norm_eps: float = 1e-5, conv_size: int = 0):
         super().__init__()
+        if isinstance(conv_size, bool) or not isinstance(conv_size, int) or conv_size < 0:
+            raise ValueError(f"conv_size must be an int >= 0 (0: no convolution), got "
+                             f"{conv_size!r}")
         self.dim = dim
         self.mixer_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.conv = ShortConv(dim, conv_size) if conv_size else None
         self.mixer = HolographicMixer(dim, decay)
         self.gate_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.gate = SpectralGate(max_seq_len)
@@ -321,20 +331,29 @@ class HoloSpectralBlock(nn.Module):
         standalone = _standalone(state, position)
         position = 0 if position is None else position
         check_mixer_input(x, self.dim, position, self.mixer_norm.weight)
-        check_state(state, {"hologram", "buffer"}, x.shape[0])
+        keys = {"hologram", "buffer", *(["conv"] if self.conv is not None else [])}
+        check_state(state, keys, x.shape[0])
         state = state or {}
         mixer_state = {"hologram": state["hologram"]} if "hologram" in state else None
         gate_state = {"buffer": state["buffer"]} if "buffer" in state else None
-        y, mixer_state = self.mixer(self.mixer_norm(x), mixer_state, position, pad)
+        h, conv_state = self.mixer_norm(x), {}
+        if self.conv is not None:
+            h = h if pad is None else pad.zero_pads(h)
+            h, conv_state["conv"] = self.conv(h, state.get("conv"),
+                                              None if pad is None else pad.keep)
+            h = F.silu(h)
+        y, mixer_state = self.mixer(h, mixer_state, position, pad)
         x = x + y
         y, gate_state = self.gate(self.gate_norm(x), gate_state, position, pad)
         x = x + y
         x = x + self.channel_mix.branch(self.channel_norm(x))
-        return x if standalone else (x, {**mixer_state, **gate_state})
+        return x if standalone else (x, {**mixer_state, **gate_state, **conv_state})
 
     def state_bytes(self, batch_size: int, context_len: int) -> int:
         """The hologram and the gate's buffer of the last min(context_len, max_seq_len − 1)
         inputs: bounded, flat from max_seq_len − 1 tokens on."""
         held = min(context_len, self.gate.max_seq_len - 1)
+        conv = (0 if self.conv is None else
+                (self.conv.kernel_size - 1) * self.dim * self.mixer_norm.weight.element_size())
         return (self.mixer.state_bytes(batch_size, context_len)
-                + batch_size * held * self.dim * _state_size(self.gate.gate))
+                + batch_size * (held * self.dim * _state_size(self.gate.gate) + conv))

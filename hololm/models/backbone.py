@@ -32,7 +32,8 @@ def build_mixer(kind: str, config: HoloLMConfig) -> nn.Module:
                                multi_scale=config.multi_scale, use_position=config.use_position,
                                dual_path=config.dual_path, key_conv_size=config.key_conv_size,
                                learned_query_offset=config.learned_query_offset,
-                               output_mode=config.output_mode)
+                               output_mode=config.output_mode, conv_targets=config.conv_targets,
+                               num_copies=config.num_copies)
     if kind == "long":
         return LongAttentionV5(d, heads, conv_size=config.conv_size,
                                gate_init_bias=config.gate_init_bias,
@@ -45,7 +46,7 @@ def build_mixer(kind: str, config: HoloLMConfig) -> nn.Module:
                             conv_size=config.conv_size, update=config.update)
     if kind == "hsn":
         return HoloSpectralBlock(d, config.max_seq_len, config.rank, decay=config.decay,
-                                 norm_eps=config.norm_eps)
+                                 norm_eps=config.norm_eps, conv_size=config.conv_size)
     raise ValueError(f"unknown layer kind {kind!r}")
 
 

@@ -130,6 +130,8 @@ class HoloConfig(HoloLMConfig):
     key_conv_size: int = 4  #: causal conv over the keys' inputs (1: keys from one token)
     learned_query_offset: bool = False  #: learned positional offset of the query phase
     output_mode: str = "complex"  #: read out [Re, Im] ("complex") or Re only ("real")
+    conv_targets: str = "k"  #: which of q, k, v read the short conv (Holo-Transformer: "k")
+    num_copies: int = 1  #: memories under permuted key / query phases, read as their mean
     mlp_type: str = "gelu"
     expansion_ratio: float = 4.0
     norm_type: str = "layernorm"
@@ -212,6 +214,7 @@ class HoloSpectralConfig(HoloLMConfig):
     max_seq_len: int = 512  #: taps of the spectral gate's causal filter
     rank: int = 32  #: bottleneck of the lite channel mix
     decay: float | None = None  #: forgetting factor of the hologram (None: a plain sum)
+    conv_size: int = 0  #: taps of a causal conv on the mixer's input (0: none, the original)
     norm_type: str = "layernorm"
     rotate_embeddings: bool = True
 

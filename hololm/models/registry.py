@@ -96,6 +96,13 @@ VARIANTS = {v.name: v for v in (
             "layer", attention_every=4),
     Variant("holo-noconv", "holo", "keys from the current token only (no short conv over the "
             "keys' inputs)", {"key_conv_size": 1}),
+    Variant("holo-conv", "holo", "the short conv's output also feeds the queries and values",
+            {"conv_targets": "qkv"}),
+    Variant("holo-copies", "holo", "holo-conv with 4 memories under permuted key phases, read "
+            "as their mean (Associative LSTM): 4x the state", {"conv_targets": "qkv",
+                                                               "num_copies": 4}),
+    Variant("hsn-conv", "hsn", "a causal depthwise conv (4 taps, SiLU) on the mixer's input",
+            {"conv_size": 4}),
     Variant("hologpt-conv", "hologpt", "a causal depthwise conv (4 taps, SiLU) on q, k and v",
             {"conv_size": 4}),
     Variant("hologpt-delta", "hologpt", "the short conv and the gated delta rule: a write "

@@ -39,14 +39,15 @@ def _randomise(module: torch.nn.Module) -> torch.nn.Module:
 def _layers() -> dict[str, torch.nn.Module]:
     return {"mixer": HolographicMixer(D), "mixer_decay": HolographicMixer(D, decay=0.9),
             "gate": _randomise(SpectralGate(N)),
-            "block": _randomise(HoloSpectralBlock(D, N, RANK, decay=0.95))}
+            "block": _randomise(HoloSpectralBlock(D, N, RANK, decay=0.95)),
+            "block_conv": _randomise(HoloSpectralBlock(D, N, RANK, decay=0.95, conv_size=3))}
 
 
 LAYERS = list(_layers())
 
 
 def _seed_spectral_gate(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """Seed 004's SpectralGate, its three lines verbatim (the gate cut to T // 2 + 1 bins)."""
+    """HoloSpectralNet's SpectralGate, its three lines verbatim (the gate cut to T // 2 + 1 bins)."""
     x_freq = torch.fft.rfft(x, dim=1)
     x_gated = x_freq * torch.sigmoid(gate[: x_freq.shape[1]]).unsqueeze(-1)
     return torch.fft.irfft(x_gated, n=x.shape[1], dim=1)
@@ -97,7 +98,7 @@ def test_shapes_and_state_layout():
 
 @pytest.mark.parametrize("name", LAYERS)
 def test_seed_call_form_returns_the_tensor(name):
-    """Seed 004's layer(x) returns y alone, the same y as the model's layer(x, None, 0); a state
+    """HoloSpectralNet's layer(x) returns y alone, the same y as the model's layer(x, None, 0); a state
     without its position is refused rather than read at position 0."""
     layer = _layers()[name]
     x = torch.randn(B, 11, D)
@@ -241,13 +242,15 @@ def test_bf16_runs_finite_and_close_to_fp32(name):
     half = layer.to(torch.bfloat16)
     y, state = half(x.bfloat16(), None, 0)
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
-    assert all(t.dtype == torch.float32 for t in state.values())
+    # the short conv's buffer holds inputs, in their dtype
+    assert all(t.dtype == (torch.bfloat16 if key == "conv" else torch.float32)
+               for key, t in state.items())
     assert_close(y.float(), ref, 3e-2, f"{name} bf16 vs fp32")
     y2, _ = run_pieces(half, x.bfloat16(), [30] + [1] * 7)  # decoding with float32 states
     assert_close(y2.float(), y.float(), 1e-2, f"{name} bf16 pieces")
 
 
-@pytest.mark.parametrize("name", ["mixer", "mixer_decay", "block"])
+@pytest.mark.parametrize("name", ["mixer", "mixer_decay", "block", "block_conv"])
 def test_state_bytes_match_the_state_and_stay_bounded(name):
     """The stateful layers' `state_bytes(batch_size, context_len)` (the gate's buffer is the
     block's)."""
@@ -288,6 +291,15 @@ def test_block_is_the_three_pre_ln_branches():
     h = h + block.channel_mix.scale * block.channel_mix.up(
         torch.nn.functional.gelu(block.channel_mix.down(block.channel_norm(h))))
     assert_close(block(x), h, 1e-6, "block")
+
+    conv = _randomise(HoloSpectralBlock(D, N, RANK, conv_size=3))
+    window = torch.nn.functional.pad(conv.mixer_norm(x), (0, 0, 2, 0))  # causal: 2 zeros first
+    w, b = conv.conv.conv.weight[:, 0], conv.conv.conv.bias  # [d, 3], [d]
+    mixed = torch.nn.functional.silu(sum(window[:, j:j + 21] * w[:, j] for j in range(3)) + b)
+    h = x + conv.mixer(mixed)
+    h = h + conv.gate(conv.gate_norm(h))
+    h = h + conv.channel_mix.branch(conv.channel_norm(h))
+    assert_close(conv(x), h, 1e-6, "block with the short conv")
 
 
 def test_bad_arguments_are_refused():

@@ -16,9 +16,13 @@ from tests.models.helpers import VOCAB
 MODELS = {"holo": (HoloConfig, HoloForCausalLM, {"hd_dim": 64}),
           "long": (LongConfig, LongForCausalLM, {}),
           "hologpt": (HoloGPTConfig, HoloGPTForCausalLM, {"matrix_dim": 16}),
-          # the recall ingredients: short conv on q, k, v and the gated delta rule
+          # the recall ingredients: short convs on q, k, v, the gated delta rule, permuted copies
           "hologpt-delta": (HoloGPTConfig, HoloGPTForCausalLM,
                             {"matrix_dim": 16, "conv_size": 4, "update": "delta"}),
+          "holo-copies": (HoloConfig, HoloForCausalLM,
+                          {"hd_dim": 64, "conv_targets": "qkv", "num_copies": 2}),
+          "hsn-conv": (HoloSpectralConfig, HoloSpectralForCausalLM,
+                       {"max_seq_len": 16, "rank": 4, "conv_size": 4}),
           # a gate of 16 taps, shorter than most test sequences; "hybrid" also decays
           "hsn": (HoloSpectralConfig, HoloSpectralForCausalLM, {"max_seq_len": 16, "rank": 4})}
 
@@ -34,9 +38,10 @@ def tiny_model(family: str, hybrid: bool, **overrides) -> torch.nn.Module:
     return model_class(config_class(**kwargs)).eval()
 
 
-# the improved hologpt pure only: its hybrid adds no path the others do not test
+IMPROVED = ("hologpt-delta", "holo-copies", "hsn-conv")
+# the improved settings pure only: their hybrids add no path the others do not test
 FAMILIES = [(family, hybrid) for family in MODELS for hybrid in (False, True)
-            if not (family == "hologpt-delta" and hybrid)]
+            if not (family in IMPROVED and hybrid)]
 
 
 @pytest.fixture(params=FAMILIES, ids=lambda p: f"{p[0]}-{'hybrid' if p[1] else 'pure'}")

@@ -48,7 +48,7 @@ def model(request):
 
 
 def _seed_gate_forward(self, x, state=None, position=0, pad=None):
-    """Seed 004's SpectralGate (rfft over time, gate, irfft), as a drop-in forward."""
+    """HoloSpectralNet's SpectralGate (rfft over time, gate, irfft), as a drop-in forward."""
     x_freq = torch.fft.rfft(x, dim=1)
     x_gated = x_freq * torch.sigmoid(self.gate[: x_freq.shape[1]]).unsqueeze(-1)
     return torch.fft.irfft(x_gated, n=x.shape[1], dim=1), {}
