@@ -124,8 +124,8 @@ def test_seed004_holo_spectral_net_defaults_and_forward():
 
 
 def test_seed001_random_phasors():
-    """Holo-Transformer's `functional.generate_random_phasors` (no call form documented): frequencies
-    drawn uniformly, here in [-π, π), deterministic for a seed."""
+    """The research build's `functional.generate_random_phasors` (no call form documented):
+    frequencies drawn uniformly, here in [-π, π), deterministic for a seed."""
     freqs = hololm.generate_random_phasors(64, seed=1)
     assert freqs.shape == (64,) and freqs.abs().max() <= math.pi
     assert torch.equal(freqs, hololm.generate_random_phasors(64, seed=1))

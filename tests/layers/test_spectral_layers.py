@@ -47,7 +47,7 @@ LAYERS = list(_layers())
 
 
 def _seed_spectral_gate(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """HoloSpectralNet's SpectralGate, its three lines verbatim (the gate cut to T // 2 + 1 bins)."""
+    """The original SpectralGate, its three lines verbatim (the gate cut to T // 2 + 1 bins)."""
     x_freq = torch.fft.rfft(x, dim=1)
     x_gated = x_freq * torch.sigmoid(gate[: x_freq.shape[1]]).unsqueeze(-1)
     return torch.fft.irfft(x_gated, n=x.shape[1], dim=1)
@@ -98,7 +98,7 @@ def test_shapes_and_state_layout():
 
 @pytest.mark.parametrize("name", LAYERS)
 def test_seed_call_form_returns_the_tensor(name):
-    """HoloSpectralNet's layer(x) returns y alone, the same y as the model's layer(x, None, 0); a state
+    """The original's layer(x) returns y alone, the same y as the model's layer(x, None, 0); a state
     without its position is refused rather than read at position 0."""
     layer = _layers()[name]
     x = torch.randn(B, 11, D)

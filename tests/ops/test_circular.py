@@ -110,7 +110,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def test_hrr_unbinding_recovers_the_bound_item():
-    """HoloSpectralNet's order, `fft_circular_corr(hologram, unbind_key)`: corr(conv(key, item), key) ≈
+    """HSN's order, `fft_circular_corr(hologram, unbind_key)`: corr(conv(key, item), key) ≈
     item for random keys with N(0, 1/D) entries, D = 1024: the cosine similarity is ~0.7 against
     ~1/√D = 0.03 for unrelated vectors, even from a trace holding several bound pairs. The
     mirrored order (key first) returns the item reversed, which is no unbinding."""
