@@ -50,6 +50,30 @@ class _ChunkStates(torch.autograd.Function):
                 d_S0.view(B, H, Dk, Dv))
 
 
+class _StrictDecay(torch.autograd.Function):
+    """Γ_ij = e^{G_i − G_j} for j < i, 0 elsewhere: G [.., C] float64 → [.., C, C] in `dtype`.
+    Its backward makes one pass, ∂L/∂G_i = Σ_j t_ij − Σ_j t_ji with t = ∂L/∂Γ ⊙ Γ, where
+    autograd would make five over [.., C, C] float64 tensors (a third of the op's time)."""
+
+    @staticmethod
+    def forward(ctx, G, dtype):
+        C = G.shape[-1]
+        strict = torch.ones(C, C, dtype=torch.bool, device=G.device).tril(-1)
+        # the differences in float64; once formed, they round to float32 with a relative error
+        # of 6e-8, which exp carries over as a relative error of 6e-8·|G_i − G_j|
+        diff = (G[..., :, None] - G[..., None, :]).to(dtype)
+        decay = diff.masked_fill_(~strict, float("-inf")).exp_()
+        ctx.save_for_backward(decay)
+        return decay
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (decay,) = ctx.saved_tensors
+        t = (grad * decay).double()
+        return t.sum(-1) - t.sum(-2), None
+
+
 def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                        log_forget: torch.Tensor | None, initial_state: torch.Tensor | None,
                        chunk_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,9 +105,7 @@ def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
         # A weight that spans no gate (Γ_ii, and e^{G_C − G_j} for the last j) is the constant 1,
         # not e^{x − x}: its +x − x gradient would not cancel exactly and would swamp the true,
         # tiny gradients of strong decays.
-        strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
-        diff = (G[..., :, None] - G[..., None, :]).masked_fill(~strict, float("-inf"))
-        decay = (diff.exp() + torch.eye(C, dtype=torch.float64, device=q.device)).to(dtype)
+        decay = _StrictDecay.apply(G, dtype) + torch.eye(C, dtype=dtype, device=q.device)
         e_G = G.exp().to(dtype)[..., None]  # e^{G_i}, [N, B, H, C, 1]
         rest = F.pad(g[..., 1:], (0, 1)).flip(-1).cumsum(-1).flip(-1)  # Σ_{j<r<=C} g_r
         e_rest = rest.exp().to(dtype)[..., None]  # e^{G_C − G_j}
