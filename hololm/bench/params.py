@@ -9,7 +9,7 @@ import torch
 from transformers import Mamba2ForCausalLM, PreTrainedModel
 
 from hololm.models.presets import build_model
-from hololm.models.registry import BASELINES, MEMORIES, SIZES
+from hololm.models.registry import BASELINES, MEMORIES, SIZES, VARIANTS
 from hololm.originals import hsn_base, hsn_small, hsn_tiny
 
 
@@ -32,7 +32,7 @@ def parameter_table(vocab_size: int, seq_len: int, contexts: tuple[int, ...] = (
     head = ("| model_type | size | parameters | non-embedding | layers (mixers) | "
             + " | ".join(f"cache @ {n:,} tokens" for n in contexts) + " |")
     lines = [head, "|" + "---|" * (5 + len(contexts))]
-    for model_type in (*MEMORIES, *BASELINES):
+    for model_type in (*MEMORIES, *VARIANTS, *BASELINES):
         for size in SIZES:
             with torch.device("meta"):
                 model = build_model(model_type, size, vocab_size, seq_len)
