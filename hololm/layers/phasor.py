@@ -26,6 +26,10 @@ value of the token that followed an earlier occurrence of x_t:
 
 and both retrievals are concatenated before the LayerNorm.
 
+`learned_decay` makes the memory forget: M_t = λ_h M_{t-1} + v_t κ_t with a learned per-head
+λ_h = σ(b_h) (init: 1 − λ from 1/32 at head 0 to 1/4096 at the last), read with 1/sqrt(n_t),
+n_t = Σ_k λ_h^{2k} (`hololm.ops.phasor.decayed`). Holo-Transformer declares "no decay".
+
 `num_copies` = C > 1 keeps C memories of the same values under fixed random permutations π_c of
 the key and query phases (Associative LSTM, Danihelka et al. 2016): copy c binds value channel
 j to key channel π_c(j), so the crosstalk of the other stored items differs between copies and
@@ -40,11 +44,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hololm.layers.base import Mixer, Padding, State, check_mixer_input, check_state, last_real
 from hololm.layers.short_conv import ShortConv
 from hololm.ops.phasor import generate_random_phasors, phasor_memory_parts, phasor_memory_step
+from hololm.ops.phasor.decayed import initial_log_decay, phasor_memory_decayed
 
 
 def _content_phase(u: torch.Tensor) -> torch.Tensor:
@@ -84,7 +90,7 @@ class PhasorAttention(Mixer):
                  multi_scale: bool = False, use_position: bool = True, dual_path: bool = False,
                  key_conv_size: int = 4, learned_query_offset: bool = False,
                  output_mode: str = "complex", conv_targets: str = "k", num_copies: int = 1,
-                 backend: str = "auto"):
+                 learned_decay: bool = False, backend: str = "auto"):
         super().__init__()
         self.backend = backend  # the phasor memory's (hololm/ops/backends.py)
         if hd_dim % n_heads:
@@ -113,12 +119,16 @@ class PhasorAttention(Mixer):
         self.key_conv = ShortConv(d_model, key_conv_size) if key_conv_size > 1 else None
         self.state_keys = {"memory", *(["conv"] if self.key_conv is not None else []),
                            *(["assoc", "prev"] if dual_path else [])}
-        # channel j of copy c reads key channel copy_index[c·Dh + j] (copy 0: the identity); a
-        # fixed function of phasor_seed, rebuilt like ω
-        self.register_buffer("copy_index", self._copy_index(), persistent=False)
+        # channel j of copy c reads key channel copy_index[c·Dh + j] (copy 0: the identity): a
+        # fixed function of phasor_seed, kept off the module's buffers (from_pretrained leaves
+        # unsaved buffers uninitialised) and moved to the inputs' device when used
+        self.copy_index = self._copy_index()
         # saved with the weights, so a checkpoint carries the exact frequencies it was trained with
         self.register_buffer("freqs", self._frequencies() if use_position else None)
         self.query_offset = nn.Parameter(torch.zeros(n_heads)) if learned_query_offset else None
+        # σ(decay_logit) = λ per head; None: no decay (the original)
+        self.decay_logit = (nn.Parameter(initial_log_decay(n_heads)) if learned_decay
+                            else None)
         if dual_path:
             self.assoc_v_proj = nn.Linear(d_model, hd_dim, bias=False)
             self.assoc_k_proj = nn.Linear(d_model, hd_dim, bias=False)
@@ -128,12 +138,14 @@ class PhasorAttention(Mixer):
         self.o_proj = nn.Linear(n_features, d_model, bias=False)
 
     def _copy_index(self) -> torch.Tensor | None:
-        """[C·Dh] long: the identity, then C − 1 random permutations of the Dh channels."""
+        """[C·Dh] long on the CPU (also when built under a meta device): the identity, then
+        C − 1 random permutations of the Dh channels."""
         if self.num_copies == 1:
             return None
         gen = torch.Generator().manual_seed(self.phasor_seed + 1)
-        perms = [torch.randperm(self.head_dim, generator=gen) for _ in range(self.num_copies - 1)]
-        return torch.cat([torch.arange(self.head_dim), *perms])
+        perms = [torch.randperm(self.head_dim, generator=gen, device="cpu")
+                 for _ in range(self.num_copies - 1)]
+        return torch.cat([torch.arange(self.head_dim, device="cpu"), *perms])
 
     def _frequencies(self) -> torch.Tensor:
         """ω, float64 [H, C·Dh] (each copy's key channels); multi_scale: head h scaled by 2^-h."""
@@ -144,10 +156,7 @@ class PhasorAttention(Mixer):
         return freqs if self.num_copies == 1 else freqs[:, self._copy_index()]
 
     def reset_frequencies(self) -> None:
-        """Rebuild ω and the copies' permutations from the seed, ω in float64, on the current
-        device."""
-        if self.copy_index is not None:
-            self.copy_index = self._copy_index().to(self.copy_index.device)
+        """Rebuild ω from the seed, in float64, on its current device."""
         if self.freqs is not None:
             self.freqs = self._frequencies().to(self.freqs.device)
 
@@ -159,9 +168,12 @@ class PhasorAttention(Mixer):
         return self
 
     def reset_parameters(self) -> None:
-        """δ = 0 and ω rebuilt from the seed."""
+        """δ = 0, the decays at their initial spread, and ω rebuilt from the seed."""
         if self.query_offset is not None:
             nn.init.zeros_(self.query_offset)
+        if self.decay_logit is not None:
+            with torch.no_grad():
+                self.decay_logit.copy_(initial_log_decay(self.n_heads))
         self.reset_frequencies()
 
     def _heads(self, z: torch.Tensor) -> torch.Tensor:
@@ -192,12 +204,21 @@ class PhasorAttention(Mixer):
         psi = _content_phase(self._heads(self.q_proj(x_conv if "q" in self.conv_targets else x)))
         if self.copy_index is not None:  # [B, T, H, C·Dh]: values repeated, phases permuted
             v = v.repeat(1, 1, 1, self.num_copies)
-            phi, psi = phi[..., self.copy_index], psi[..., self.copy_index]
-        r, new_state["memory"] = _memory(v, phi, psi, self.freqs, self.query_offset,
-                                         state.get("memory"), position, self.backend)
+            index = self.copy_index.to(phi.device)
+            phi, psi = phi[..., index], psi[..., index]
+        if self.decay_logit is None:
+            r, new_state["memory"] = _memory(v, phi, psi, self.freqs, self.query_offset,
+                                             state.get("memory"), position, self.backend)
+            r = _count_real_tokens(r, position, pad)
+        else:  # the op counts each row's real tokens itself
+            r, new_state["memory"] = phasor_memory_decayed(
+                v, phi, psi, self.freqs, F.logsigmoid(self.decay_logit.float()),
+                offset=position, query_shift=self.query_offset,
+                initial_state=state.get("memory"), keep=None if pad is None else pad.keep,
+                counts=None if pad is None else pad.positions, backend=self.backend)
         if self.copy_index is not None:  # the copies' mean, [B, T, 2, H, Dh]
             r = r.unflatten(-1, (self.num_copies, self.head_dim)).mean(-2)
-        features = [self._features(_count_real_tokens(r, position, pad))]
+        features = [self._features(r)]
         if self.dual_path:
             prev = state.get("prev")  # [B, 1, d]: the token before this chunk (zeros at start)
             prev = x.new_zeros(x.shape[0], 1, x.shape[2]) if prev is None else prev.to(x.dtype)

@@ -33,7 +33,8 @@ def build_mixer(kind: str, config: HoloLMConfig) -> nn.Module:
                                dual_path=config.dual_path, key_conv_size=config.key_conv_size,
                                learned_query_offset=config.learned_query_offset,
                                output_mode=config.output_mode, conv_targets=config.conv_targets,
-                               num_copies=config.num_copies)
+                               num_copies=config.num_copies,
+                               learned_decay=config.learned_decay)
     if kind == "long":
         return LongAttentionV5(d, heads, conv_size=config.conv_size,
                                gate_init_bias=config.gate_init_bias,

@@ -132,6 +132,7 @@ class HoloConfig(HoloLMConfig):
     output_mode: str = "complex"  #: read out [Re, Im] ("complex") or Re only ("real")
     conv_targets: str = "k"  #: which of q, k, v read the short conv (Holo-Transformer: "k")
     num_copies: int = 1  #: memories under permuted key / query phases, read as their mean
+    learned_decay: bool = False  #: a learned per-head decay of the memory (Holo-Transformer: none)
     mlp_type: str = "gelu"
     expansion_ratio: float = 4.0
     norm_type: str = "layernorm"

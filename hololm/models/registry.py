@@ -101,6 +101,8 @@ VARIANTS = {v.name: v for v in (
     Variant("holo-copies", "holo", "holo-conv with 4 memories under permuted key phases, read "
             "as their mean (Associative LSTM): 4x the state", {"conv_targets": "qkv",
                                                                "num_copies": 4}),
+    Variant("holo-decay", "holo", "holo-conv with a learned per-head decay (forgetting over ~32 "
+            "to ~4096 tokens)", {"conv_targets": "qkv", "learned_decay": True}),
     Variant("hsn-conv", "hsn", "a causal depthwise conv (4 taps, SiLU) on the mixer's input",
             {"conv_size": 4}),
     Variant("hologpt-conv", "hologpt", "a causal depthwise conv (4 taps, SiLU) on q, k and v",

@@ -9,6 +9,7 @@ import torch
 from hololm.layers.base import state_nbytes
 from hololm.layers.phasor import PhasorAttention
 from hololm.ops.phasor import generate_random_phasors, phasor_memory_ref
+from hololm.ops.phasor.decayed import phasor_memory_decayed_ref
 from tests.helpers import assert_close
 
 B, D_MODEL, HD, H = 2, 16, 32, 4
@@ -24,6 +25,8 @@ CONFIGS = {
     "conv_qkv": {"conv_targets": "qkv"},
     "copies": {"num_copies": 3, "learned_query_offset": True},
     "conv_qv_copies": {"conv_targets": "kqv", "num_copies": 2, "multi_scale": True},
+    "decay": {"learned_decay": True, "conv_targets": "qkv", "learned_query_offset": True},
+    "decay_copies": {"learned_decay": True, "num_copies": 2, "dual_path": True},
 }
 configs = pytest.mark.parametrize("cfg", list(CONFIGS))
 
@@ -73,10 +76,13 @@ def reference(layer: PhasorAttention, x: torch.Tensor, state: dict | None = None
     omega = None if layer.freqs is None else layer.freqs[:, :Dh]  # copy 0: the identity
     memory = state.get("memory")
     copies, memories = [], []
+    decay = ({} if layer.decay_logit is None
+             else {"log_decay": torch.nn.functional.logsigmoid(layer.decay_logit)})
+    memory_ref = phasor_memory_decayed_ref if decay else phasor_memory_ref
     for c, perm in enumerate(perms):
-        r_c, m_c = phasor_memory_ref(
+        r_c, m_c = memory_ref(
             v, phi[..., perm], psi[..., perm], None if omega is None else omega[:, perm],
-            offset=position, query_shift=layer.query_offset,
+            **decay, offset=position, query_shift=layer.query_offset,
             initial_state=None if memory is None else memory[..., c * Dh:(c + 1) * Dh])
         copies.append(r_c)
         memories.append(m_c)
@@ -208,7 +214,8 @@ def test_parameter_count(cfg):
     k, dual = kw.get("key_conv_size", 4), kw.get("dual_path", False)
     feats = HD * (2 if kw.get("output_mode", "complex") == "complex" else 1) * (1 + dual)
     expected = (3 * D_MODEL * HD * (1 + dual) + (D_MODEL * (k + 1) if k > 1 else 0)
-                + (H if kw.get("learned_query_offset") else 0) + 2 * feats + feats * D_MODEL)
+                + (H if kw.get("learned_query_offset") else 0)
+                + (H if kw.get("learned_decay") else 0) + 2 * feats + feats * D_MODEL)
     assert sum(p.numel() for p in layer.parameters()) == expected
 
 

@@ -19,8 +19,8 @@ MODELS = {"holo": (HoloConfig, HoloForCausalLM, {"hd_dim": 64}),
           # the recall ingredients: short convs on q, k, v, the gated delta rule, permuted copies
           "hologpt-delta": (HoloGPTConfig, HoloGPTForCausalLM,
                             {"matrix_dim": 16, "conv_size": 4, "update": "delta"}),
-          "holo-copies": (HoloConfig, HoloForCausalLM,
-                          {"hd_dim": 64, "conv_targets": "qkv", "num_copies": 2}),
+          "holo-copies": (HoloConfig, HoloForCausalLM, {"hd_dim": 64, "conv_targets": "qkv",
+                                                         "num_copies": 2, "learned_decay": True}),
           "hsn-conv": (HoloSpectralConfig, HoloSpectralForCausalLM,
                        {"max_seq_len": 16, "rank": 4, "conv_size": 4}),
           # a gate of 16 taps, shorter than most test sequences; "hybrid" also decays
