@@ -174,10 +174,16 @@ def _content_phases(key_type: str, hd_dim: int, gen: torch.Generator, width: int
 
 def recall_point(key_type: str, hd_dim: int, n_items: int, *, codebook_size: int = 1024,
                  decisions: int = 512, seed: int = 0, n_heads: int = 8,
-                 content_width: int | None = None, chunk_elems: int = 2**22) -> dict:
+                 content_width: int | None = None, copies: int = 1,
+                 chunk_elems: int = 2**22) -> dict:
     """Store `n_items` items with `phasor_memory` and read min(n_items, decisions) of them per
-    memory, over enough memories for `decisions` reads. Returns the measured metrics."""
+    memory, over enough memories for `decisions` reads. `copies` = C > 1 stores every item in C
+    memories whose key channels are permuted at random (the first unpermuted) and reads their
+    mean, as PhasorAttention's `num_copies`. Returns the measured metrics."""
     gen = torch.Generator().manual_seed(seed)
+    # [C·D]: copy c's channel j keys with channel index[c·D + j]
+    index = torch.cat([torch.arange(hd_dim)]
+                      + [torch.randperm(hd_dim, generator=gen) for _ in range(copies - 1)])
     n_query = min(n_items, decisions)
     batch = math.ceil(decisions / n_query)
     codebook = (torch.randint(0, 2, (codebook_size, hd_dim), generator=gen) * 2 - 1).float()
@@ -185,6 +191,7 @@ def recall_point(key_type: str, hd_dim: int, n_items: int, *, codebook_size: int
     items = torch.rand(batch, n_items, generator=gen).argsort(dim=1)[:, :n_query]  # [B, Q]
     freqs = frequencies(key_type, hd_dim, seed=seed, n_heads=n_heads) \
         if key_type in POSITION_KEYS else None
+    freqs_c = None if freqs is None else freqs[index]
     content = _content_phases(key_type, hd_dim, gen, content_width or max(1, hd_dim // 2))
     query_phase = torch.zeros(batch, n_query, hd_dim)
     chunk = max(1, chunk_elems // (batch * hd_dim))
@@ -193,8 +200,10 @@ def recall_point(key_type: str, hd_dim: int, n_items: int, *, codebook_size: int
         stop = min(n_items, start + chunk)
         v = codebook[value_idx[:, start:stop]]  # [B, t, D]
         phi = torch.zeros_like(v) if content is None else content(batch, stop - start)
-        _, state = phasor_memory(v[:, :, None], phi[:, :, None], torch.zeros_like(v)[:, :, None],
-                                 freqs, offset=start, initial_state=state)
+        v_c, phi_c = v.repeat(1, 1, copies), phi[..., index]  # [B, t, C·D]
+        _, state = phasor_memory(v_c[:, :, None], phi_c[:, :, None],
+                                 torch.zeros_like(v_c)[:, :, None], freqs_c, offset=start,
+                                 initial_state=state)
         hit_b, hit_q = ((items >= start) & (items < stop)).nonzero(as_tuple=True)
         query_phase[hit_b, hit_q] = phi[hit_b, items[hit_b, hit_q] - start]
     reads = []
@@ -204,10 +213,12 @@ def recall_point(key_type: str, hd_dim: int, n_items: int, *, codebook_size: int
         psi = query_phase[:, start:stop]
         if freqs is not None:  # ψ + p·ω ≡ j·ω: the query asks for the key written at j
             psi = psi + position_phases(items[:, start:stop] - pos, freqs)
+        psi = psi[..., index]  # [B, q, C·D]
         zero = torch.zeros_like(psi)[:, :, None]
-        r, _ = phasor_memory(zero, zero, psi[:, :, None], freqs, offset=n_items + start,
+        r, _ = phasor_memory(zero, zero, psi[:, :, None], freqs_c, offset=n_items + start,
                              initial_state=state)
-        reads.append(r[:, :, 0].real * (pos + 1).sqrt()[:, None])  # undo 1/sqrt(p+1)
+        r = r[:, :, 0].real.unflatten(-1, (copies, hd_dim)).mean(2)  # the copies' mean
+        reads.append(r * (pos + 1).sqrt()[:, None])  # undo 1/sqrt(p+1)
     read = torch.cat(reads, dim=1)  # [B, Q, D]
     truth = value_idx.gather(1, items)  # [B, Q]
     pred = (read @ codebook.T).argmax(-1)  # [B, Q]
@@ -263,6 +274,39 @@ def run_capacity(key_types: list[str], hd_dims: list[int], *, steps_per_octave: 
                      "cosine_theory": 1 / math.sqrt(1 + (n - 1) / 2),
                      "snr_theory": 2 / (n - 1) if n > 1 else math.inf})
     return rows
+
+
+def run_copies(hd_dims: list[int], copies: list[int], *, steps_per_octave: int,
+               codebook_size: int, decisions: int, seed: int) -> list[dict]:
+    """Rows of copies.csv: uniform keys, one row per (copies, hd_dim, N), next to the theory:
+    the copies' mean divides the crosstalk per channel by C (independent permutations)."""
+    points = [(c, d, n) for c in copies for d in hd_dims for n in n_grid(d, steps_per_octave,
+                                                                         max_ratio=4.0 * c)]
+    rows = []
+    for c, hd_dim, n in tqdm(points, desc="copies", dynamic_ncols=True):
+        got = recall_point("uniform", hd_dim, n, codebook_size=codebook_size,
+                           decisions=decisions, seed=seed + n, copies=c)
+        rows.append({"copies": c, "hd_dim": hd_dim, "state": c * hd_dim, "n_items": n,
+                     "codebook_size": codebook_size, "accuracy": got["accuracy"],
+                     "accuracy_theory": theory_accuracy(n, hd_dim, codebook_size, 0.5 / c)})
+    return rows
+
+
+def copies_table(rows: list[dict]) -> str:
+    """Markdown: N* at 90 % / 50 % recall vs copies, measured and theory, per hd_dim."""
+    lines = ["| hd_dim | copies | state (complex channels) | N* @90% measured | theory "
+             "| N* @50% measured | theory |", "|---|---|---|---|---|---|---|"]
+    for hd_dim in dict.fromkeys(r["hd_dim"] for r in rows):
+        for c in dict.fromkeys(r["copies"] for r in rows):
+            mine = [r for r in rows if r["hd_dim"] == hd_dim and r["copies"] == c]
+            ns, acc = [r["n_items"] for r in mine], [r["accuracy"] for r in mine]
+            cells = []
+            for level in LEVELS:
+                theory = [r["accuracy_theory"] for r in mine]
+                cells += [_fmt(measured_capacity(ns, acc, level), 1),
+                          _fmt(measured_capacity(ns, theory, level), 1)]
+            lines.append(f"| {hd_dim:,} | {c} | {c * hd_dim:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def run_orthogonality(hd_dims: list[int], max_delta: int, n_heads: int, seed: int
@@ -486,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--content_width", type=int, default=None,
                         help="token-embedding width of the content_g* keys (default: hd_dim/2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of frequencies and draws")
+    parser.add_argument("--copies", default=None,
+                        help="comma-separated numbers of permuted copies for the copies study "
+                             "(uniform keys; default: 1,2,4,8)")
     args = parser.parse_args(argv)
     profile = PROFILES["quick" if args.quick else "full"]
     hd_dims = [int(x) for x in (args.hd_dims or profile["hd_dims"]).split(",")]
@@ -502,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
                         codebook_size=args.codebook_size,
                         decisions=args.decisions or profile["decisions"], seed=args.seed,
                         n_heads=args.n_heads, content_width=args.content_width)
+    copy_rows = run_copies(hd_dims[:2], [int(c) for c in (args.copies or "1,2,4,8").split(",")],
+                           steps_per_octave=args.steps_per_octave or profile["steps_per_octave"],
+                           codebook_size=args.codebook_size,
+                           decisions=args.decisions or profile["decisions"], seed=args.seed)
+    _write_csv(copy_rows, out / "copies.csv")
     _write_csv(rows, out / "capacity.csv")
     _write_csv(ortho, out / "orthogonality.csv")
     plot_capacity(rows, out / "capacity.png")
@@ -517,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
         fidelity_table(rows),
         "### Theory: context length t = N up to which one token is recalled among M",
         context_table(),
+        "### Copies (uniform keys): N at 90 % / 50 % recall vs permuted copies read as their mean"
+        " (theory: crosstalk / C)",
+        copies_table(copy_rows),
     ])
     (out / "capacity.md").write_text(report + "\n")
     print(report)

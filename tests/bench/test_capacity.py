@@ -40,6 +40,17 @@ def test_measured_recall_follows_the_theory(key_type, n_items):
     assert abs(got["accuracy"] - expected) < 0.06
 
 
+@pytest.mark.parametrize(("copies", "n_items"), [(2, 100), (4, 200)])
+def test_copies_follow_the_theory_of_a_divided_crosstalk(copies, n_items):
+    """C permuted copies read as their mean: recall at N as a single memory at N / C."""
+    got = recall_point("uniform", 256, n_items, codebook_size=1024, decisions=1024, seed=5,
+                       copies=copies)
+    single = recall_point("uniform", 256, n_items, codebook_size=1024, decisions=1024, seed=5)
+    expected = theory_accuracy(n_items, 256, 1024, crosstalk=0.5 / copies)
+    assert 0.2 < expected < 0.9 and single["accuracy"] < expected - 0.3
+    assert abs(got["accuracy"] - expected) < 0.06
+
+
 @pytest.mark.parametrize("hd_dim", [64, 512])
 def test_per_item_fidelity_does_not_depend_on_hd_dim(hd_dim):
     n = 17
@@ -122,10 +133,10 @@ def test_orthogonality_ratios_rope_fixed_random_grows_with_sqrt_d():
 def test_main_writes_tables_and_plots(tmp_path, capsys):
     rc = main(["--output_dir", str(tmp_path), "--hd_dims", "32", "--ortho_dims", "32",
                "--key_types", "uniform,rope", "--decisions", "64", "--max_delta", "64",
-               "--steps_per_octave", "1", "--codebook_size", "64"])
+               "--steps_per_octave", "1", "--codebook_size", "64", "--copies", "1,2"])
     assert rc == 0
     for name in ("capacity.csv", "orthogonality.csv", "capacity.png", "orthogonality.png",
-                 "capacity.md"):
+                 "capacity.md", "copies.csv"):
         assert (tmp_path / name).stat().st_size > 0
     with (tmp_path / "capacity.csv").open() as f:
         rows = list(csv.DictReader(f))
