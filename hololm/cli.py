@@ -130,10 +130,13 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_dir", default=None, help="local copy of a hub dataset")
     parser.add_argument("--context_lengths", type=POSITIVE_INT, nargs="+", default=None,
                         help="context lengths in tokens (default: 256 512 1024 2048 4096)")
-    parser.add_argument("--max_windows", type=POSITIVE_INT, default=8,
-                        help="windows evaluated per context length (default: 8)")
-    parser.add_argument("--batch_size", type=POSITIVE_INT, default=1,
-                        help="windows per forward pass")
+    parser.add_argument("--tokens_per_length", type=POSITIVE_INT, default=100_000,
+                        help="held-out tokens scored per context length: as many whole windows "
+                             "as cover them, or the whole split if shorter (default: 100000)")
+    parser.add_argument("--max_windows", type=POSITIVE_INT, default=None,
+                        help="at most this many windows per context length (default: no cap)")
+    parser.add_argument("--batch_size", type=POSITIVE_INT, default=4,
+                        help="windows per forward pass (default: 4)")
     parser.add_argument("--chunk_size", type=POSITIVE_INT, default=None,
                         help="hololm models: run long windows through the recurrent cache in "
                              "chunks of this many tokens (bounded memory; exact)")
@@ -261,15 +264,17 @@ def run_eval(args: argparse.Namespace) -> None:
     rows = evaluate_checkpoint(args.checkpoint, args.dataset, args.split,
                                args.context_lengths or DEFAULT_CONTEXT_LENGTHS,
                                data_dir=args.data_dir, batch_size=args.batch_size,
-                               max_windows=args.max_windows, chunk_size=args.chunk_size,
+                               max_windows=args.max_windows,
+                               tokens_per_length=args.tokens_per_length,
+                               chunk_size=args.chunk_size,
                                device=args.device,
                                output_dir=args.output_dir)
-    print("| context | tokens | loss | perplexity | bits per byte |")
-    print("|---|---|---|---|---|")
+    print("| context | windows | tokens | loss ± standard error | perplexity | bits per byte |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         bpb = "–" if r.get("bits_per_byte") is None else f"{r['bits_per_byte']:.3f}"
-        print(f"| {r['context_length']} | {r['tokens']} | {r['loss']:.4f} | "
-              f"{r['perplexity']:.2f} | {bpb} |")
+        print(f"| {r['context_length']} | {r['windows']} | {r['tokens']} | {r['loss']:.4f} ± "
+              f"{r['loss_se']:.4f} | {r['perplexity']:.2f} | {bpb} |")
 
 
 def run_generate(args: argparse.Namespace) -> None:

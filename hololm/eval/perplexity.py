@@ -33,30 +33,37 @@ from hololm.models.cache import cache_argument, cache_of
 from hololm.models.modeling import HoloLMForCausalLM
 
 DEFAULT_CONTEXT_LENGTHS = (256, 512, 1024, 2048, 4096)
-COLUMNS = ("context_length", "mode", "windows", "tokens", "loss", "perplexity", "bits_per_byte")
+COLUMNS = ("context_length", "mode", "windows", "tokens", "loss", "loss_se", "perplexity",
+           "bits_per_byte")
 
 
-def _windows(tokens: torch.Tensor, length: int, max_windows: int | None) -> torch.Tensor:
+def _windows(tokens: torch.Tensor, length: int, max_windows: int | None,
+             tokens_per_length: int | None = None) -> torch.Tensor:
     """Indices [N, length + 1] of non-overlapping windows (consecutive windows share no
-    target)."""
+    target): all that fit, at most `max_windows`, and no more than cover `tokens_per_length`
+    targets."""
     count = (tokens.numel() - 1) // length
     if max_windows is not None:
         count = min(count, max_windows)
+    if tokens_per_length is not None:
+        count = min(count, -(-tokens_per_length // length))
     if count == 0:
         raise ConfigError(f"context length {length} needs at least {length + 1} held-out tokens, "
                           f"got {tokens.numel()}")
     return (torch.arange(count) * length)[:, None] + torch.arange(length + 1)
 
 
-def _nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
-                           reduction="sum").item()
+def _nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed NLL per row [B] (float64) of targets [B, L] (-100 = not scored)."""
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                          reduction="none")
+    return nll.view(targets.shape).sum(1, dtype=torch.float64).cpu()
 
 
 def _window_nll(model: PreTrainedModel, inputs: torch.Tensor, targets: torch.Tensor,
-                chunk_size: int | None) -> float:
-    """Summed NLL of `targets` [B, L] (-100 = not scored) after `inputs` [B, L], in one pass or
-    in chunks of `chunk_size` carried by the cache."""
+                chunk_size: int | None) -> torch.Tensor:
+    """Summed NLL per window [B] of `targets` [B, L] (-100 = not scored) after `inputs` [B, L],
+    in one pass or in chunks of `chunk_size` carried by the cache."""
     if chunk_size is None or inputs.shape[1] <= chunk_size:
         return _nll_sum(model(input_ids=inputs, use_cache=False).logits, targets)
     total, cache, argument = 0.0, None, cache_argument(model)
@@ -69,23 +76,37 @@ def _window_nll(model: PreTrainedModel, inputs: torch.Tensor, targets: torch.Ten
     return total
 
 
+def _standard_error(sums: torch.Tensor, counts: torch.Tensor) -> float:
+    """Standard error of the token-weighted mean loss Σ sums / Σ counts over windows (the ratio
+    estimator: windows are the independent units, tokens within one are not); NaN for one
+    window."""
+    k = sums.numel()
+    if k < 2:
+        return math.nan
+    loss = sums.sum() / counts.sum()
+    residual = sums - loss * counts
+    return float((residual.square().sum() / (k * (k - 1))).sqrt() / counts.mean())
+
+
 @torch.no_grad()
 def evaluate_perplexity(model: PreTrainedModel, tokens: torch.Tensor,
                         context_lengths: Sequence[int], *, batch_size: int = 1,
-                        max_windows: int | None = None, bytes_per_token: float | None = None,
-                        chunk_size: int | None = None,
+                        max_windows: int | None = None, tokens_per_length: int | None = None,
+                        bytes_per_token: float | None = None, chunk_size: int | None = None,
                         loss_mask: torch.Tensor | None = None) -> list[dict]:
     """One row per context length: context_length, mode ("full" or "streaming"), windows,
-    tokens (targets scored), loss (nats/token), perplexity, bits_per_byte (None without
-    `bytes_per_token`). `tokens` is a 1-D tensor of token ids; at most `max_windows` windows
-    per length are used, `batch_size` at a time; `loss_mask` (1-D bool, as `TokenData`'s)
-    scores only the tokens where it is True."""
+    tokens (targets scored), loss (nats/token) and its standard error over windows, perplexity,
+    bits_per_byte (None without `bytes_per_token`). `tokens` is a 1-D tensor of token ids; per
+    length, as many windows as fit, at most `max_windows` and enough for `tokens_per_length`
+    targets, `batch_size` at a time; `loss_mask` (1-D bool, as `TokenData`'s) scores only the
+    tokens where it is True."""
     if tokens.dim() != 1:
         raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
     if loss_mask is not None and loss_mask.shape != tokens.shape:
         raise ValueError(f"loss_mask has shape {tuple(loss_mask.shape)}, tokens "
                          f"{tuple(tokens.shape)}")
     for name, value in (("batch_size", batch_size), ("max_windows", max_windows),
+                        ("tokens_per_length", tokens_per_length),
                         ("chunk_size", chunk_size), *(("context length", n)
                                                       for n in context_lengths)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -103,24 +124,28 @@ def evaluate_perplexity(model: PreTrainedModel, tokens: torch.Tensor,
     tokens = tokens.long()
     rows = []
     for length in context_lengths:
-        total, count, index = 0.0, 0, _windows(tokens, length, max_windows)
+        index = _windows(tokens, length, max_windows, tokens_per_length)
+        sums, counts = [], []
         for batch in index.split(batch_size):
             windows = tokens[batch]
             targets = windows[:, 1:].clone()
             if loss_mask is not None:
                 targets[~loss_mask[batch[:, 1:]]] = -100
-            count += int((targets != -100).sum())
-            total += _window_nll(model, windows[:, :-1].to(device), targets.to(device),
-                                 chunk_size if streaming else None)
+            counts.append((targets != -100).sum(1, dtype=torch.float64))
+            sums.append(_window_nll(model, windows[:, :-1].to(device), targets.to(device),
+                                    chunk_size if streaming else None))
+        sums, counts = torch.cat(sums), torch.cat(counts)
+        count = int(counts.sum())
         if count == 0:
             raise ConfigError(f"no scored tokens in the windows of context length {length}")
-        loss = total / count
+        loss = float(sums.sum()) / count
         rows.append({
             "context_length": length,
             "mode": "streaming" if streaming and length > chunk_size else "full",
             "windows": index.shape[0],
             "tokens": count,
             "loss": loss,
+            "loss_se": _standard_error(sums, counts),
             "perplexity": math.exp(min(loss, 700.0)),  # exp overflows past ~709
             "bits_per_byte": (loss / math.log(2) / bytes_per_token
                               if bytes_per_token is not None else None),
@@ -193,23 +218,28 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str, split: str = "vali
                         context_lengths: Sequence[int] = DEFAULT_CONTEXT_LENGTHS, *,
                         data_dir: str | None = None, streaming: bool = False,
                         max_tokens: int | None = None, batch_size: int = 1,
-                        max_windows: int | None = None, chunk_size: int | None = None,
+                        max_windows: int | None = None, tokens_per_length: int | None = None,
+                        chunk_size: int | None = None,
                         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                         cache_dir: str | os.PathLike | None = None,
                         output_dir: str | Path | None = None) -> list[dict]:
     """`evaluate_perplexity` of a checkpoint (a step directory, or a checkpoint directory:
     its latest step) on the held-out split of `dataset`, tokenized with the checkpoint's own
-    tokenizer. Without `max_tokens`, only the tokens the windows need are read when
-    `max_windows` is given (max length × max_windows + 1), else the whole split. With
+    tokenizer. Without `max_tokens`, only the tokens the windows can need are read when
+    `max_windows` or `tokens_per_length` is given, else the whole split. With
     `output_dir`, also writes perplexity.csv and perplexity.png (loss against context length,
     the training length marked when the checkpoint records it)."""
     model, tokenizer = load_model_and_tokenizer(checkpoint, device, dtype)
-    if max_tokens is None and max_windows is not None and context_lengths:
-        max_tokens = max(context_lengths) * max_windows + 1
+    if max_tokens is None and context_lengths:
+        longest = max(context_lengths)
+        needed = [n for n in (max_windows and longest * max_windows,
+                              tokens_per_length and tokens_per_length + longest) if n]
+        max_tokens = min(needed) + 1 if needed else None
     data = load_token_data(dataset, split, tokenizer, data_dir=data_dir, streaming=streaming,
                            max_tokens=max_tokens, cache_dir=cache_dir)
     rows = evaluate_perplexity(model, data.tokens, context_lengths, batch_size=batch_size,
-                               max_windows=max_windows, bytes_per_token=data.bytes_per_token,
+                               max_windows=max_windows, tokens_per_length=tokens_per_length,
+                               bytes_per_token=data.bytes_per_token,
                                chunk_size=chunk_size, loss_mask=data.loss_mask)
     if output_dir is not None:
         output_dir = Path(output_dir)

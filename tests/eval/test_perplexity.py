@@ -30,6 +30,21 @@ def test_loss_is_the_mean_next_token_nll_over_non_overlapping_windows():
         assert row["loss"] == pytest.approx(ref, rel=1e-5)
         assert row["perplexity"] == pytest.approx(math.exp(ref), rel=1e-5)
         assert row["bits_per_byte"] == pytest.approx(ref / math.log(2) / 1.5, rel=1e-5)
+        # the standard error across windows (the independent units) of their mean loss
+        per_window = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), windows[:, 1:].flatten(), reduction="none").view(n, -1)
+        means = per_window.mean(1).double()
+        assert row["loss_se"] == pytest.approx((means.std() / math.sqrt(n)).item(), rel=1e-4)
+
+
+@torch.no_grad()
+def test_tokens_per_length_takes_the_windows_that_cover_it():
+    model = tiny("long")
+    rows = evaluate_perplexity(model, TOKENS, [32, 100], tokens_per_length=70)
+    assert [r["windows"] for r in rows] == [3, 1]  # ceil(70 / 32), ceil(70 / 100)
+    assert math.isnan(rows[1]["loss_se"])  # one window: no spread to estimate
+    capped = evaluate_perplexity(model, TOKENS, [32], tokens_per_length=10_000, max_windows=5)
+    assert capped[0]["windows"] == 5
 
 
 @pytest.mark.parametrize("model_type,overrides", [
