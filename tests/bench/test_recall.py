@@ -182,20 +182,20 @@ def test_tiny_run_writes_every_output(tmp_path, capsys):
     assert len(sweep) == 2 * len(rows)  # two learning rates, one kept
     assert {(r["model"], r["d_model"]) for r in rows} == {
         (m, d) for m in ("attention", "holo", "mamba2") for d in ("32", "64")}
-    assert {(r["seq_len"], r["train_slice"]) for r in rows} == {
-        ("64", "True"), ("128", "True"), ("256", "False"), ("512", "False")}
+    assert {(r["seq_len"], r["num_kv_pairs"], r["train_slice"]) for r in rows} == {
+        ("32", "2", "True"), ("64", "4", "True"), ("128", "8", "False"), ("128", "16", "False")}
 
-    def state(model, d, seq_len="512"):
+    def state(model, d, seq_len="128"):
         return {int(r["state_bytes_longest"]) for r in rows if r["model"] == model
                 and r["d_model"] == d and r["seq_len"] == seq_len}
 
-    # the x axis: memories grow with the width, attention's KV cache is the one at T=512
+    # the x axis: memories grow with the width, attention's KV cache is the one at T=128
     for model in ("holo", "mamba2", "attention"):
         assert min(state(model, "64")) > max(state(model, "32"))
     kv = {int(r["seq_len"]): int(r["state_bytes"]) for r in rows
           if r["model"] == "attention" and r["d_model"] == "32"}
-    assert state("attention", "32", "64") == {kv[512]} and kv[512] == 8 * kv[64]
-    assert state("holo", "32", "64") == state("holo", "32", "512")  # a memory does not grow
+    assert state("attention", "32", "32") == {kv[128]} and kv[128] == 4 * kv[32]
+    assert state("holo", "32", "32") == state("holo", "32", "128")  # a memory does not grow
     report = (tmp_path / "recall.md").read_text()
     assert report.startswith("```bash\nhololm bench recall --output_dir")
     assert "dropped" not in report
@@ -208,7 +208,7 @@ def test_a_task_attention_fails_is_dropped_with_a_note(tmp_path):
                         "--output_dir", str(tmp_path), "--workers", "1", "--no_progress"]) == 0
     assert {r["model"] for r in _read(tmp_path / "recall.csv")} == {"attention"}
     report = (tmp_path / "recall.md").read_text()
-    assert "**mqar**: dropped: softmax attention reached T=64 kv=4:" in report
+    assert "**mqar**: dropped: softmax attention reached T=32 kv=2:" in report
     assert "short of the 99 % bar" in report
 
 
