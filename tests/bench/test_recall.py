@@ -14,7 +14,13 @@ from torch import nn
 
 from hololm import cli
 from hololm.bench import recall
-from hololm.bench.recall_models import MODELS, VectorModel, build_recall_model
+from hololm.bench.recall_models import (
+    MODELS,
+    OUTSIDE,
+    VectorModel,
+    build_recall_model,
+    state_bytes,
+)
 from hololm.bench.recall_profiles import PROFILES, Profile, select, slice_length
 from hololm.data import synthetic
 
@@ -98,9 +104,15 @@ def test_every_family_builds_causal_and_vector_models(family):
     y[:, 20:] = torch.randint(64, (2, 20))
     torch.testing.assert_close(lm(input_ids=y, use_cache=False).logits[:, :20], logits[:, :20],
                                atol=1e-5, rtol=1e-5)
+    # the training path: the head on the final hidden states gives the same logits
+    hidden = lm(input_ids=x, use_cache=False, output_hidden_states=True,
+                logits_to_keep=1).hidden_states[-1]
+    torch.testing.assert_close(lm.get_output_embeddings()(hidden), logits, atol=1e-5, rtol=1e-5)
+    assert 0 < state_bytes(lm, 10) <= state_bytes(lm, 1000)
+    if family in OUTSIDE:
+        return  # no hololm blocks for a vector task
     vector = VectorModel(lm, 7, 3)
     assert vector(torch.randn(2, 10, 7)).shape == (2, 10, 3)
-    assert vector.state_bytes(1, 10) > 0
 
 
 @pytest.mark.parametrize("name", ["quick", "standard", "full"])
