@@ -3,8 +3,8 @@ settings), softmax attention and Mamba-2 on MQAR and the other synthetic tasks, 
 rate, and report the test accuracy (argmax over the whole vocabulary) of the learning rate that
 did best on a validation set, against each model's recurrent state size.
 
-    hololm bench recall --quick --output_dir runs/recall      # MQAR, <= 15 min on 2 CPU cores
-    hololm bench recall --standard --output_dir runs/recall   # + widths and tasks, <= 90 min
+    hololm bench recall --quick --output_dir runs/recall      # MQAR at one width
+    hololm bench recall --standard --output_dir runs/recall   # + widths and the other tasks
     hololm bench recall --full --device cuda --output_dir D   # zoology's grid, for a GPU
 
 Softmax attention runs first; a task it does not solve on its training slices is dropped
@@ -314,13 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
         "not solve in the profile's budget is dropped (with a note in recall.md).")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help="MQAR only (train 64/4 + 128/8, test to 512/32, vocabulary 1024), "
-                           "widths 32 and 64, three learning rates: <= 15 min on 2 CPU cores; "
-                           "the default")
+                      help="MQAR only (vocabulary 256, train 32/2 + 64/4, test to 128/16), "
+                           "width 64, three learning rates, <= 2,500 steps: ~26 min on 2 free "
+                           "CPU cores if every model runs (see docs/recall.md); the default")
     size.add_argument("--standard", action="store_true",
-                      help="MQAR (train 64/4 + 128/8 + 256/16, test to 512/64) at widths 32, "
-                           "64 and 128, plus the other tasks at width 64 where attention solves "
-                           "them: <= 90 min on 2 CPU cores (the committed results)")
+                      help="MQAR (vocabulary 1024, train 64/4 + 128/8 + 256/16, test to "
+                           "512/64) at widths 32, 64 and 128, <= 3,000 steps, plus the other "
+                           "tasks at width 64 where attention solves them: estimated ~6 h on "
+                           "2 CPU cores (docs/recall.md)")
     size.add_argument("--full", action="store_true",
                       help="zoology's grid (vocabulary 8192, train to 256/64, test to 1024/256, "
                            "widths 64-512, four learning rates): hours, meant for a GPU")

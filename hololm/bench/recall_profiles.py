@@ -1,7 +1,8 @@
 """What the recall benchmark runs: each task's training mixture and test slices, and three
-profiles — `quick` (≤ 15 min on 2 CPU cores), `standard` (≤ 90 min there: the committed results)
-and `full` (zoology's grid, for a GPU). MQAR follows zoology: the whole-vocabulary argmax, a
-mixture of (T, pairs) training slices, test-only slices up to 4x longer, a swept learning rate.
+profiles — `quick` (MQAR at one width), `standard` (three widths and the gated tasks) and `full`
+(zoology's grid, for a GPU); docs/recall.md gives their measured and estimated CPU cost. MQAR
+follows zoology: the whole-vocabulary argmax, a mixture of (T, pairs) training slices, test-only
+slices up to 4x longer, a swept learning rate.
 Every task is gated on softmax attention: a task it does not solve in the profile's budget is
 dropped (see `recall.gate`)."""
 
