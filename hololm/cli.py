@@ -80,8 +80,8 @@ def _train_help() -> dict[str, str]:
 
 
 BENCHMARKS = {
-    "recall": "every family vs attention on MQAR, passkey, reverse, sort, copy, induction and "
-              "vector recall",
+    "recall": "every family (original and improved) vs attention and Mamba-2: MQAR accuracy vs "
+              "state size (zoology), other tasks where attention solves them",
     "capacity": "phasor memory recall vs stored items and hd_dim; random Fourier vs RoPE "
                 "frequencies",
     "speed": "time, memory and tokens/s vs sequence length against SDPA attention and HF "

@@ -1,13 +1,17 @@
-"""Recall and reasoning benchmark: train small models of every family on each synthetic task,
-sweep the learning rate, and report test accuracy (or MSE) of the learning rate that did best on
-a validation set — side by side with softmax attention.
+"""Recall benchmark after zoology: train small models of every family (original and improved
+settings), softmax attention and Mamba-2 on MQAR and the other synthetic tasks, sweep the learning
+rate, and report the test accuracy (argmax over the whole vocabulary) of the learning rate that
+did best on a validation set, against each model's recurrent state size.
 
-    hololm bench recall --quick --output_dir runs/recall      # every task and family, 2 CPU cores
-    hololm bench recall --full --device cuda --output_dir D   # zoology's sweep sizes, for a GPU
+    hololm bench recall --quick --output_dir runs/recall      # MQAR at one width
+    hololm bench recall --standard --output_dir runs/recall   # + widths and the other tasks
+    hololm bench recall --full --device cuda --output_dir D   # zoology's grid, for a GPU
 
-Writes recall.csv (test results of the selected learning rates), recall_sweep.csv (every run),
-recall.md (the tables) and recall_vs_seq_len.png, recall_vs_kv_pairs.png, recall_vs_state.png.
-Runs are independent jobs spread over `--workers` processes (one thread each on CPU).
+Softmax attention runs first; a task it does not solve on its training slices is dropped
+(`gate`). Writes recall.csv (test results of the selected learning rates), recall_sweep.csv
+(every run), recall.md (the tables, opening with the command) and recall_vs_state.png (the
+headline: accuracy vs state bytes), recall_vs_seq_len.png, recall_vs_kv_pairs.png. Runs are
+independent jobs spread over `--workers` processes (one thread each on CPU).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,10 +32,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hololm.bench.recall_models import MODELS, VectorModel, build_recall_model
+from hololm.bench.recall_models import (
+    MODELS,
+    OUTSIDE,
+    VectorModel,
+    build_recall_model,
+    state_bytes,
+)
 from hololm.bench.recall_profiles import PROFILES, Profile, Task, select, slice_length
 from hololm.bench.recall_report import write_reports
-from hololm.data.synthetic import IGNORE, TaskData, split_seeds
+from hololm.data.synthetic import TaskData, split_seeds
 
 
 @dataclass(frozen=True)
@@ -43,24 +54,6 @@ class Job:
     device: str
 
 
-def _concat(parts: list[TaskData]) -> TaskData:
-    """Stack slices of different lengths, padding at the end (unscored, so causal models see the
-    same prefix)."""
-    length = max(p.inputs.shape[1] for p in parts)
-
-    def pad(x: torch.Tensor, value) -> torch.Tensor:
-        extra = length - x.shape[1]
-        if extra == 0:
-            return x
-        shape = (x.shape[0], extra, *x.shape[2:])
-        return torch.cat([x, torch.full(shape, value, dtype=x.dtype)], dim=1)
-
-    vector = parts[0].mask is not None
-    return TaskData(torch.cat([pad(p.inputs, 0) for p in parts]),
-                    torch.cat([pad(p.targets, 0 if vector else IGNORE) for p in parts]),
-                    torch.cat([pad(p.mask, False) for p in parts]) if vector else None)
-
-
 def make_split(task: Task, split: str, seed: int, examples: int,
                slices: tuple[dict, ...]) -> list[TaskData]:
     """One TaskData per slice, seeded per (split, slice) so the splits never share a draw."""
@@ -70,22 +63,31 @@ def make_split(task: Task, split: str, seed: int, examples: int,
             for i, kwargs in enumerate(slices)]
 
 
-def _forward(model: torch.nn.Module, inputs: torch.Tensor, vector: bool) -> torch.Tensor:
-    return model(inputs) if vector else model(input_ids=inputs, use_cache=False).logits
+def _scored_outputs(model: torch.nn.Module, data: TaskData) -> torch.Tensor:
+    """The outputs at the scored positions only: [n_scored, V] logits over the whole vocabulary
+    (or [n_scored, F] vectors). The LM head runs on those positions alone — MQAR scores a few
+    tokens per sequence, and a head over every position is a third of a small model's step."""
+    scored = data.scored()
+    if data.mask is not None:
+        return model(data.inputs)[scored]
+    out = model(input_ids=data.inputs, use_cache=False, output_hidden_states=True,
+                logits_to_keep=1)
+    return model.get_output_embeddings()(out.hidden_states[-1][scored])
 
 
 def _loss(out: torch.Tensor, data: TaskData) -> torch.Tensor:
-    scored = data.scored()
+    target = data.targets[data.scored()]
     if data.mask is not None:
-        return F.mse_loss(out[scored].float(), data.targets[scored])
-    return F.cross_entropy(out[scored].float(), data.targets[scored])
+        return F.mse_loss(out.float(), target)
+    return F.cross_entropy(out.float(), target)
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: TaskData, device: str, max_tokens: int = 2**15
              ) -> dict:
-    """accuracy (scored targets right), sequence_accuracy (all of an example's targets right) and
-    mse (vector tasks), over `data` in batches of about `max_tokens` tokens."""
+    """accuracy (scored targets right: argmax over the whole vocabulary, as zoology scores),
+    sequence_accuracy (all of an example's targets right) and mse (vector tasks), over `data` in
+    batches of about `max_tokens` tokens."""
     model.eval()
     vector = data.mask is not None
     batch = max(1, max_tokens // data.inputs.shape[1])
@@ -94,15 +96,15 @@ def evaluate(model: torch.nn.Module, data: TaskData, device: str, max_tokens: in
     for start in range(0, len(data), batch):
         part = TaskData(*(t[start:start + batch].to(device) if t is not None else None
                           for t in (data.inputs, data.targets, data.mask)))
-        out = _forward(model, part.inputs, vector).float()
+        out = _scored_outputs(model, part).float()
         scored = part.scored()
-        if vector:
-            squared += (out[scored] - part.targets[scored]).pow(2).mean(-1).sum().item()
-            total += scored.sum().item()
-            continue
-        hit = (out.argmax(-1) == part.targets) | ~scored
-        correct += (hit & scored).sum().item()
         total += scored.sum().item()
+        if vector:
+            squared += (out - part.targets[scored]).pow(2).mean(-1).sum().item()
+            continue
+        hit = torch.ones_like(scored)
+        hit[scored] = out.argmax(-1) == part.targets[scored]
+        correct += (hit & scored).sum().item()
         whole += hit.all(dim=1).sum().item()
     model.train()
     if vector:
@@ -115,19 +117,37 @@ def _score(result: dict) -> float:
     return -result["mse"] if math.isnan(result["accuracy"]) else result["accuracy"]
 
 
+def solved(result: dict, bar: float) -> bool:
+    """Accuracy ≥ bar, or for vector tasks an MSE ≤ 1 − bar (predicting zero scores 1)."""
+    if math.isnan(result["accuracy"]):
+        return result["mse"] <= 1 - bar
+    return result["accuracy"] >= bar
+
+
+def _batch(slices: list[TaskData], size: int, order: torch.Generator, device: str) -> TaskData:
+    """A batch from one training slice drawn at random: slices of different lengths are mixed
+    across steps rather than padded into one batch, so no step pays for padding."""
+    data = slices[torch.randint(len(slices), (1,), generator=order).item()]
+    idx = torch.randint(len(data), (size,), generator=order)
+    return TaskData(*(t[idx].to(device) if t is not None else None
+                      for t in (data.inputs, data.targets, data.mask)))
+
+
 def run_job(job: Job) -> list[dict]:
-    """Train one (task, family, width, lr) and evaluate it on every test slice."""
+    """Train one (task, family, width, lr) on the task's mixture of training slices and evaluate
+    it on every test slice (training slices and the longer test-only ones)."""
     task, profile = job.task, job.profile.for_task(job.task.name)
     torch.manual_seed(profile.seed)
     vector = task.vocab_size is None
     started = time.perf_counter()
-    train = _concat(make_split(task, "train", profile.seed,
-                               task.train_examples // len(task.train), task.train))
-    valid = _concat(make_split(task, "validation", profile.seed, 256 // len(task.train) + 1,
-                               task.train))
+    train = make_split(task, "train", profile.seed, task.train_examples // len(task.train),
+                       task.train)
+    valid = make_split(task, "validation", profile.seed, profile.validation_examples,
+                       task.train)
     lm = build_recall_model(job.family, task.vocab_size or 2, job.d_model, profile.n_layers,
                             task.max_len)
-    model = VectorModel(lm, train.inputs.shape[-1], train.targets.shape[-1]) if vector else lm
+    model = VectorModel(lm, train[0].inputs.shape[-1], train[0].targets.shape[-1]) \
+        if vector else lm
     model.to(job.device).train()
     params = sum(p.numel() for p in model.parameters() if p.requires_grad
                  and not (vector and p is lm.model.embed_tokens.weight))
@@ -138,12 +158,10 @@ def run_job(job: Job) -> list[dict]:
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(
         (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))) if decay else 1.0))
     order = torch.Generator().manual_seed(profile.seed)
-    step, best = 0, -math.inf
+    step = 0
     while step < steps:
-        idx = torch.randint(len(train), (profile.batch_size,), generator=order)
-        batch = TaskData(*(t[idx].to(job.device) if t is not None else None
-                           for t in (train.inputs, train.targets, train.mask)))
-        loss = _loss(_forward(model, batch.inputs, vector), batch)
+        batch = _batch(train, profile.batch_size, order, job.device)
+        loss = _loss(_scored_outputs(model, batch), batch)
         if not torch.isfinite(loss):
             break  # diverged at this learning rate: score what the model had
         opt.zero_grad(set_to_none=True)
@@ -152,11 +170,13 @@ def run_job(job: Job) -> list[dict]:
         opt.step()
         schedule.step()
         step += 1
-        if step % profile.eval_every == 0 or step == steps:
-            best = max(best, _score(evaluate(model, valid, job.device)))
-            if best >= profile.target_accuracy:
-                break
-    validation = evaluate(model, valid, job.device)
+        # stop once every training slice is solved on validation
+        if step % profile.eval_every == 0 and all(
+                solved(evaluate(model, v, job.device), profile.target_accuracy) for v in valid):
+            break
+    # the learning rate is chosen on the mean validation score over the training slices
+    validation = sum(_score(evaluate(model, v, job.device)) for v in valid) / len(valid)
+    longest = max(slice_length(task, s) for s in task.test)
     rows = []
     for kwargs, data in zip(task.test, make_split(task, "test", profile.seed, task.test_examples,
                                                   task.test), strict=True):
@@ -164,49 +184,105 @@ def run_job(job: Job) -> list[dict]:
         rows.append({
             "task": task.name, "model": job.family, "d_model": job.d_model,
             "seq_len": seq_len, "num_kv_pairs": kwargs.get("num_kv_pairs", kwargs.get(
-                "num_pairs", "")),
+                "num_pairs", "")), "train_slice": kwargs in task.train,
             **evaluate(model, data, job.device),
-            "state_bytes": lm.state_bytes(1, seq_len), "params": params, "lr": job.lr,
-            "steps": step, "validation_score": _score(validation),
+            "state_bytes": state_bytes(lm, seq_len), "state_bytes_longest": state_bytes(
+                lm, longest), "params": params, "lr": job.lr,
+            "steps": step, "validation_score": validation,
             "train_seq_len": max(slice_length(task, s) for s in task.train),
             "wall_s": round(time.perf_counter() - started, 1)})
     return rows
 
 
 def _tokens(job: Job) -> int:
-    """A job's cost in tokens: trained (steps x batch x length) plus evaluated."""
+    """A job's cost in tokens: trained (steps x batch x mean slice length) plus evaluated."""
     task, profile = job.task, job.profile.for_task(job.task.name)
-    trained = profile.steps * profile.batch_size * max(slice_length(task, s) for s in task.train)
-    return trained + task.test_examples * sum(slice_length(task, s) for s in task.test)
+    mean_len = sum(slice_length(task, s) for s in task.train) / len(task.train)
+    return int(profile.steps * profile.batch_size * mean_len
+               + task.test_examples * sum(slice_length(task, s) for s in task.test))
 
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_profile(profile: Profile, device: str = "cpu", workers: int = 1,
-                progress: bool = True) -> list[dict]:
-    """Every job of the profile; rows of all learning rates (pick with `best_rows`)."""
-    jobs = [Job(task, family, d, lr, profile, device) for task in profile.tasks
-            for family in profile.families for d in profile.d_models
+def _jobs(profile: Profile, device: str, families: tuple[str, ...], tasks: tuple[Task, ...]
+          ) -> list[Job]:
+    """Every (task, family, width, lr) of `families` on `tasks`, the dearest first so that no
+    worker is left with one at the end; the Hugging Face models skip the vector tasks."""
+    jobs = [Job(task, family, d, lr, profile, device) for task in tasks for family in families
+            if not (task.vocab_size is None and family in OUTSIDE)
+            for d in profile.for_task(task.name).d_models
             for lr in profile.for_task(task.name).lrs]
-    # the dearest jobs first, so that no worker is left with one at the end
-    jobs.sort(key=_tokens, reverse=True)
-    rows: list[dict] = []
-    bar = tqdm(total=len(jobs), desc="recall runs", disable=not progress)
-    if workers <= 1:
-        for job in jobs:
-            rows += run_job(job)
-            bar.update()
-    else:
-        context = multiprocessing.get_context("spawn")  # forked OpenMP pools can deadlock
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(max(1, torch.get_num_threads() // workers),)) as pool:
-            for future in as_completed([pool.submit(run_job, job) for job in jobs]):
-                rows += future.result()
+    return sorted(jobs, key=_tokens, reverse=True)
+
+
+def gate(rows: list[dict], profile: Profile) -> dict[str, str]:
+    """Tasks the reference (softmax attention) does not solve on its training slices within the
+    profile's budget, with the note the report prints: a task attention fails in this budget
+    cannot tell the memories apart, so it is dropped."""
+    dropped = {}
+    chosen = best_rows(rows)
+    for task in profile.tasks:
+        widths: dict[int, list[dict]] = defaultdict(list)
+        for r in chosen:
+            if r["task"] == task.name and r["train_slice"]:
+                widths[r["d_model"]].append(r)
+        if not widths:
+            continue
+        # attention's best width: the one whose worst training slice scores highest
+        d = max(widths, key=lambda w: min(_score(r) for r in widths[w]))
+        if all(solved(r, profile.gate) for r in widths[d]):
+            continue
+        reached = ", ".join(f"T={r['seq_len']} kv={r['num_kv_pairs']}: " + (
+            f"MSE {r['mse']:.3f}" if math.isnan(r["accuracy"]) else f"{100 * r['accuracy']:.1f} %")
+            for r in widths[d])
+        dropped[task.name] = (
+            f"dropped: softmax attention reached {reached} on its training slices (d={d}, "
+            f"{widths[d][0]['steps']} steps), short of the {100 * profile.gate:g} % bar, so in "
+            f"this budget the task cannot tell the memories apart")
+    return dropped
+
+
+def run_profile(profile: Profile, device: str = "cpu", workers: int = 1,
+                progress: bool = True) -> tuple[list[dict], dict[str, str]]:
+    """Every job of the profile: rows of all learning rates (pick with `best_rows`), and the
+    tasks dropped by the gate with why. With `attention` among the families and a gate set,
+    attention runs first and the other families run only the tasks it solves."""
+    reference = ("attention",) if profile.gate and "attention" in profile.families else ()
+    others = tuple(f for f in profile.families if f not in reference)
+    first = _jobs(profile, device, reference, profile.tasks)
+    bar = tqdm(total=len(first) + len(_jobs(profile, device, others, profile.tasks)),
+               desc="recall runs", disable=not progress)
+    pool = None if workers <= 1 else ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"),  # forked OpenMP can deadlock
+        initializer=_init_worker, initargs=(max(1, torch.get_num_threads() // workers),))
+
+    def run(jobs: list[Job]) -> list[dict]:
+        rows: list[dict] = []
+        if pool is None:
+            for job in jobs:
+                rows += run_job(job)
                 bar.update()
-    bar.close()
-    return rows
+            return rows
+        for future in as_completed([pool.submit(run_job, job) for job in jobs]):
+            rows += future.result()
+            bar.update()
+        return rows
+
+    try:
+        rows = run(first)
+        dropped = gate(rows, profile) if reference else {}
+        kept = tuple(t for t in profile.tasks if t.name not in dropped)
+        rest = _jobs(profile, device, others, kept)
+        bar.total = len(first) + len(rest)
+        bar.refresh()
+        rows += run(rest)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        bar.close()
+    return rows, dropped
 
 
 def best_rows(rows: list[dict]) -> list[dict]:
@@ -231,33 +307,45 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hololm bench recall", description="Train every family and softmax attention on "
-        "synthetic recall / reasoning tasks (MQAR, MQAR with forgetting, passkey to 16k, reverse, "
-        "sort, copy, induction, continuous vector recall), sweep the learning rate, report the "
-        "best (chosen on a validation set, scored on a test set).")
+        prog="hololm bench recall", description="Train every hololm family (original and "
+        "improved settings), softmax attention and Mamba-2 on zoology's MQAR and the other "
+        "synthetic tasks; sweep the learning rate, keep the best on a validation set, report the "
+        "test set, and plot accuracy against recurrent state size. A task softmax attention does "
+        "not solve in the profile's budget is dropped (with a note in recall.md).")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help="small models, every task and family (measured: 11 min on 2 CPU "
-                           "cores, see the README); the default")
+                      help="MQAR only (vocabulary 256, train 32/2 + 64/4, test to 128/16), "
+                           "width 64, three learning rates, <= 2,500 steps: ~26 min on 2 free "
+                           "CPU cores if every model runs (see docs/recall.md); the default")
+    size.add_argument("--standard", action="store_true",
+                      help="MQAR (vocabulary 1024, train 64/4 + 128/8 + 256/16, test to "
+                           "512/64) at widths 32, 64 and 128, <= 3,000 steps, plus the other "
+                           "tasks at width 64 where attention solves them: estimated ~6 h on "
+                           "2 CPU cores (docs/recall.md)")
     size.add_argument("--full", action="store_true",
-                      help="zoology's sweep sizes (T 64-512, kv 4-64, d_model 64-256, four "
-                           "learning rates): hours, meant for a GPU")
+                      help="zoology's grid (vocabulary 8192, train to 256/64, test to 1024/256, "
+                           "widths 64-512, four learning rates): hours, meant for a GPU")
     parser.add_argument("--output_dir", required=True,
                         help="folder for recall.csv, recall_sweep.csv, recall.md and the PNGs")
     parser.add_argument("--tasks", nargs="+", default=None,
                         help="only these tasks (default: all of the profile)")
     parser.add_argument("--models", nargs="+", default=None,
-                        help=f"only these families or variants (default: {', '.join(MODELS)})")
+                        help=f"only these families, variants or mamba2 (default: "
+                             f"{', '.join(MODELS)}); without attention no task is gated")
     parser.add_argument("--lrs", type=float, nargs="+", default=None,
                         help="learning rates to sweep (default: the profile's)")
     parser.add_argument("--d_models", type=int, nargs="+", default=None,
-                        help="model widths (default: the profile's)")
+                        help="model widths, the state-size axis (default: the profile's)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per run (default: the profile's)")
+                        help="most training steps per run; a run stops early once every "
+                             "training slice is solved on validation (default: the profile's)")
     parser.add_argument("--batch_size", type=int, default=None,
-                        help="training batch size (default: the profile's, 64)")
+                        help="training batch size (default: the profile's)")
     parser.add_argument("--test_examples", type=int, default=None,
-                        help="test examples per slice (default: the task's, 32-1000)")
+                        help="test examples per slice (default: the task's)")
+    parser.add_argument("--gate", type=float, default=None,
+                        help="accuracy attention must reach on every training slice for a task "
+                             "to be kept (default 0.99; 0 keeps every task)")
     parser.add_argument("--seed", type=int, default=None,
                         help="base seed of data, initialisation and batch order (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -269,23 +357,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    profile = select(PROFILES["full" if args.full else "quick"], args.tasks, args.models,
+    name = "full" if args.full else "standard" if args.standard else "quick"
+    profile = select(PROFILES[name], args.tasks, args.models,
                      test_examples=args.test_examples,
                      lrs=tuple(args.lrs) if args.lrs else None,
                      d_models=tuple(args.d_models) if args.d_models else None,
-                     steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+                     steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                     gate=args.gate)
     workers = args.workers or (os.cpu_count() or 1 if args.device == "cpu" else 1)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows = run_profile(profile, args.device, workers, progress=not args.no_progress)
+    rows, dropped = run_profile(profile, args.device, workers, progress=not args.no_progress)
     write_csv(rows, out / "recall_sweep.csv")
     chosen = best_rows(rows)
     write_csv(chosen, out / "recall.csv")
     command = "hololm bench recall " + " ".join(sys.argv[1:] if argv is None else argv)
     summary = {**{k: v for k, v in asdict(profile).items() if k != "tasks"},
-               "tasks": [t.name for t in profile.tasks], "workers": workers}
-    table = write_reports(chosen, out, summary, command.strip(), time.perf_counter() - started)
+               "profile": name, "tasks": [t.name for t in profile.tasks], "workers": workers}
+    table = write_reports(chosen, out, summary, command.strip(), time.perf_counter() - started,
+                          dropped)
     print(table)
     return 0
 

@@ -1,10 +1,12 @@
 """The models the recall benchmark compares, built by `build_model` at one matched width and depth.
 
-By default: `holo` (Holo-Transformer memory with its key short-conv), `holo-noconv` (the same
-without it: keys from the current token only), `long` (LongAttention V5), `hologpt` (HoloGPT
-outer-product memory), `hsn` (HoloSpectralNet), `attention` (softmax attention with RoPE, the
-baseline) and `holo-hybrid` (holo layers with softmax attention as the last layer). Any family or
-variant of the registry works; the HF baselines do not (vector tasks reuse the blocks).
+The headline set (`MODELS`) pairs every hololm family's original setting with its improved one:
+`holo` (Holo-Transformer, key short-conv) vs `holo-conv` (the conv also feeds queries and values)
+and `holo-copies` (4 memories under permuted key phases); `hologpt` vs `hologpt-conv` and
+`hologpt-delta` (the delta rule); `long` (LongAttention V5); `hsn` vs `hsn-conv`; and the two
+references: `attention` (softmax attention with RoPE, in hololm's backbone) and `mamba2` (Hugging
+Face's Mamba-2 with its short conv; the pure-torch path on CPU). Any family, variant or
+`mamba2` works; vector tasks reuse the hololm blocks, so `mamba2` skips them.
 
 Token tasks use the causal LM as is. Vector tasks (continuous key → value recall) reuse the same
 blocks between a linear read-in and a linear read-out (`VectorModel`).
@@ -19,8 +21,10 @@ from transformers import PreTrainedModel
 from hololm.models.presets import build_model
 from hololm.models.registry import FAMILIES, VARIANTS, matched_shape
 
-MODELS = ("holo", "holo-noconv", "long", "hologpt", "hsn", "attention", "holo-hybrid")
-KNOWN = (*FAMILIES, *VARIANTS)
+MODELS = ("holo", "holo-conv", "holo-copies", "hologpt", "hologpt-conv", "hologpt-delta", "long",
+          "hsn", "hsn-conv", "attention", "mamba2")
+OUTSIDE = ("mamba2",)  # Hugging Face models: no hololm blocks for the vector tasks to reuse
+KNOWN = (*FAMILIES, *VARIANTS, *OUTSIDE)
 HEAD_DIM = 32  # heads = d_model // 32 for every family with free heads
 
 
@@ -32,6 +36,19 @@ def build_recall_model(name: str, vocab_size: int, d_model: int, n_layers: int,
         raise ValueError(f"unknown family {name!r}; choose from {KNOWN}")
     shape = matched_shape(name, d_model, n_layers, max(1, d_model // HEAD_DIM))
     return build_model(name, "tiny", vocab_size, max_len, **shape)
+
+
+def state_bytes(lm: PreTrainedModel, context_len: int) -> int:
+    """Bytes of one sequence's generation state after `context_len` tokens: the model's own
+    `state_bytes` for hololm (a KV cache grows with the context, a memory does not); for
+    Mamba-2, its SSM states plus the last conv_kernel − 1 inputs of its conv, per layer."""
+    if hasattr(lm, "state_bytes"):
+        return lm.state_bytes(1, context_len)
+    c = lm.config
+    itemsize = next(lm.parameters()).element_size()
+    conv_dim = c.expand * c.hidden_size + 2 * c.n_groups * c.state_size
+    per_layer = c.num_heads * c.head_dim * c.state_size + conv_dim * (c.conv_kernel - 1)
+    return c.num_hidden_layers * per_layer * itemsize
 
 
 class VectorModel(nn.Module):

@@ -1,6 +1,10 @@
-"""What the recall benchmark runs: each task's training mixture and test slices, and the two
-profiles — `quick` (every task and family, small; its wall time is printed in recall.md) and `full`
-(zoology's standard sweep sizes, meant for a GPU)."""
+"""What the recall benchmark runs: each task's training mixture and test slices, and three
+profiles — `quick` (MQAR at one width), `standard` (three widths and the gated tasks) and `full`
+(zoology's grid, for a GPU); docs/recall.md gives their measured and estimated CPU cost. MQAR
+follows zoology: the whole-vocabulary argmax, a mixture of (T, pairs) training slices, test-only
+slices up to 4x longer, a swept learning rate.
+Every task is gated on softmax attention: a task it does not solve in the profile's budget is
+dropped (see `recall.gate`)."""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from hololm.errors import ConfigError
 
 @dataclass(frozen=True)
 class Task:
-    """`train` and `test` are lists of generator keyword sets (one slice each); the training set
-    mixes its slices equally (padded to the longest). `vocab_size` None = a vector task."""
+    """`train` and `test` are lists of generator keyword sets (one slice each); training draws
+    each batch from one slice at random (equal shares). A test slice that is not a training
+    slice is test-only (longer contexts, more pairs). `vocab_size` None = a vector task."""
 
     name: str
     generate: Callable[..., synthetic.TaskData]
@@ -46,7 +51,9 @@ class Profile:
     steps: int = 1000
     batch_size: int = 64
     eval_every: int = 100
-    target_accuracy: float = 0.999  # stop early once validation accuracy reaches it
+    target_accuracy: float = 0.999  # stop early once every training slice's validation reaches it
+    validation_examples: int = 256  # per training slice
+    gate: float = 0.99  # attention must reach it on every training slice, else the task is dropped
     weight_decay: float = 0.1
     seed: int = 0
     schedule: str = "cosine"  # after the linear warmup: cosine decay to 0, or "constant"
@@ -70,75 +77,70 @@ def _kv(seq_len: int, pairs: tuple[int, ...], **extra) -> tuple[dict, ...]:
     return tuple({"seq_len": seq_len, "num_kv_pairs": k, **extra} for k in pairs)
 
 
-def quick_tasks() -> tuple[Task, ...]:
+def _mqar(train: tuple[tuple[int, int], ...], test: tuple[tuple[int, int], ...], vocab_size: int,
+          train_examples: int, test_examples: int, random_non_queries: bool | str = True
+          ) -> Task:
+    """Zoology's MQAR: training slices (T, pairs) mixed, then the test slices — the training
+    ones and longer test-only ones; scored by argmax over the whole vocabulary.
+
+    `random_non_queries="no_keys"`: in a vocabulary of 256-1024 tokens, random filler repeats a
+    key before its query in ~3-5 % of queries, which held attention at 95-96 % (quick slices,
+    2,500 steps); zero filler (zoology's False) left it at chance (51 % on 2 pairs after 1,500
+    steps). Filler without the example's keys removes the ceiling and keeps the filler."""
+    extra = {"random_non_queries": random_non_queries}
+    return Task("mqar", synthetic.mqar,
+                tuple({"seq_len": t, "num_kv_pairs": k, **extra} for t, k in train),
+                tuple({"seq_len": t, "num_kv_pairs": k, **extra} for t, k in train + test),
+                vocab_size=vocab_size, train_examples=train_examples,
+                test_examples=test_examples)
+
+
+def _others(scale: int) -> tuple[Task, ...]:
+    """The other tasks at `scale` (1: the standard lengths, 4: the full ones); each is kept only
+    where attention solves it in the profile's budget (the gate)."""
     return (
-        # zoology's MQAR at its smallest useful size: 4 pairs in 32 tokens, vocabulary 64; 8
-        # pairs then test generalisation
-        Task("mqar", synthetic.mqar, _kv(32, (4,)), _kv(32, (4, 8)),
-             vocab_size=64, train_examples=20_000),
-        Task("mqar_forget", synthetic.mqar_forget, _kv(48, (4,)), _kv(48, (4, 8)),
-             vocab_size=64, train_examples=20_000),
-        Task("passkey", synthetic.passkey, ({"seq_len": 64},),
-             tuple({"seq_len": n} for n in (64, 1024, 4096, 16384)), vocab_size=64,
-             train_examples=10_000, test_examples=16),
-        Task("reverse", synthetic.reverse, ({"seq_len": 33},), ({"seq_len": 33},),
-             vocab_size=32, train_examples=20_000),
-        Task("sort", synthetic.sort, ({"seq_len": 33},), ({"seq_len": 33},),
-             vocab_size=32, train_examples=20_000),
-        Task("copy", synthetic.copy, ({"seq_len": 33},), ({"seq_len": 33},),
-             vocab_size=32, train_examples=20_000),
-        Task("induction", synthetic.induction, ({"seq_len": 32},), ({"seq_len": 32},),
-             vocab_size=32, train_examples=20_000),
-        Task("vector_recall", synthetic.vector_recall, ({"num_pairs": 16},),
-             ({"num_pairs": 8}, {"num_pairs": 16}), vocab_size=None, train_examples=20_000),
+        Task("mqar_forget", synthetic.mqar_forget, _kv(48 * scale, (4 * scale,)),
+             _kv(48 * scale, (4 * scale, 8 * scale)), vocab_size=1024 * scale,
+             train_examples=20_000 * scale),
+        Task("passkey", synthetic.passkey, ({"seq_len": 64 * scale},),
+             tuple({"seq_len": n * scale} for n in (64, 256, 1024, 4096)), vocab_size=64,
+             train_examples=10_000 * scale, test_examples=32),
+        Task("reverse", synthetic.reverse, ({"seq_len": 32 * scale + 1},),
+             ({"seq_len": 32 * scale + 1},), vocab_size=32 * scale, train_examples=20_000 * scale),
+        Task("sort", synthetic.sort, ({"seq_len": 32 * scale + 1},), ({"seq_len": 32 * scale + 1},),
+             vocab_size=32 * scale, train_examples=20_000 * scale),
+        Task("copy", synthetic.copy, ({"seq_len": 32 * scale + 1},), ({"seq_len": 32 * scale + 1},),
+             vocab_size=32 * scale, train_examples=20_000 * scale),
+        Task("induction", synthetic.induction, ({"seq_len": 64 * scale},),
+             tuple({"seq_len": n * scale} for n in (64, 256)), vocab_size=64,
+             train_examples=20_000 * scale),
+        Task("vector_recall", synthetic.vector_recall, ({"num_pairs": 16 * scale},),
+             ({"num_pairs": 8 * scale}, {"num_pairs": 16 * scale}), vocab_size=None,
+             train_examples=20_000 * scale),
     )
 
 
-def full_tasks() -> tuple[Task, ...]:
-    """Zoology's standard MQAR grid (vocab 8192, T 64–512, kv 4–64) and longer versions of the
-    other tasks; passkey trained at 4k and evaluated to 16k (Holo-Transformer's protocol)."""
-    mqar_train = (_kv(64, (4,)) + _kv(128, (8,)) + _kv(256, (16, 32, 64)))
-    mqar_test = (_kv(64, (4, 8, 16)) + _kv(128, (8, 16, 32)) + _kv(256, (16, 32, 64))
-                 + _kv(512, (32, 64)))
-    return (
-        Task("mqar", synthetic.mqar, mqar_train, mqar_test, vocab_size=8192,
-             train_examples=100_000, test_examples=1000),
-        Task("mqar_forget", synthetic.mqar_forget, _kv(256, (8, 16, 32)),
-             _kv(256, (8, 16, 32)) + _kv(512, (64,)), vocab_size=8192, train_examples=100_000,
-             test_examples=1000),
-        Task("passkey", synthetic.passkey, ({"seq_len": 4096},),
-             tuple({"seq_len": n} for n in (4096, 8192, 16384, 32768)), vocab_size=64,
-             train_examples=20_000, test_examples=64),
-        Task("reverse", synthetic.reverse, ({"seq_len": 129},), ({"seq_len": 129},),
-             vocab_size=64, train_examples=50_000),
-        Task("sort", synthetic.sort, ({"seq_len": 129},), ({"seq_len": 129},),
-             vocab_size=64, train_examples=50_000),
-        Task("copy", synthetic.copy, ({"seq_len": 257},), ({"seq_len": 257},),
-             vocab_size=64, train_examples=50_000),
-        Task("induction", synthetic.induction, ({"seq_len": 256},),
-             tuple({"seq_len": n} for n in (256, 1024, 4096)), vocab_size=64,
-             train_examples=50_000),
-        Task("vector_recall", synthetic.vector_recall, ({"num_pairs": 64},),
-             tuple({"num_pairs": n} for n in (16, 64, 128)), vocab_size=None,
-             train_examples=50_000),
-    )
-
-
-QUICK_FAMILIES = tuple(f for f in MODELS if f != "holo-noconv")
-
-# MQAR in the quick profile, from a GPU grid (T 16/32/64, vocabulary 64/128, lr 5e-4 to 3e-3,
-# batch 32/64/128, seeds 0-3): attention learns it through a late jump, at 800-950 steps while lr
-# 5e-4 stays high (a 2000-step cosine there; with the constant rate here 3 of 4 seeds by 900 steps,
-# the 4th at 98.7 % after 1200), never when the rate decays before ~1000 steps, and never at 3e-3;
-# the holographic families do best at 3e-3. Both are swept.
-QUICK_MQAR = {"steps": 1200, "batch_size": 64, "lrs": (5e-4, 3e-3), "schedule": "constant",
-              "warmup": 200, "target_accuracy": 0.995}
+# Zoology's MQAR grid (vocabulary 8192; train 64/4, 128/8, 256/16-64; test to 512 and 1024)
+FULL_MQAR = _mqar(((64, 4), (128, 8), (256, 16), (256, 32), (256, 64)),
+                  ((512, 64), (512, 128), (1024, 256)), vocab_size=8192,
+                  train_examples=180_000, test_examples=1000)
+STANDARD_MQAR = _mqar(((64, 4), (128, 8), (256, 16)), ((512, 32), (512, 64)), vocab_size=1024,
+                      train_examples=60_000, test_examples=500, random_non_queries="no_keys")
+QUICK_MQAR = _mqar(((32, 2), (64, 4)), ((128, 8), (128, 16)), vocab_size=256,
+                   train_examples=40_000, test_examples=256, random_non_queries="no_keys")
 
 PROFILES = {
-    "quick": Profile(tasks=quick_tasks(), families=QUICK_FAMILIES, steps=300, batch_size=32,
-                     task_overrides={"mqar": QUICK_MQAR}),
-    "full": Profile(tasks=full_tasks(), d_models=(64, 128, 256), lrs=(1e-4, 3e-4, 1e-3, 3e-3),
-                    steps=20_000, eval_every=500, task_overrides={"passkey": {"steps": 5000}}),
+    "quick": Profile(tasks=(QUICK_MQAR,), d_models=(64,), steps=2500, batch_size=32,
+                     lrs=(3e-4, 1e-3, 3e-3), schedule="constant", warmup=100),
+    "standard": Profile(tasks=(STANDARD_MQAR, *_others(1)), d_models=(32, 64, 128), steps=3000,
+                        batch_size=32, lrs=(3e-4, 1e-3, 3e-3), schedule="constant", warmup=100,
+                        eval_every=250, task_overrides=dict.fromkeys(
+                            [t.name for t in _others(1)], {"d_models": (64,), "steps": 1000})),
+    "full": Profile(tasks=(FULL_MQAR, *_others(4)), d_models=(64, 128, 256, 512),
+                    lrs=tuple(10 ** x for x in (-4, -10 / 3, -8 / 3, -2)), steps=20_000,
+                    batch_size=64, eval_every=500,
+                    task_overrides=dict.fromkeys([t.name for t in _others(4)],
+                                                 {"d_models": (128,), "steps": 5000})),
 }
 
 

@@ -38,20 +38,29 @@ def _fmt_bytes(n: int) -> str:
     return f"{n:.1f} TiB"
 
 
+def _slices(rows: list[dict]) -> list[tuple]:
+    return sorted({(r["seq_len"], r["num_kv_pairs"]) for r in rows},
+                  key=lambda s: (s[0], str(s[1]) if s[1] == "" else s[1]))
+
+
 def task_table(task: str, rows: list[dict]) -> str:
-    """Markdown: one line per (model, width), one column per test slice."""
+    """Markdown: one line per (model, width), one column per test slice (test-only slices, longer
+    than any training slice, marked †), then the state after the longest test sequence and its
+    share of softmax attention's KV cache at that length (same width)."""
     vector = _is_vector(rows)
     vary_len = len({r["seq_len"] for r in rows}) > 1
     vary_kv = len({r["num_kv_pairs"] for r in rows}) > 1
-    slices = sorted({(r["seq_len"], r["num_kv_pairs"]) for r in rows},
-                    key=lambda s: (s[0], str(s[1]) if s[1] == "" else s[1]))
+    slices = _slices(rows)
+    test_only = {(r["seq_len"], r["num_kv_pairs"]) for r in rows if not r["train_slice"]}
     labels = [_slice_label({"seq_len": t, "num_kv_pairs": k}, vary_len, vary_kv)
-              for t, k in slices]
-    metric = "MSE (predicting 0 scores 1.0)" if vector else "accuracy %"
-    lines = [f"**{task}** — {metric}, trained at T={rows[0]['train_seq_len']}", "",
-             "| model | d | " + " | ".join(labels) + " | state at largest T | params | lr "
-             "| steps |",
-             "|---|---|" + "---|" * len(labels) + "---|---|---|---|"]
+              + (" †" if (t, k) in test_only else "") for t, k in slices]
+    kv_cache = {r["d_model"]: r["state_bytes_longest"] for r in rows if r["model"] == "attention"}
+    metric = "MSE (predicting 0 scores 1.0)" if vector else "accuracy % (argmax over the whole " \
+        "vocabulary)"
+    lines = [f"**{task}** — {metric}; † = test-only slice", "",
+             "| model | d | " + " | ".join(labels) + " | state at longest T | vs attention KV "
+             "| params | lr | steps |",
+             "|---|---|" + "---|" * len(labels) + "---|---|---|---|---|"]
     models = sorted({(r["model"], r["d_model"]) for r in rows}, key=lambda m: (m[1], m[0]))
     for model, d in models:
         mine = {(r["seq_len"], r["num_kv_pairs"]): r for r in rows
@@ -61,9 +70,11 @@ def task_table(task: str, rows: list[dict]) -> str:
             r = mine.get(s)
             cells.append("" if r is None else f"{r['mse']:.4f}" if vector
                          else f"{100 * r['accuracy']:.1f}")
-        last = mine[max(mine)]
+        last = next(iter(mine.values()))
+        state = last["state_bytes_longest"]
+        ratio = f"{state / kv_cache[d]:.2f}x" if d in kv_cache else ""
         lines.append(f"| {model} | {d} | " + " | ".join(cells)
-                     + f" | {_fmt_bytes(last['state_bytes'])} | {last['params']:,} | "
+                     + f" | {_fmt_bytes(state)} | {ratio} | {last['params']:,} | "
                        f"{last['lr']:g} | {last['steps']} |")
     return "\n".join(lines)
 
@@ -108,37 +119,52 @@ def _grid(groups: dict[str, list[dict]], x: str, xlabel: str, path: Path) -> Non
     _save(fig, axes, path)
 
 
-def _state_plot(groups: dict[str, list[dict]], path: Path) -> None:
-    """Accuracy on the hardest slice (largest T, then most pairs) vs recurrent state bytes."""
-    tasks = {t: rows for t, rows in groups.items() if t.startswith("mqar")}
-    if not tasks:
+def _state_plot(rows: list[dict], path: Path) -> None:
+    """Zoology's figure: MQAR accuracy vs recurrent state, one panel per test slice, one line per
+    model through its widths. The x value is the state after the longest test sequence — for
+    softmax attention its KV cache there, for a memory its fixed state."""
+    if not rows:
         return
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for ax, (task, rows) in zip(axes[0], tasks.items(), strict=True):
-        hardest = max((r["seq_len"], r["num_kv_pairs"]) for r in rows)
+    slices = _slices(rows)
+    test_only = {(r["seq_len"], r["num_kv_pairs"]) for r in rows if not r["train_slice"]}
+    fig, axes = plt.subplots(1, len(slices), figsize=(4.2 * len(slices), 4), squeeze=False,
+                             sharey=True)
+    for ax, (seq_len, kv) in zip(axes[0], slices, strict=True):
         for model in sorted({r["model"] for r in rows}):
-            points = sorted((r["state_bytes"], r["accuracy"]) for r in rows
+            points = sorted((r["state_bytes_longest"], r["accuracy"]) for r in rows
                             if r["model"] == model and (r["seq_len"], r["num_kv_pairs"])
-                            == hardest)
-            ax.plot(*zip(*points, strict=True), marker="o", label=model)
-        ax.set(title=f"{task} T={hardest[0]} kv={hardest[1]}", xscale="log",
-               xlabel="recurrent state (bytes, batch 1)", ylabel="accuracy")
+                            == (seq_len, kv))
+            if points:
+                style = "--" if model in ("attention", "mamba2") else "-"
+                ax.plot(*zip(*points, strict=True), style, marker="o", label=model)
+        kind = "test only" if (seq_len, kv) in test_only else "trained"
+        ax.set(title=f"T={seq_len} kv={kv} ({kind})", xscale="log",
+               xlabel="state after the longest test T (bytes)", ylim=(-0.02, 1.02))
         ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
-    _save(fig, axes, path)
+    axes[0][0].set_ylabel("accuracy")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_reports(rows: list[dict], out: Path, profile: dict, command: str,
-                  wall_s: float) -> str:
-    """recall.md and the three PNGs in `out`; returns the markdown."""
+                  wall_s: float, dropped: dict[str, str]) -> str:
+    """recall.md and the PNGs in `out` (the headline: recall_vs_state.png); returns the
+    markdown, which opens with the command that made it."""
     groups = _by_task(rows)
     tables = [task_table(task, task_rows) for task, task_rows in groups.items()]
-    text = (f"Made by `{command}` in {wall_s / 60:.1f} min.\n\n" + "\n\n".join(tables)
+    notes = [f"- **{task}**: {why}" for task, why in dropped.items()]
+    text = (f"```bash\n{command}\n```\n\nMade in {wall_s / 60:.1f} min. "
+            "![accuracy vs state](recall_vs_state.png)\n\n" + "\n\n".join(tables)
+            + ("\n\nTasks dropped by the attention gate:\n\n" + "\n".join(notes)
+               if notes else "")
             + "\n\nProfile: `" + json.dumps(profile, default=str) + "`\n")
     (out / "recall.md").write_text(text)
     _grid({t: r for t, r in groups.items() if len({x["seq_len"] for x in r}) > 1}, "seq_len",
           "test sequence length", out / "recall_vs_seq_len.png")
     _grid({t: r for t, r in groups.items() if len({x["num_kv_pairs"] for x in r}) > 1},
           "num_kv_pairs", "key-value pairs", out / "recall_vs_kv_pairs.png")
-    _state_plot(groups, out / "recall_vs_state.png")
+    _state_plot(groups.get("mqar", []), out / "recall_vs_state.png")
     return text

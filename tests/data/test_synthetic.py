@@ -16,7 +16,7 @@ def _context_map(row: list[int], context_len: int) -> dict[int, int]:
     return {row[i]: row[i + 1] for i in range(0, context_len, 2)}
 
 
-@pytest.mark.parametrize("random_non_queries", [True, False])
+@pytest.mark.parametrize("random_non_queries", [True, False, "no_keys"])
 def test_mqar_targets_are_the_values_of_the_queried_keys(random_non_queries):
     vocab, kv, seq_len = 256, 8, 64
     data = synthetic.mqar(50, seq_len, kv, vocab_size=vocab, seed=3,
@@ -31,8 +31,24 @@ def test_mqar_targets_are_the_values_of_the_queried_keys(random_non_queries):
         assert len(scored) == kv and min(scored) >= 2 * kv
         assert sorted(row[t] for t in scored) == sorted(keys)  # each key queried once
         assert all(target[t] == table[row[t]] for t in scored)
+        filler = [row[t] for t in range(2 * kv, seq_len) if t not in scored]
         if not random_non_queries:
-            assert all(row[t] == 0 for t in range(2 * kv, seq_len) if t not in scored)
+            assert set(filler) == {0}
+        if random_non_queries == "no_keys":
+            assert not set(filler) & set(keys)
+
+
+def test_mqar_random_filler_repeats_keys_unless_told_not_to():
+    """The ceiling "no_keys" removes: with zoology's random filler in a 256-token vocabulary,
+    some queries' keys also appear in the filler."""
+    def clashes(filler) -> int:
+        data = synthetic.mqar(200, 64, 4, vocab_size=256, seed=0, random_non_queries=filler)
+        keys = data.inputs[:, 0:8:2]
+        unscored = ~data.scored()
+        unscored[:, :8] = False
+        return ((data.inputs[:, :, None] == keys[:, None, :]).any(-1) & unscored).sum().item()
+
+    assert clashes(True) > 50 and clashes("no_keys") == 0
 
 
 def test_mqar_gaps_follow_the_power_law():
