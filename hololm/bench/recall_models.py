@@ -21,8 +21,8 @@ from transformers import PreTrainedModel
 from hololm.models.presets import build_model
 from hololm.models.registry import FAMILIES, VARIANTS, matched_shape
 
-MODELS = ("holo", "holo-conv", "holo-copies", "hologpt", "hologpt-conv", "hologpt-delta", "long",
-          "hsn", "hsn-conv", "attention", "mamba2")
+MODELS = ("holo", "holo-conv", "holo-copies", "holo-decay", "hologpt", "hologpt-conv",
+          "hologpt-delta", "long", "hsn", "hsn-conv", "attention", "mamba2")
 OUTSIDE = ("mamba2",)  # Hugging Face models: no hololm blocks for the vector tasks to reuse
 KNOWN = (*FAMILIES, *VARIANTS, *OUTSIDE)
 HEAD_DIM = 32  # heads = d_model // 32 for every family with free heads

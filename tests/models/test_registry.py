@@ -16,8 +16,9 @@ def test_every_command_takes_the_registry_names():
     speed_ok = {name for name in NAMES if _speed_accepts("--models", name)}
     speed_train_ok = {name for name in NAMES if _speed_accepts("--train_models", name)}
     assert train_ok == speed_ok == speed_train_ok == set(NAMES)
-    # the recall bench reuses a model's blocks for vector tasks: hololm's names only
-    assert set(recall_models.KNOWN) == set(NAMES) - set(BASELINES)
+    # the recall bench reuses a model's blocks for vector tasks: hololm's names, and Mamba-2 as
+    # the outside reference (token tasks only)
+    assert set(recall_models.KNOWN) == set(NAMES) - set(BASELINES) | {"mamba2"}
     assert set(speed.MIXERS) == set(FAMILIES) == set(configs.LAYER_KINDS)
     assert not _train_accepts("phasor") and not _speed_accepts("--models", "matrix")
 
