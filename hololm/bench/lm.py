@@ -27,9 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from hololm.bench.lm_data import CorpusData, load_corpus
-from hololm.bench.lm_metrics import decode_tokens_per_s, test_losses
+from hololm.bench.lm_metrics import decode_tokens_per_s, losses_by_length
 from hololm.bench.lm_models import Shape, build_candidate, check_models, match_shape
-from hololm.bench.lm_profiles import CORPORA, PROFILES, Profile, customise
+from hololm.bench.lm_profiles import CORPORA, PROFILES, Profile, customise, describe
 from hololm.bench.lm_report import write_report
 from hololm.bench.lm_train import Run, choose, train_run
 from hololm.devices import resolve_device
@@ -114,16 +114,34 @@ def _evaluate(profile: Profile, data: CorpusData, shape: Shape,
     def autocast() -> AbstractContextManager:
         return autocast_for(device)
 
-    row["test"] = test_losses(model, data.test, profile.seq_len, profile.length_multiples,
-                              tokens=profile.eval_tokens, batch_size=profile.eval_batch_size,
-                              autocast=autocast)
+    started = time.perf_counter()
+    row["test"] = losses_by_length(model, data.test, profile.seq_len,
+                                   profile.length_multiples, tokens=profile.eval_tokens,
+                                   batch_size=profile.eval_batch_size, autocast=autocast)
     try:
         row["decode_tokens_per_s"] = decode_tokens_per_s(
             model, data.test.tokens[:profile.decode_context], profile.decode_steps,
             profile.seq_len, device, autocast)
     except ConfigError as err:  # GPT-2 past its position table
         row["decode_tokens_per_s"] = f"refused: {err}"
+    row["eval_s"] = round(time.perf_counter() - started, 3)
     return row
+
+
+# flags that replace a field of the profile
+PROFILE_FLAGS = {
+    "target_params": "non-embedding parameters every candidate is matched to",
+    "depth": "layers tried first when matching",
+    "seq_len": "training length in tokens",
+    "batch_size": "sequences per training step",
+    "steps": "training steps per run",
+    "warmup_steps": "linear warmup steps before the cosine decay (where --steps leaves the "
+                    "profile's no room: a tenth of the steps)",
+    "eval_tokens": "test tokens scored per context length",
+    "select_tokens": "held-out tokens the learning rate is chosen on",
+    "decode_context": "decoding tokens/s is measured after this many tokens",
+    "max_train_tokens": "cap on the training tokens read (hub corpora)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,16 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(loss ± standard error, bits per byte), with training tokens/s, peak memory and "
         "decoding tokens/s.")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true",
-                      help="small models (~0.75M non-embedding parameters), seq 128, 300 steps, "
-                           "2 learning rates, shakespeare and stdlib, 12 candidates; offline, "
-                           "for a 2-core CPU (the default)")
-    size.add_argument("--standard", action="store_true",
-                      help="~3M non-embedding parameters, seq 256, 1000 steps, 3 learning "
-                           "rates, every default candidate; offline, CPU")
-    size.add_argument("--full", action="store_true",
-                      help="~85M non-embedding parameters (GPT-2 small's), seq 1024, WikiText-103 "
-                           "with the GPT-2 tokenizer (downloaded once), 20000 steps: a GPU")
+    for profile in PROFILES.values():
+        size.add_argument(f"--{profile.name}", action="store_true", help=describe(profile))
     parser.add_argument("--output_dir", required=True,
                         help="folder for lm.md, lm.csv, lm_sweep.csv, lm_curves.csv and the PNGs")
     parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
@@ -155,30 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="corpora (default: the profile's)")
     parser.add_argument("--lrs", type=float, nargs="+", default=None,
                         help="peak learning rates swept (default: the profile's)")
-    parser.add_argument("--target_params", type=int, default=None,
-                        help="non-embedding parameters every candidate is matched to (default: "
-                             "the profile's)")
-    parser.add_argument("--depth", type=int, default=None,
-                        help="layers tried first when matching (default: the profile's)")
-    parser.add_argument("--seq_len", type=int, default=None,
-                        help="training length in tokens (default: the profile's)")
-    parser.add_argument("--batch_size", type=int, default=None,
-                        help="sequences per training step (default: the profile's)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per run (default: the profile's)")
-    parser.add_argument("--warmup_steps", type=int, default=None,
-                        help="linear warmup steps before the cosine decay (default: the "
-                             "profile's, cut to a tenth of --steps where it does not fit)")
-    parser.add_argument("--eval_tokens", type=int, default=None,
-                        help="test tokens scored per context length (default: the profile's, "
-                             "100000)")
-    parser.add_argument("--select_tokens", type=int, default=None,
-                        help="held-out tokens the learning rate is chosen on (default: the "
-                             "profile's)")
+    for name, text in PROFILE_FLAGS.items():
+        parser.add_argument(f"--{name}", type=int, default=None,
+                            help=f"{text} (default: the profile's)")
     parser.add_argument("--bpe_vocab_size", type=int, default=None,
                         help="vocabulary size of the BPE corpora's tokenizer (default: 4096)")
-    parser.add_argument("--max_train_tokens", type=int, default=None,
-                        help="cap on the training tokens read (default: all; hub corpora)")
     parser.add_argument("--data_dir", default=None,
                         help="local copy of a hub corpus (WikiText-103 files) instead of "
                              "downloading")
@@ -196,14 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def profile_from_args(args: argparse.Namespace) -> Profile:
     base = PROFILES["full" if args.full else "standard" if args.standard else "quick"]
-    profile = customise(
-        base, models=check_models(args.models) if args.models else None,
-        corpora=tuple(args.corpora) if args.corpora else None,
-        lrs=tuple(args.lrs) if args.lrs else None, target_params=args.target_params,
-        depth=args.depth, seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
-        warmup_steps=args.warmup_steps, eval_tokens=args.eval_tokens,
-        select_tokens=args.select_tokens, max_train_tokens=args.max_train_tokens)
-    return profile
+    return customise(base, models=check_models(args.models) if args.models else None,
+                     corpora=tuple(args.corpora) if args.corpora else None,
+                     lrs=tuple(args.lrs) if args.lrs else None,
+                     **{name: getattr(args, name) for name in PROFILE_FLAGS})
 
 
 def main(argv: list[str] | None = None) -> int:

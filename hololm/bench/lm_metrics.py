@@ -24,7 +24,7 @@ from hololm.models.cache import cache_argument, cache_of
 from hololm.models.modeling import HoloLMForCausalLM
 
 
-def test_losses(model: PreTrainedModel, test: TokenData, seq_len: int,
+def losses_by_length(model: PreTrainedModel, test: TokenData, seq_len: int,
                 multiples: tuple[int, ...], *, tokens: int, batch_size: int,
                 autocast: Callable[[], AbstractContextManager]) -> list[dict]:
     """One row per length seq_len · m: evaluate_perplexity's row (loss, loss_se, bits_per_byte,

@@ -33,6 +33,7 @@ CORPORA = {
 @dataclass(frozen=True)
 class Profile:
     name: str
+    use: str  # where it runs, for --help
     corpora: tuple[str, ...]
     models: tuple[str, ...]
     target_params: int  # non-embedding parameters every candidate is matched to
@@ -54,7 +55,7 @@ class Profile:
 
 
 QUICK = Profile(
-    name="quick", corpora=("shakespeare", "stdlib"),
+    name="quick", use="offline, for a 2-core CPU (the default)", corpora=("shakespeare", "stdlib"),
     models=("holo", "holo-conv", "holo-decay", "long", "hologpt", "hologpt-delta", "hsn",
             "holo-hybrid", "long-hybrid", "llama", "gpt2", "mamba2"),
     target_params=750_000, depth=4, width_step=16, head_dim=16, seq_len=128, batch_size=16,
@@ -62,17 +63,26 @@ QUICK = Profile(
     length_multiples=(1, 4, 16), decode_context=1024, decode_steps=32, eval_batch_size=8)
 
 STANDARD = replace(
-    QUICK, name="standard", models=DEFAULT_MODELS, target_params=3_000_000, depth=6,
-    width_step=32, head_dim=32, seq_len=256, batch_size=16, steps=1000, warmup_steps=100,
+    QUICK, name="standard", use="offline, CPU", models=DEFAULT_MODELS, target_params=3_000_000,
+    depth=6, width_step=32, head_dim=32, seq_len=256, batch_size=16, steps=1000, warmup_steps=100,
     lrs=(1e-3, 2e-3, 4e-3), select_tokens=65_536)
 
 FULL = replace(
-    QUICK, name="full", corpora=("wikitext-103",), models=DEFAULT_MODELS,
-    target_params=85_000_000, depth=12, width_step=64, head_dim=64, seq_len=1024,
-    batch_size=32, steps=20_000, warmup_steps=1000, lrs=(3e-4, 6e-4, 1.2e-3),
-    select_tokens=1_000_000, eval_tokens=1_000_000, decode_steps=128, eval_batch_size=4)
+    QUICK, name="full", use="a GPU (WikiText-103 and the GPT-2 tokenizer download once)",
+    corpora=("wikitext-103",), models=DEFAULT_MODELS, target_params=85_000_000, depth=12,
+    width_step=64, head_dim=64, seq_len=1024, batch_size=32, steps=10_000, warmup_steps=1000,
+    lrs=(3e-4, 6e-4, 1.2e-3), select_tokens=1_000_000, eval_tokens=1_000_000, decode_steps=128,
+    eval_batch_size=4)
 
 PROFILES = {p.name: p for p in (QUICK, STANDARD, FULL)}
+
+
+def describe(profile: Profile) -> str:
+    return (f"~{profile.target_params / 1e6:g}M non-embedding parameters, {profile.depth} "
+            f"layers, seq {profile.seq_len}, batch {profile.batch_size}, {profile.steps} steps, "
+            f"learning rates {', '.join(f'{lr:g}' for lr in profile.lrs)}, "
+            f"{' and '.join(CORPORA[c].label for c in profile.corpora)}, "
+            f"{len(profile.models)} candidates; {profile.use}")
 
 
 def customise(profile: Profile, **changes) -> Profile:
