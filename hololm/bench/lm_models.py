@@ -101,8 +101,9 @@ def match_shape(name: str, target: int, *, vocab_size: int, seq_len: int, depth:
                 width_step: int, head_dim: int, tolerance: float = TOLERANCE) -> Shape:
     """Width and depth giving `name` about `target` non-embedding parameters: the profile's
     `depth` if a width there comes within `tolerance`, else the nearest depth that does (ties:
-    the shallower); at that depth the width nearest the target. ConfigError if none does."""
-    for offset in range(depth):
+    the shallower; at most 3·depth); at that depth the width nearest the target. ConfigError if
+    none does."""
+    for offset in range(2 * depth + 1):
         for layers in dict.fromkeys((depth - offset, depth + offset)):
             if layers >= 1:
                 best = _nearest_width(name, target, layers, width_step, head_dim, vocab_size,
@@ -110,7 +111,7 @@ def match_shape(name: str, target: int, *, vocab_size: int, seq_len: int, depth:
                 if best is not None and abs(best.error(target)) <= tolerance:
                     return best
     raise ConfigError(f"{name}: no width in steps of {width_step} and depth up to "
-                      f"{2 * depth - 1} comes within {tolerance:.0%} of {target:,} non-embedding "
+                      f"{3 * depth} comes within {tolerance:.0%} of {target:,} non-embedding "
                       f"parameters; choose another target or depth")
 
 
