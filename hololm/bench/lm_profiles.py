@@ -54,12 +54,14 @@ class Profile:
     max_train_tokens: int | None = None  # cap on the training tokens read (hub corpora)
 
 
+# hsn is left out of --quick: HSN's layers are small, so at matched parameters it is ~6x wider
+# than the rest, and its vocabulary projection made it the slowest candidate by 3-5x
 QUICK = Profile(
     name="quick", use="offline, for a 2-core CPU (the default)", corpora=("shakespeare", "stdlib"),
-    models=("holo", "holo-conv", "holo-decay", "long", "hologpt", "hologpt-delta", "hsn",
+    models=("holo", "holo-conv", "holo-decay", "long", "hologpt", "hologpt-delta",
             "holo-hybrid", "long-hybrid", "llama", "gpt2", "mamba2"),
-    target_params=750_000, depth=4, width_step=16, head_dim=16, seq_len=128, batch_size=16,
-    steps=300, warmup_steps=30, lrs=(1e-3, 3e-3), select_tokens=32_768, eval_tokens=100_000,
+    target_params=500_000, depth=4, width_step=16, head_dim=16, seq_len=128, batch_size=8,
+    steps=250, warmup_steps=25, lrs=(1e-3, 3e-3), select_tokens=32_768, eval_tokens=100_000,
     length_multiples=(1, 4, 16), decode_context=1024, decode_steps=32, eval_batch_size=8)
 
 STANDARD = replace(
