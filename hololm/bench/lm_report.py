@@ -83,6 +83,15 @@ def sweep_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _running_mean(values: list[float], window: int) -> list[float]:
+    """Mean of each value and the window - 1 before it (fewer at the start)."""
+    means, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value - (values[i - window] if i >= window else 0.0)
+        means.append(total / min(i + 1, window))
+    return means
+
+
 def plot_curves(curves: list[dict], x: str, path: Path, title: str) -> None:
     """Training loss (a running mean over 1/50 of the run) against `x` ("tokens" or "wall_s"),
     one line per model."""
@@ -92,13 +101,11 @@ def plot_curves(curves: list[dict], x: str, path: Path, title: str) -> None:
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for model, points in by_model.items():
-        window = max(1, len(points) // 50)
-        losses = [p["loss"] for p in points]
-        smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):
-                                                                          i + 1])
-                  for i in range(len(losses))]
-        ax.plot([p[x] for p in points], smooth, label=model, linewidth=1.2)
+    for i, (model, points) in enumerate(by_model.items()):
+        smooth = _running_mean([p["loss"] for p in points], max(1, len(points) // 50))
+        # ten colours, then the same colours dashed: no two models look alike
+        ax.plot([p[x] for p in points], smooth, label=model, linewidth=1.2, color=f"C{i % 10}",
+                linestyle=("-", "--", ":")[i // 10 % 3])
     ax.set_xlabel({"tokens": "training tokens", "wall_s": "training wall-clock (s)"}[x])
     ax.set_ylabel("training loss (nats/token)")
     ax.set_title(title)
