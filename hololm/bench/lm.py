@@ -21,6 +21,7 @@ import shlex
 import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in profile.corpora:
         corpus = CORPORA[name]
         if args.bpe_vocab_size is not None and corpus.tokenizer == "bpe":
-            corpus = type(corpus)(corpus.dataset, "bpe", args.bpe_vocab_size)
+            corpus = replace(corpus, bpe_vocab_size=args.bpe_vocab_size)
         longest = profile.seq_len * max(profile.length_multiples)
         data = load_corpus(corpus, select_tokens=profile.select_tokens,
                            test_tokens=profile.eval_tokens + longest + 1,
@@ -216,12 +217,22 @@ def main(argv: list[str] | None = None) -> int:
         found = run_corpus(profile, data, device, args.seed, progress=not args.no_progress)
         for collected, new in zip((results, runs, curves), found, strict=True):
             collected += new
+        # after every corpus: a long run stopped later keeps the corpora it finished
+        text = write_report(out, "hololm bench lm " + shlex.join(argv),
+                            _header(profile, args.seed, device, sizes, started), results, runs,
+                            curves, profile.length_multiples, profile.decode_context)
+    print(text)
+    return 0
+
+
+def _header(profile: Profile, seed: int, device: torch.device, sizes: list[str],
+            started: float) -> dict[str, str]:
     precision = "bf16 autocast" if isinstance(autocast_for(device), torch.autocast) else "fp32"
-    header = {
+    return {
         "profile": f"{profile.name}: target {profile.target_params:,} non-embedding parameters "
                    f"(±10 %), seq_len {profile.seq_len}, batch {profile.batch_size}, "
                    f"{profile.steps} steps ({profile.warmup_steps} warmup), learning rates "
-                   f"{', '.join(f'{lr:g}' for lr in profile.lrs)}, seed {args.seed}",
+                   f"{', '.join(f'{lr:g}' for lr in profile.lrs)}, seed {seed}",
         "data": "; ".join(sizes),
         "test": f"{profile.eval_tokens:,} tokens per context length "
                 f"({', '.join(f'{m}x' for m in profile.length_multiples)} the training length)",
@@ -229,11 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         "wall-clock": f"{(time.perf_counter() - started) / 60:.1f} min; speeds and memory are "
                       f"meaningful only on a machine left to this run",
     }
-    command = "hololm bench lm " + shlex.join(argv)
-    text = write_report(out, command, header, results, runs, curves, profile.length_multiples,
-                        profile.decode_context)
-    print(text)
-    return 0
 
 
 if __name__ == "__main__":
