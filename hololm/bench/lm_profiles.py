@@ -61,13 +61,14 @@ QUICK = Profile(
     models=("holo", "holo-conv", "holo-decay", "long", "hologpt", "hologpt-delta",
             "holo-hybrid", "long-hybrid", "llama", "gpt2", "mamba2"),
     target_params=500_000, depth=4, width_step=16, head_dim=16, seq_len=128, batch_size=8,
-    steps=250, warmup_steps=25, lrs=(1e-3, 3e-3), select_tokens=32_768, eval_tokens=100_000,
+    steps=200, warmup_steps=20, lrs=(1e-3, 3e-3), select_tokens=32_768, eval_tokens=100_000,
     length_multiples=(1, 4, 16), decode_context=1024, decode_steps=32, eval_batch_size=8)
 
+# sized from the smoke runs' step timings on the 2-core CPU: at 3M parameters, seq 256 and batch
+# 16, a step took seconds and the profile would have run for days
 STANDARD = replace(
-    QUICK, name="standard", use="offline, CPU", models=DEFAULT_MODELS, target_params=3_000_000,
-    depth=6, width_step=32, head_dim=32, seq_len=256, batch_size=16, steps=1000, warmup_steps=100,
-    lrs=(1e-3, 2e-3, 4e-3), select_tokens=65_536)
+    QUICK, name="standard", use="offline, CPU", models=DEFAULT_MODELS, target_params=1_000_000,
+    seq_len=256, steps=300, warmup_steps=30, select_tokens=65_536)
 
 FULL = replace(
     QUICK, name="full", use="a GPU (WikiText-103 and the GPT-2 tokenizer download once)",
