@@ -153,7 +153,7 @@ class PhasorAttention(Mixer):
         freqs = freqs.view(self.n_heads, self.head_dim)
         if self.multi_scale:
             freqs = freqs * 2.0 ** -torch.arange(self.n_heads, dtype=torch.float64)[:, None]
-        return freqs if self.num_copies == 1 else freqs[:, self._copy_index()]
+        return freqs if self.num_copies == 1 else freqs[:, self.copy_index]
 
     def reset_frequencies(self) -> None:
         """Rebuild ω from the seed, in float64, on its current device."""
