@@ -29,7 +29,10 @@ class CausalSelfAttention(Mixer):
         check_state(state, {"k", "v"}, x.shape[0])
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # [B, T, H, D]
-        q, k = self.rotary(q, position), self.rotary(k, position)
+        # packed documents: positions restart per document (elsewhere RoPE is relative, so the
+        # absolute position reads the same)
+        at = position if pad is None or pad.starts is None else pad.positions
+        q, k = self.rotary(q, at), self.rotary(k, at)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
         if state is not None:
             k = torch.cat([state["k"].to(k.dtype), k], dim=2)
@@ -54,10 +57,13 @@ class CausalSelfAttention(Mixer):
 
 
 def _padded_mask(pad: Padding, past: int, T: int) -> torch.Tensor:
-    """[B, 1, T, past + T] bool: query i reads key j <= past + i when j is a real token, and
-    always itself, so that a padding query has a key to read and stays finite."""
+    """[B, 1, T, past + T] bool: query i reads key j <= past + i when j is a real token of its
+    document, and always itself, so that a padding query has a key to read and stays finite."""
     device = pad.keys.device
     rows = torch.arange(T, device=device)[:, None] + past
     cols = torch.arange(past + T, device=device)[None, :]
-    mask = (pad.keys[:, None, :] & (cols <= rows)) | (cols == rows)  # [B, T, past + T]
+    keys = pad.keys[:, None, :] & (cols <= rows)  # [B, T, past + T]
+    if pad.documents is not None:
+        keys = keys & (pad.documents[:, None, :] == pad.documents[:, past:, None])
+    mask = keys | (cols == rows)
     return mask.unsqueeze(1)

@@ -7,7 +7,9 @@ the full forward pass. `position` is the number of tokens already consumed into 
 
 A padded batch passes `pad` (a `Padding`): padding tokens are skipped, so each row's outputs and
 final state are those of its real tokens alone (left padding: the memory starts at the first real
-token; right padding: it ends at the last one).
+token; right padding: it ends at the last one). A packed batch (several documents per row) passes
+`pad.starts`: at a document's first token every mixer drops what it held (memory, short-conv
+buffer, keys) and positions restart, so each document's outputs are those of the document alone.
 """
 
 from __future__ import annotations
@@ -26,11 +28,24 @@ class Padding:
 
     keep [B, T] bool: real tokens of the chunk. keys [B, past + T] bool: every token an attention
     layer may read (the cached ones included). positions [B, T] long: each token's index among the
-    real tokens of its row (what it would be without padding; 0 on leading pads)."""
+    real tokens of its document (what it would be without padding or packing; 0 on leading pads).
+
+    Packed documents (None when the rows hold one document each): starts [B, T] bool marks each
+    document's first token, where a mixer's state is dropped before the token is read;
+    documents [B, past + T] long numbers the documents of the row so far (the cached tokens
+    included), so an attention layer reads only keys of its query's document."""
 
     keep: torch.Tensor
     keys: torch.Tensor
     positions: torch.Tensor
+    starts: torch.Tensor | None = None
+    documents: torch.Tensor | None = None
+
+    def chunk_documents(self) -> torch.Tensor | None:
+        """[B, T] long: the document of each token of the chunk, counted from 0 = the document
+        the state entering the chunk belongs to (so token t reads that state only when its
+        index is 0); None without packed documents."""
+        return None if self.starts is None else self.starts.long().cumsum(1)
 
     def zero_pads(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, ...] with padding positions set to 0 (`where`, so a NaN there goes too)."""

@@ -20,9 +20,13 @@ class ShortConv(nn.Module):
         self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None,
-                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                keep: torch.Tensor | None = None, starts: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """`keep` [B, T] bool marks real tokens of a padded batch (their inputs already zeroed
-        at pads by the caller): the state handed on holds the last k-1 *real* inputs."""
+        at pads by the caller): the state handed on holds the last k-1 *real* inputs. `starts`
+        [B, T] bool marks the first tokens of packed documents: a tap never reads across one
+        (the buffer and earlier documents read as zeros), and the state handed on holds only
+        inputs of the last document."""
         check_activations(x, self.channels, self.conv.weight)
         B, T, C = x.shape
         k = self.kernel_size
@@ -34,6 +38,9 @@ class ShortConv(nn.Module):
         if state is None:
             state = x.new_zeros(B, k - 1, C)
         window = torch.cat([state.to(x.dtype), x], dim=1)  # [B, k-1+T, C]
+        if starts is not None:  # the document of every window entry, the buffer's being 0
+            docs = torch.cat([starts.new_zeros(B, k - 1, dtype=torch.long),
+                              starts.long().cumsum(1)], dim=1)  # [B, k-1+T]
         # k shifted multiply-adds in the [B, T, C] layout instead of Conv1d: on CPU the
         # depthwise Conv1d backward took ~50x longer than these element-wise passes
         weight = self.conv.weight[:, 0].to(x.dtype)  # [C, k]; tap j reads x_{t-(k-1-j)}
@@ -41,7 +48,12 @@ class ShortConv(nn.Module):
         if self.conv.bias is not None:
             y = y + self.conv.bias.to(x.dtype)
         for j in range(k - 1):  # a loop over the k - 1 taps, not over T
-            y = torch.addcmul(y, window[:, j:j + T], weight[:, j])
+            taps = window[:, j:j + T]
+            if starts is not None:
+                taps = taps * (docs[:, j:j + T] == docs[:, k - 1:]).unsqueeze(-1).to(x.dtype)
+            y = torch.addcmul(y, taps, weight[:, j])
+        if starts is not None:
+            window = window * (docs == docs[:, -1:]).unsqueeze(-1).to(x.dtype)
         if keep is not None:
             held = torch.ones(B, k - 1, dtype=torch.bool, device=x.device)
             return y, last_real(window, torch.cat([held, keep], dim=1), k - 1)

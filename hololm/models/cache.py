@@ -13,12 +13,14 @@ from hololm.layers.base import State, state_nbytes
 class HoloCache:
     """Passed as `cache` (or `past_key_values`). `seen_tokens` is the position of the next
     token; `valid` [B, seen_tokens] bool records which were real tokens once a padded batch went
-    through (None while none was padding)."""
+    through (None while none was padding); `documents` [B, seen_tokens] long numbers the packed
+    documents once position_ids went through (None before)."""
 
     def __init__(self, n_layers: int):
         self.states: list[State | None] = [None] * n_layers
         self.seen_tokens = 0
         self.valid: torch.Tensor | None = None
+        self.documents: torch.Tensor | None = None
         self.signature: tuple | None = None  # of the model that fills it (models/inputs.py)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -40,7 +42,7 @@ class HoloCache:
         states are replaced, never written in place, so their tensors can be shared)."""
         new = HoloCache(len(self.states))
         new.states, new.seen_tokens = list(self.states), self.seen_tokens
-        new.valid, new.signature = self.valid, self.signature
+        new.valid, new.documents, new.signature = self.valid, self.documents, self.signature
         return new
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -50,6 +52,8 @@ class HoloCache:
                        for s in self.states]
         if self.valid is not None:
             self.valid = self.valid.index_select(0, beam_idx.to(self.valid.device))
+        if self.documents is not None:
+            self.documents = self.documents.index_select(0, beam_idx.to(self.documents.device))
 
     def __len__(self) -> int:
         return len(self.states)

@@ -108,6 +108,73 @@ def padding_of(attention_mask: torch.Tensor | None, past_valid: torch.Tensor | N
     return Padding(keep=keep, keys=keys, positions=positions)
 
 
+def validate_position_ids(position_ids, input_ids: torch.Tensor) -> torch.Tensor | None:
+    """position_ids [B, T] or [1, T] (one row for every row), integers >= 0: the index of each
+    token in its document, restarting at 0 where a packed document begins (Hugging Face's
+    packed-sequence convention). Returns them as [B, T] long."""
+    if position_ids is None:
+        return None
+    if not isinstance(position_ids, torch.Tensor):
+        raise TypeError(f"position_ids must be a torch.Tensor, got {type(position_ids).__name__}")
+    if position_ids.is_floating_point() or position_ids.is_complex() \
+            or position_ids.dtype == torch.bool:
+        raise TypeError(f"position_ids must be an integer tensor (torch.long), got "
+                        f"{position_ids.dtype}")
+    B, T = input_ids.shape
+    if position_ids.dim() != 2 or position_ids.shape[1] != T or position_ids.shape[0] not in (1, B):
+        raise ValueError(f"position_ids must have shape ({B}, {T}) or (1, {T}) like input_ids, "
+                         f"got {tuple(position_ids.shape)}")
+
+    def message() -> str:
+        """position_ids must be >= 0"""
+        return f"position_ids must be >= 0, got {position_ids.min().item()}"
+
+    require(position_ids >= 0, ValueError, message)
+    return position_ids.to(device=input_ids.device, dtype=torch.long).expand(B, T)
+
+
+def documents_of(pad: Padding | None, position_ids: torch.Tensor | None,
+                 past_documents: torch.Tensor | None, past: int, T: int
+                 ) -> Padding | None:
+    """`pad` (the padding, or None) with the packed documents that `position_ids` [B, T] mark
+    (a 0 starts a document; a real token after a real token is either 0 or one more than it).
+    `past_documents` [B, past]: the cache's record of the documents so far (None: one, or
+    none seen yet). Without a start anywhere, contiguous positions and no record, None changes:
+    the plain path runs (on the CPU, where checking costs nothing)."""
+    if position_ids is None:
+        if past_documents is not None:
+            raise ValueError("this cache holds packed documents (it was filled with "
+                             "position_ids): pass position_ids with every later call too")
+        return pad
+    B = position_ids.shape[0]
+    device = position_ids.device
+    keep = pad.keep if pad is not None else torch.ones(B, T, dtype=torch.bool, device=device)
+    plain = torch.arange(past, past + T, device=device)
+    if pad is None and past_documents is None and on_host(position_ids) \
+            and bool((position_ids == plain).all()):
+        return None  # one document per row, positions as the cache counts them
+    steps = position_ids[:, 1:]
+    follows = (steps == 0) | (steps == position_ids[:, :-1] + 1) | ~(keep[:, 1:] & keep[:, :-1])
+
+    def message() -> str:
+        """position_ids must count up by one within a document"""
+        row, col = (~follows).nonzero()[0].tolist()
+        return (f"position_ids must count up by one within a document and restart at 0 where "
+                f"one begins; row {row} goes from {position_ids[row, col].item()} to "
+                f"{position_ids[row, col + 1].item()} at token {col + 1}")
+
+    require(follows, ValueError, message)
+    starts = (position_ids == 0) & keep  # [B, T]
+    if past_documents is None:
+        past_documents = torch.zeros(B, past, dtype=torch.long, device=device)
+    last = past_documents[:, -1:] if past else torch.zeros(B, 1, dtype=torch.long, device=device)
+    documents = torch.cat([past_documents, last + starts.long().cumsum(1)], dim=1)
+    positions = torch.where(keep, position_ids, 0)
+    keys = pad.keys if pad is not None else torch.ones(B, past + T, dtype=torch.bool,
+                                                      device=device)
+    return Padding(keep=keep, keys=keys, positions=positions, starts=starts, documents=documents)
+
+
 def validate_labels(labels, input_ids: torch.Tensor, vocab_size: int,
                     ignore_index: int = -100) -> None:
     """labels: an integer tensor shaped like input_ids, each a token id in [0, vocab_size) or

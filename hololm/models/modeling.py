@@ -21,11 +21,13 @@ from hololm.models.configs import (
     LongConfig,
 )
 from hololm.models.inputs import (
+    documents_of,
     padding_of,
     validate_attention_mask,
     validate_cache,
     validate_input_ids,
     validate_labels,
+    validate_position_ids,
 )
 
 # transformers >= 5.25 names the cache of a model's output `cache`, older releases
@@ -99,6 +101,7 @@ class HoloLMForCausalLM(HoloLMPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids: torch.LongTensor | None = None,
                 attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None,
                 labels: torch.LongTensor | None = None,
                 cache: HoloCache | None = None, past_key_values: HoloCache | None = None,
                 use_cache: bool | None = None, logits_to_keep: int = 0,
@@ -114,7 +117,11 @@ class HoloLMForCausalLM(HoloLMPreTrainedModel, GenerationMixin):
         works) continues a sequence from a `HoloCache`. attention_mask [B, T] or [B, past + T]
         marks padding with 0: padding tokens are skipped, so each row's logits and state are
         those of its real tokens alone (pad on the left for generation, on the right for
-        training). `output_hidden_states` and `return_dict=False` behave as in HF's Llama;
+        training). position_ids [B, T] (or [1, T]) pack several documents into a row, as
+        Hugging Face's packed sequences do: a 0 starts a document, where every layer drops what
+        it held and positions restart, so each document's logits are those of the document
+        alone (a cache filled with position_ids needs them on every later call).
+        `output_hidden_states` and `return_dict=False` behave as in HF's Llama;
         attention weights do not exist in a recurrent memory, so `output_attentions=True` is
         refused."""
         if cache is not None and past_key_values is not None:
@@ -139,7 +146,10 @@ class HoloLMForCausalLM(HoloLMPreTrainedModel, GenerationMixin):
         validate_attention_mask(attention_mask, input_ids, position)
         validate_labels(labels, input_ids, self.config.vocab_size)
         T = input_ids.shape[1]
+        position_ids = validate_position_ids(position_ids, input_ids)
         pad = padding_of(attention_mask, cache.valid if cache is not None else None, position, T)
+        pad = documents_of(pad, position_ids, cache.documents if cache is not None else None,
+                           position, T)
 
         states = cache.states if cache is not None else [None] * len(self.model.layers)
         hidden, states, all_hidden = self.model(input_ids, states, position, pad,
@@ -148,6 +158,7 @@ class HoloLMForCausalLM(HoloLMPreTrainedModel, GenerationMixin):
             cache.states, cache.seen_tokens = states, position + T
             if pad is not None:
                 cache.valid = pad.keys
+                cache.documents = pad.documents
 
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         logits = self.lm_head(hidden[:, keep])
