@@ -42,6 +42,16 @@ def _train_help() -> dict[str, str]:
         "bpe_vocab_size": "vocabulary size of the BPE tokenizer",
         "cache_dir": "where tokenized data and BPE tokenizers are cached (default "
                      "~/.cache/hololm)",
+        "document_resets": "hololm models read each packed document alone: every memory, "
+                           "short conv and attention layer starts afresh at the token after an "
+                           "end-of-text and positions restart there (position_ids); "
+                           "--no-document_resets lets the memories read across documents. "
+                           "The Hugging Face baselines always do",
+        "carry_state": "each batch row reads a contiguous stream and each window starts from "
+                       "the memory the row's previous window ended with (detached: truncated "
+                       "backpropagation through time), so a pure-memory model trains over "
+                       "documents far longer than --seq_len at one window's memory cost; "
+                       "checkpoints keep the carried states",
         "batch_size": "sequences per process per micro-batch",
         "grad_accum_steps": "micro-batches accumulated per optimizer step",
         "max_steps": "optimizer steps to train for",

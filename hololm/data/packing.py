@@ -11,7 +11,9 @@ content, or its hub repository), the split, the whole tokenizer and `max_tokens`
 fresh random order (and offset) each epoch. Batch `step` of rank `r` is a pure function of
 (seed, step, r, world size): the sampler's state is its step counter, so a resumed run reads
 exactly the batches an uninterrupted run would, and ranks read disjoint windows.
-`eval_batches` reads fixed, evenly spread, non-overlapping windows of held-out data."""
+`eval_batches` reads fixed, evenly spread, non-overlapping windows of held-out data.
+`document_positions` gives a window's tokens their positions in their documents, which tell a
+hololm model where packed documents begin (`position_ids`)."""
 
 from __future__ import annotations
 
@@ -290,6 +292,76 @@ class BatchSampler:
         self.step = int(state["step"])
 
 
+class StreamSampler:
+    """Training batches for a run that carries each row's memory into its next window
+    (`--carry_state`): `{"input_ids", "labels", "continues", "offset"}`, [batch_size, seq_len],
+    [batch_size] bool (the window follows the row's previous one) and [batch_size] long (tokens
+    of the lane read before this window).
+
+    The stream is cut into world_size · grad_accum_steps · batch_size contiguous lanes of equal
+    length; micro-batch i of rank r reads, in row b, window i // grad_accum_steps of lane
+    ((r · grad_accum_steps + i mod grad_accum_steps) · batch_size + b), so consecutive steps
+    give each row consecutive windows of one lane and a model trains over documents far longer
+    than seq_len. A lane read to its end starts over (`continues` False: drop the carried
+    state). As with `BatchSampler`, the state is the micro-batch counter alone."""
+
+    def __init__(self, data: TokenData, seq_len: int, batch_size: int, grad_accum_steps: int,
+                 *, rank: int = 0, world_size: int = 1) -> None:
+        if seq_len < 2 or batch_size < 1 or grad_accum_steps < 1:
+            raise ConfigError(f"need seq_len >= 2, batch_size >= 1 and grad_accum_steps >= 1, "
+                              f"got {seq_len}, {batch_size}, {grad_accum_steps}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside world size {world_size}")
+        self.data, self.seq_len, self.batch_size = data, seq_len, batch_size
+        self.grad_accum_steps, self.rank, self.world_size = grad_accum_steps, rank, world_size
+        lanes = world_size * grad_accum_steps * batch_size
+        self.lane_length = len(data) // lanes
+        self.n_windows = self.lane_length // seq_len  # per lane
+        if self.n_windows < 1:
+            raise ConfigError(f"--carry_state cuts the {len(data)} training tokens into {lanes} "
+                              f"streams (processes x grad_accum_steps x batch_size), each "
+                              f"shorter than seq_len {seq_len}: use more data or fewer streams")
+        self.step = 0
+
+    @property
+    def epoch(self) -> float:
+        """Passes over the lanes made so far (every micro-batch reads one window per lane)."""
+        return self.step / self.grad_accum_steps / self.n_windows
+
+    def __iter__(self) -> StreamSampler:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        batch = self.batch_for_rank(self.step, self.rank)
+        self.step += 1
+        return batch
+
+    def batch_for_rank(self, step: int, rank: int) -> dict[str, torch.Tensor]:
+        micro, window = step % self.grad_accum_steps, step // self.grad_accum_steps
+        first_lane = (rank * self.grad_accum_steps + micro) * self.batch_size
+        lanes = torch.arange(first_lane, first_lane + self.batch_size)
+        starts = lanes * self.lane_length + (window % self.n_windows) * self.seq_len
+        batch = _windows(self.data, starts, self.seq_len)
+        batch["continues"] = torch.full((self.batch_size,), window % self.n_windows != 0)
+        batch["offset"] = torch.full((self.batch_size,), window % self.n_windows * self.seq_len)
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step, "seq_len": self.seq_len, "batch_size": self.batch_size,
+                "grad_accum_steps": self.grad_accum_steps, "world_size": self.world_size,
+                "n_tokens": len(self.data), "carry_state": True}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Refuses a state from a run with other data, batch geometry or sampler: its windows
+        would not continue that run's streams."""
+        current = self.state_dict()
+        changed = [f"{key} {state.get(key)} -> {current[key]}" for key in current
+                   if key != "step" and state.get(key) != current[key]]
+        if changed:
+            raise ConfigError(f"cannot resume the data order exactly: {', '.join(changed)}")
+        self.step = int(state["step"])
+
+
 def eval_batches(data: TokenData, seq_len: int, batch_size: int,
                  max_batches: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of non-overlapping `seq_len` windows of `data`, the same on every call: all of
@@ -312,3 +384,21 @@ def _windows(data: TokenData, starts: torch.Tensor, seq_len: int) -> dict[str, t
     if data.loss_mask is not None:
         labels[~data.loss_mask[index]] = IGNORE_INDEX
     return {"input_ids": input_ids, "labels": labels}
+
+
+def document_positions(input_ids: torch.Tensor, eos_token_id: int,
+                       first: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, T] long: each token's position in its document of the packed stream, as Hugging
+    Face's packed sequences give them to a model (`position_ids`): 0 on the token after an
+    end-of-text, counting up by one elsewhere. A window's first token is 0 (it starts what the
+    model sees), or, with `first` [B] long, continues its document at that position (a window
+    that carries the previous window's state; 0 there is a document start too)."""
+    B, T = input_ids.shape
+    index = torch.arange(T, device=input_ids.device).expand(B, T)
+    starts = torch.zeros(B, T, dtype=torch.bool, device=input_ids.device)
+    starts[:, 1:] = input_ids[:, :-1] == eos_token_id
+    starts[:, 0] = True if first is None else first == 0
+    last = torch.where(starts, index, -1).cummax(1).values  # [B, T]: the latest start so far
+    if first is None:
+        return index - last
+    return torch.where(last < 0, index + first.to(index.device)[:, None], index - last)

@@ -5,6 +5,8 @@ Layout of `<checkpoint_dir>/step_<N>/`:
     model.safetensors, config.json, generation_config.json   model.save_pretrained
     tokenizer.json, tokenizer_config.json, ...                tokenizer.save_pretrained
     optimizer.pt, scheduler.pt                                torch.save of the state_dicts
+    carried_states.safetensors (--carry_state runs only)      each process's memory states carried
+                                                              into the next window
     trainer_state.json                                        step, loss history, sampler state,
                                                               RNG states (one per process), the
                                                               TrainConfig, SHA-256 of the files
@@ -46,7 +48,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
@@ -57,6 +59,7 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 STATE_FILE = "trainer_state.json"
+CARRIED_FILE = "carried_states.safetensors"
 CHECKSUMMED = (MODEL_FILE, "config.json", OPTIMIZER_FILE, SCHEDULER_FILE)
 STEP_DIR = re.compile(r"step_(\d+)")
 LEFTOVER = re.compile(r"\.(?:tmp|old)-step_\d+-(\d+)")
@@ -80,6 +83,7 @@ class Checkpoint:
     rng_states: list[dict[str, Any]]  # index = process rank at save time
     history: list[dict[str, Any]]
     train_config: dict[str, Any]
+    carried_states: dict[str, torch.Tensor] | None = None  # a --carry_state run's
 
     def load_model_state(self, model: nn.Module) -> None:
         """Copy the weights into `model`; a tied weight saved once (the head sharing the
@@ -125,10 +129,12 @@ def save_checkpoint(checkpoint_dir: str | Path, model: PreTrainedModel,
                     step: int, train_config: dict[str, Any], *,
                     history: list[dict[str, Any]] | None = None,
                     rng_states: list[dict[str, Any]] | None = None,
+                    carried_states: dict[str, torch.Tensor] | None = None,
                     keep: int | None = None) -> Path:
     """Write `<checkpoint_dir>/step_<step>` atomically and return its path. `model` is the
-    unwrapped model; `rng_states` defaults to this process's; with `keep`, only the newest
-    `keep` checkpoints up to this step remain (later ones, from an abandoned run, are left)."""
+    unwrapped model; `rng_states` defaults to this process's; `carried_states` (named tensors)
+    are a --carry_state run's memories; with `keep`, only the newest `keep` checkpoints up to
+    this step remain (later ones, from an abandoned run, are left)."""
     checkpoint_dir = Path(checkpoint_dir)
     final = checkpoint_dir / f"step_{step}"
     tmp = checkpoint_dir / f".tmp-step_{step}-{os.getpid()}"
@@ -146,6 +152,11 @@ def save_checkpoint(checkpoint_dir: str | Path, model: PreTrainedModel,
         tokenizer.save_pretrained(tmp)
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        names = CHECKSUMMED
+        if carried_states is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in carried_states.items()},
+                      str(tmp / CARRIED_FILE))
+            names = (*names, CARRIED_FILE)
         state = {
             "format_version": FORMAT_VERSION,
             "step": step,
@@ -153,7 +164,7 @@ def save_checkpoint(checkpoint_dir: str | Path, model: PreTrainedModel,
             "sampler_state": sampler_state,
             "rng_states": rng_states or [capture_rng_state()],
             "train_config": train_config,
-            "sha256": {name: _sha256(tmp / name) for name in CHECKSUMMED},
+            "sha256": {name: _sha256(tmp / name) for name in names},
         }
         (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
         _fsync_tree(tmp)
@@ -223,11 +234,20 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path}: {MODEL_FILE} is corrupt ({err})") from None
     optimizer_state, scheduler_state = (_torch_load(path / name)
                                         for name in (OPTIMIZER_FILE, SCHEDULER_FILE))
+    carried = None
+    if CARRIED_FILE in checksums:  # recorded: it must be there and intact
+        _check_files(path, checksums, (CARRIED_FILE,))
+        try:
+            carried = load_file(path / CARRIED_FILE)
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"checkpoint {path}: {CARRIED_FILE} is corrupt ({err})"
+                                  ) from None
     try:
         return Checkpoint(path=path, step=int(step), model_state=model_state,
                           optimizer_state=optimizer_state, scheduler_state=scheduler_state,
                           sampler_state=state["sampler_state"], rng_states=state["rng_states"],
-                          history=state["history"], train_config=state["train_config"])
+                          history=state["history"], train_config=state["train_config"],
+                          carried_states=carried)
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path}: {STATE_FILE} lacks {err}") from None
 

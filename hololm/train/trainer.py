@@ -43,16 +43,20 @@ from hololm.data.corpora import load_documents
 from hololm.data.packing import (
     IGNORE_INDEX,
     BatchSampler,
+    StreamSampler,
     TokenData,
     dataset_fingerprint,
+    document_positions,
     eval_batches,
     load_token_data,
 )
 from hololm.data.tokenizers import get_tokenizer
 from hololm.errors import ConfigError, TrainingDivergedError
 from hololm.models.presets import build_model
+from hololm.models.registry import BASELINES
 from hololm.models.vocabulary import restrict_generation_to
 from hololm.optim import build_optimizer
+from hololm.train.carry import CarriedStates, check_carriable
 from hololm.train.checkpoint import (
     STATE_FILE,
     Checkpoint,
@@ -140,9 +144,20 @@ def _train(cfg: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
                           f"{cfg.max_steps}; warming up for {cfg.effective_warmup_steps} steps "
                           "instead (set --warmup_steps below --max_steps to choose)")
     scheduler = build_scheduler(optimizer, cfg.effective_warmup_steps, cfg.max_steps, LR_FLOOR)
+    carried = None
+    if cfg.carry_state:
+        check_carriable(model, cfg.model_type)
+        carried = CarriedStates(cfg.grad_accum_steps, len(model.config.mixer_types),
+                                tokenizer.eos_token_id if cfg.document_resets else None)
     model, optimizer = accelerator.prepare(model, optimizer)
-    sampler = BatchSampler(train_data, cfg.seq_len, cfg.batch_size, cfg.seed,
-                           rank=accelerator.process_index, world_size=accelerator.num_processes)
+    if cfg.carry_state:
+        sampler = StreamSampler(train_data, cfg.seq_len, cfg.batch_size, cfg.grad_accum_steps,
+                                rank=accelerator.process_index,
+                                world_size=accelerator.num_processes)
+    else:
+        sampler = BatchSampler(train_data, cfg.seq_len, cfg.batch_size, cfg.seed,
+                               rank=accelerator.process_index,
+                               world_size=accelerator.num_processes)
     history: list[dict[str, Any]] = []
     if resume is not None:
         asked = [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups]
@@ -152,11 +167,14 @@ def _train(cfg: TrainConfig, accelerator: Accelerator) -> dict[str, Any]:
                                                      scheduler, asked):
             accelerator.print(f"resume: {change}")
         sampler.load_state_dict(resume.sampler_state)
+        if carried is not None and resume.carried_states is not None:
+            carried.load(resume.carried_states, accelerator.process_index, accelerator.device)
         history = resume.history
         restore_rng_state(resume.rng_states[accelerator.process_index % len(resume.rng_states)])
     run = _Run(cfg, accelerator, model, optimizer, scheduler, sampler, tokenizer, val_data,
                history, resume.path if resume is not None else None,
-               uniform_loss=math.log(len(tokenizer)), data_fingerprint=fingerprint)
+               uniform_loss=math.log(len(tokenizer)), data_fingerprint=fingerprint,
+               carried=carried)
     try:
         return run.loop(resume.step if resume is not None else 0)
     finally:
@@ -228,12 +246,16 @@ def load_data(cfg: TrainConfig) -> tuple[PreTrainedTokenizerBase, TokenData, Tok
     return tokenizer, train_data, val_data
 
 
-def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device,
+               eos_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed next-token cross-entropy in fp32, number of targets): token t predicts label
-    t + 1; labels of IGNORE_INDEX (prompt tokens of instruction data) are no targets."""
+    t + 1; labels of IGNORE_INDEX (prompt tokens of instruction data) are no targets. With
+    `eos_token_id`, the model reads each packed document alone (`document_positions`)."""
     labels = batch["labels"][:, 1:].to(device)
-    logits = model(input_ids=batch["input_ids"].to(device), use_cache=False).logits[:, :-1]
+    input_ids = batch["input_ids"].to(device)
+    extra = {} if eos_token_id is None else {
+        "position_ids": document_positions(input_ids, eos_token_id)}
+    logits = model(input_ids=input_ids, use_cache=False, **extra).logits[:, :-1]
     loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                                ignore_index=IGNORE_INDEX, reduction="sum")
     return loss_sum, (labels != IGNORE_INDEX).sum()
@@ -244,13 +266,18 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, accelerator: Accelerator, model: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
-                 sampler: BatchSampler, tokenizer: PreTrainedTokenizerBase,
+                 sampler: BatchSampler | StreamSampler, tokenizer: PreTrainedTokenizerBase,
                  val_data: TokenData, history: list[dict[str, Any]],
-                 checkpoint: Path | None, uniform_loss: float, data_fingerprint: str) -> None:
+                 checkpoint: Path | None, uniform_loss: float, data_fingerprint: str,
+                 carried: CarriedStates | None) -> None:
         self.cfg, self.accelerator, self.model = cfg, accelerator, model
+        self.carried = carried
         self.optimizer, self.scheduler, self.sampler = optimizer, scheduler, sampler
         self.tokenizer, self.val_data, self.history = tokenizer, val_data, history
         self.data_fingerprint = data_fingerprint
+        # the Hugging Face baselines take position_ids but would still attend across documents
+        self.eos_token_id = tokenizer.eos_token_id if cfg.document_resets \
+            and cfg.model_type not in BASELINES else None
         self.tokens_per_step = (cfg.batch_size * cfg.seq_len * cfg.grad_accum_steps
                                 * accelerator.num_processes)
         # eval_batches batches of batch_size windows per process: the same held-out windows
@@ -356,10 +383,14 @@ class _Run:
         lr = optimizer.param_groups[-1]["lr"]  # the AdamW group's (Muon's is muon_lr-scaled)
         total = torch.zeros((), device=accelerator.device)
         mean_loss, finite = math.nan, False
-        for _ in range(cfg.grad_accum_steps):
+        for slot in range(cfg.grad_accum_steps):
             batch = next(self.sampler)  # this process's own batch: ranks read disjoint windows
             with accelerator.accumulate(model):
-                loss_sum, count = token_loss(model, batch, accelerator.device)
+                if self.carried is None:
+                    loss_sum, count = token_loss(model, batch, accelerator.device,
+                                                 self.eos_token_id)
+                else:
+                    loss_sum, count = self.carried.loss(model, batch, slot, accelerator.device)
                 loss = loss_sum / count.clamp(min=1)  # 0, not NaN, if all targets are masked
                 accelerator.backward(loss)
                 total += loss.detach()
@@ -402,7 +433,8 @@ class _Run:
         loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         count = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         for batch in self.eval_windows:
-            batch_sum, batch_count = token_loss(model, batch, accelerator.device)
+            batch_sum, batch_count = token_loss(model, batch, accelerator.device,
+                                                self.eos_token_id)
             loss_sum += batch_sum
             count += batch_count
         model.train()
@@ -455,6 +487,11 @@ class _Run:
     def _save(self, step: int) -> None:
         cfg, accelerator = self.cfg, self.accelerator
         rng_states = gather_object([capture_rng_state()])  # one per process, rank order
+        carried = None
+        if self.carried is not None:
+            carried = {name: value for part in gather_object(
+                [self.carried.to_tensors(accelerator.process_index)]) for name, value in
+                part.items()}
         healthy = self.watch.healthy
         if accelerator.is_main_process:
             # while the loss looks unhealthy nothing is pruned: the checkpoints from before a
@@ -464,7 +501,7 @@ class _Run:
                 self.optimizer, self.scheduler,
                 {**self.sampler.state_dict(), DATA_FINGERPRINT: self.data_fingerprint}, step,
                 cfg.to_dict(), history=self.history, rng_states=rng_states,
-                keep=cfg.keep_checkpoints if healthy else None)
+                carried_states=carried, keep=cfg.keep_checkpoints if healthy else None)
         self.checkpoint = Path(cfg.resolved_checkpoint_dir) / f"step_{step}"
         if healthy:
             self.good_checkpoint = self.checkpoint

@@ -11,6 +11,7 @@ from hololm.data.packing import (
     IGNORE_INDEX,
     BatchSampler,
     TokenData,
+    document_positions,
     eval_batches,
     load_token_data,
     tokenize_documents,
@@ -208,3 +209,12 @@ def test_eval_batches_are_fixed_and_non_overlapping():
     assert (starts.diff() >= 10).all() and starts[-1] >= 900  # spread over the data
     everything = list(eval_batches(data, 10, 32))
     assert [len(b["input_ids"]) for b in everything] == [32, 32, 32, 4]
+
+
+def test_document_positions_restart_after_each_end_of_text():
+    eos = 1
+    x = torch.tensor([[5, 1, 9, 9, 1, 1, 4], [2, 3, 4, 5, 6, 7, 8]])
+    assert document_positions(x, eos).tolist() == [[0, 1, 0, 1, 2, 0, 0], [0, 1, 2, 3, 4, 5, 6]]
+    # a window continuing its document (carried state) counts on; 0 there starts one
+    assert document_positions(x, eos, first=torch.tensor([3, 0])).tolist() == [
+        [3, 4, 0, 1, 2, 0, 0], [0, 1, 2, 3, 4, 5, 6]]

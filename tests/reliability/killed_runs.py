@@ -89,12 +89,12 @@ def _install(scenario: str) -> None:
         real_loss = trainer.token_loss
         calls = [0]
 
-        def token_loss(model, batch, device):
+        def token_loss(model, batch, device, eos_token_id=None):
             if torch.is_grad_enabled():
                 calls[0] += 1
                 if calls[0] == KILL_STEP + 1:
                     _die()
-            return real_loss(model, batch, device)
+            return real_loss(model, batch, device, eos_token_id)
 
         trainer.token_loss = token_loss
     elif not scenario.startswith("timer"):

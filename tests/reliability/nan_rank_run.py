@@ -25,8 +25,8 @@ def main() -> None:
     current = [0]
     digests = {}
 
-    def token_loss(model, batch, device):
-        loss_sum, count = real_loss(model, batch, device)
+    def token_loss(model, batch, device, eos_token_id=None):
+        loss_sum, count = real_loss(model, batch, device, eos_token_id)
         if torch.is_grad_enabled() and rank == 1 and current[0] == POISONED_STEP:
             loss_sum = loss_sum * float("nan")
         return loss_sum, count

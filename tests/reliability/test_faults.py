@@ -129,8 +129,8 @@ def _poison(monkeypatch, calls: set[int] | None, fault: str) -> None:
     real = trainer.token_loss
     seen = [0]
 
-    def token_loss(model, batch, device):
-        loss_sum, count = real(model, batch, device)
+    def token_loss(model, batch, device, eos_token_id=None):
+        loss_sum, count = real(model, batch, device, eos_token_id)
         if torch.is_grad_enabled():
             seen[0] += 1
             if calls is None or seen[0] in calls:

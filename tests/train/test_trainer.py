@@ -79,10 +79,34 @@ def test_loss_falls_and_logs_are_written(tmp_path, cache_dir):
     assert samples.count("=== step") == 2 and samples.startswith("=== step 20\ndef ")
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, cache_dir, monkeypatch):
+def test_document_resets_reach_the_model_unless_turned_off(tmp_path, cache_dir, monkeypatch):
+    """Training and evaluation windows carry the packed documents' positions to the model."""
+    seen = []
+    real = trainer.document_positions
+
+    def positions(input_ids, eos_token_id):
+        seen.append(eos_token_id)
+        return real(input_ids, eos_token_id)
+
+    monkeypatch.setattr(trainer, "document_positions", positions)
+    short = {"max_steps": 2, "warmup_steps": 1, "eval_steps": 2, "save_steps": 2,
+             "sample_tokens": 0}
+    on = trainer.train(_config(tmp_path / "on", cache_dir, **short))
+    assert len(seen) == 2 + 2 and set(seen) == {byte_tokenizer().eos_token_id}
+    seen.clear()
+    off = trainer.train(_config(tmp_path / "off", cache_dir, document_resets=False, **short))
+    assert not seen
+    # the stdlib windows hold document boundaries: reading across them changes the loss
+    assert on["history"][0]["loss"] != off["history"][0]["loss"]
+
+
+@pytest.mark.parametrize("carry", [False, True], ids=["fresh-windows", "carry-state"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, cache_dir, monkeypatch,
+                                                         carry):
     """Ctrl-C at step 4 saves step_4; resuming reproduces steps 5-6 bit for bit (with gradient
-    accumulation, evaluations and samples in between)."""
-    changes = {"grad_accum_steps": 2, "optimizer": "muon"}
+    accumulation, evaluations and samples in between; with --carry_state, from the states the
+    checkpoint kept)."""
+    changes = {"grad_accum_steps": 2, "optimizer": "muon", "carry_state": carry}
     whole = trainer.train(_config(tmp_path / "whole", cache_dir, **changes))
 
     step = trainer._Run._train_step
@@ -108,6 +132,12 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, cache_dir, m
     assert all(torch.equal(a[k], b[k]) for k in a)
     with open(tmp_path / "split" / "log.csv", newline="") as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3", "4", "5", "6"]
+    carried = load_checkpoint(tmp_path / "split" / "checkpoints" / "step_4").carried_states
+    if carry:  # both micro-batch slots, every layer's memory and the next positions
+        assert {"rank0.slot0.next_position", "rank0.slot1.next_position"} <= set(carried)
+        assert any(k.startswith("rank0.slot1.layer1.") for k in carried)
+    else:
+        assert carried is None
 
 
 def test_resume_refuses_a_missing_named_or_mismatched_checkpoint(tmp_path, cache_dir):
