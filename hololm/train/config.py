@@ -33,7 +33,7 @@ class TrainConfig:
     batch_size × grad_accum_steps × processes sequences of seq_len tokens."""
 
     # model
-    model_type: str = "long"
+    model_type: str = "hologpt-delta"  # the hololm family docs/lm.md ranks best
     model_size: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # passed to the model config
     seq_len: int = 512
@@ -46,6 +46,8 @@ class TrainConfig:
     tokenizer: str = "byte"  # "byte", "bpe" (trained on the dataset) or a hub/local name
     bpe_vocab_size: int = 8192
     cache_dir: str | None = None  # tokenized data and BPE tokenizers; None: the data default
+    document_resets: bool = True  # hololm models: memories reset where a packed document begins
+    carry_state: bool = False  # rows read contiguous streams, each window from the last's state
     # optimisation
     batch_size: int = 8  # sequences per process per micro-batch
     grad_accum_steps: int = 1
