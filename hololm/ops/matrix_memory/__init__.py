@@ -22,6 +22,13 @@ code; its text reads after). Three forms compute the same function:
   gates they span. The chunk-to-chunk state passing is a loop over the T / C chunks (measured
   as fast as the quadratic all-pairs form at T = 4096 and linear beyond).
 
+  Its backends (`backend=`, hololm/ops/backends.py), side by side here: "reference"
+  (`holo_scan`, reference.py), "torch" (the chunked form, torch_form.py), "cpu" (the same with
+  the intra-chunk decay mask as a fused C kernel, cpu_form.py + matrix_memory.c; float32) and
+  "fla" (flash-linear-attention's chunked Triton kernels, fla_form.py: CUDA, half-precision
+  q, k, v as under autocast, not read_before_write; its own chunk size and numerics). "auto"
+  takes fla where it applies and triton is on, C on CPU in float32, else the PyTorch form.
+
   Packed documents (`reset=` [B, T] bool, True at a document's first token): the state
   entering such a token is dropped, S_{t-1} → 0 before the token reads or writes (as if its
   log f were -inf), so each document's outputs are those of the document run alone from a zero
@@ -33,15 +40,10 @@ code; its text reads after). Three forms compute the same function:
                + [doc_t = 0] exp(Γ_t) S_0ᵀ q_t
       S_next = [doc_C = 0] exp(Γ_C) S_0  +  Σ_s [doc_s = doc_C] exp(Γ_C − Γ_s) w_s k_s v_sᵀ
 
-  exact, since a start zeroes the products of gates spanning it and nothing else. "fla" runs
-  packed documents only as one varlen row (cu_seqlens, batch 1), so "auto" never takes it with
-  `reset` and backend="fla" refuses it.
-  Its backends (`backend=`, hololm/ops/backends.py), side by side here: "reference"
-  (`holo_scan`, reference.py), "torch" (the chunked form, torch_form.py), "cpu" (the same with
-  the intra-chunk decay mask as a fused C kernel, cpu_form.py + matrix_memory.c; float32) and
-  "fla" (flash-linear-attention's chunked Triton kernels, fla_form.py: CUDA, half-precision
-  q, k, v as under autocast, not read_before_write; its own chunk size and numerics). "auto"
-  takes fla where it applies and triton is on, C on CPU in float32, else the PyTorch form.
+  exact, since a start zeroes the products of gates spanning it and nothing else
+  (read_before_write: the same masks on its terms; "cpu" masks the scores before its C kernel,
+  which then needs no change). "fla" runs packed documents only as one varlen row (cu_seqlens,
+  batch 1), so "auto" never takes it with `reset` and backend="fla" refuses it.
 - `gated_matrix_memory_step`: one token, for decoding (`reset` [B]: that token starts a
   document).
 
