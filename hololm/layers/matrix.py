@@ -24,6 +24,9 @@ Two ingredients that make such memories recall, both off in HoloGPT's setting:
 - `update="delta"`: the gated delta rule M_t = f_t (I − β_t k_t k_tᵀ) M_{t-1} + β_t k_t v_tᵀ with
   β_t = w_t (`hololm.ops.delta_rule`): a write replaces what k_t held instead of adding to it.
 
+Packed documents (`pad.starts`): at a document's first token M is dropped (the ops' `reset`)
+and the convolution reads no token before it, so each document's outputs are its own alone.
+
 State: {"memory": M [B, H, Dk, Dv] float32, "conv": last k−1 projections [B, k−1, 3·H·Dk]
 (conv_size > 0)}; `position` is unused (nothing here depends on absolute position). The
 per-head math runs in float32 (float64 for a float64 x) whatever x's dtype; r is cast back
@@ -89,11 +92,12 @@ class MatrixMemory(Mixer):
         H, D = self.n_heads, self.matrix_dim
         dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64
         state, new_state = state or {}, {}
+        reset = None if pad is None else pad.starts  # [B, T]: a document starts, M is dropped
         qkv = self.qkv_proj(x)  # [B, T, 3·H·D]
         if self.conv is not None:
             qkv = qkv if pad is None else pad.zero_pads(qkv)
             qkv, new_state["conv"] = self.conv(qkv, state.get("conv"),
-                                               None if pad is None else pad.keep)
+                                               None if pad is None else pad.keep, reset)
             qkv = F.silu(qkv)
         q, k, v = qkv.to(dtype).view(B, T, 3, H, D).unbind(2)  # [B, T, H, D]
         q, k, v = F.normalize(q, dim=-1), F.normalize(k, dim=-1), torch.tanh(v)
@@ -102,18 +106,19 @@ class MatrixMemory(Mixer):
         if pad is not None:  # a padding token neither writes nor forgets: M passes unchanged
             log_f, w = pad.zero_pads(log_f), pad.zero_pads(w)
         memory = state.get("memory")
+        reset_0 = None if reset is None else reset[:, 0]
         if T == 1 and self.update == "delta":
             r, memory = gated_delta_rule_step(q[:, 0], k[:, 0], v[:, 0], w[:, 0], log_f[:, 0],
-                                              memory)
+                                              memory, reset=reset_0)
         elif T == 1:
             r, memory = gated_matrix_memory_step(q[:, 0], k[:, 0], v[:, 0], log_f[:, 0], w[:, 0],
-                                                 memory, self.read_before_write)
+                                                 memory, self.read_before_write, reset=reset_0)
         elif self.update == "delta":
-            r, memory = gated_delta_rule(q, k, v, w, log_f, memory, self.chunk_size,
+            r, memory = gated_delta_rule(q, k, v, w, log_f, memory, self.chunk_size, reset=reset,
                                          backend=self.backend)
         else:
             r, memory = gated_matrix_memory(q, k, v, log_f, w, memory, self.read_before_write,
-                                            self.chunk_size, backend=self.backend)
+                                            self.chunk_size, reset=reset, backend=self.backend)
         r = r.reshape(B, T, H * D)  # the step's [B, H, D] too
         new_state["memory"] = memory
         return self.o_proj(r.to(x.dtype)), new_state

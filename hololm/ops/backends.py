@@ -56,6 +56,12 @@ def select(op: str, backend: str, choices: tuple[str, ...], x: torch.Tensor,
     return backend, None
 
 
+# fla takes packed documents only as one varlen row (cu_seqlens with batch 1), not as resets
+# inside a batch of rows: ops given `reset` stay on their PyTorch forms
+FLA_NO_RESET = ("document resets (reset=) are not supported: fla runs packed documents only as "
+                "one varlen row (cu_seqlens, batch 1)")
+
+
 def fla_unsuitable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    dtype: torch.dtype) -> str | None:
     """Why flash-linear-attention's kernels cannot take these inputs (None: they can): CUDA

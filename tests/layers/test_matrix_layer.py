@@ -2,7 +2,7 @@
 `gated_delta_rule_ref`, the short convolution as a padded conv1d) in float64, in HoloGPT's
 setting and with the short convolution and the delta rule; whole sequence, prefix + rest and
 token-by-token agree (outputs, states, gradients); causal; any forget strength is exact; bf16
-works; the gates start at σ(+2) / σ(−2)."""
+works; the gates start at σ(+2) / σ(−2); packed documents run as if alone."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hololm.layers.base import state_nbytes
+from hololm.layers.base import Padding, state_nbytes
 from hololm.layers.matrix import MatrixMemory
 from hololm.ops.delta_rule import gated_delta_rule_ref
 from hololm.ops.matrix_memory import holo_scan
@@ -24,6 +24,7 @@ from tests.layers.helpers import (
     loss_and_grads,
     run_pieces,
 )
+from tests.ops.documents import make_reset
 
 B, D_MODEL, DIM, H = 2, 32, 8, 4
 # HoloGPT's setting, and the ingredients of recall: a short convolution, the delta rule
@@ -218,6 +219,43 @@ def test_state_bytes_match_and_do_not_grow(dtype, setting):
     _, state = layer(torch.randn(3, 1, D_MODEL, dtype=dtype), state, position=10)
     assert layer.state_bytes(3, 11) == state_nbytes(state)
     assert layer.state_bytes(3, 10) == layer.state_bytes(3, 10**6)
+
+
+def _packed(starts: torch.Tensor) -> Padding:
+    """The `Padding` of unpadded rows packing documents that begin where starts [B, T] is True
+    (what the model builds from position_ids; only keep and starts reach this layer)."""
+    steps = torch.arange(starts.shape[1]).expand_as(starts)
+    first = torch.where(starts, steps, 0).cummax(1).values  # each token's document start
+    keep = torch.ones_like(starts)
+    return Padding(keep=keep, keys=keep, positions=steps - first, starts=starts,
+                   documents=starts.long().cumsum(1))
+
+
+@pytest.mark.parametrize("setting", ["hologpt", "hologpt-read-before-write", "conv", "delta"])
+def test_packed_documents_equal_each_document_alone(setting):
+    """A row packing documents (starts at t = 0, mid-chunk, on chunk boundaries, in a row, the
+    last token) gives each document's outputs and final memory as run alone; in pieces through
+    the state, prefix then token by token, it equals the whole packed call."""
+    kwargs = ({"read_before_write": True} if setting == "hologpt-read-before-write"
+              else SETTINGS[setting])
+    layer = _layer(chunk_size=8, **kwargs)
+    T = 37
+    x, starts = torch.randn(B, T, D_MODEL), make_reset(B, T, 8)
+    y, state = layer(x, pad=_packed(starts))
+    for b, row in enumerate(starts.tolist()):
+        bounds = [0, *(t for t in range(1, T) if row[t]), T]
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            y_doc, state_doc = layer(x[b:b + 1, start:stop])
+            assert_close(y[b:b + 1, start:stop], y_doc, 1e-5, f"row {b} tokens {start}:{stop}")
+        assert_close(state["memory"][b:b + 1], state_doc["memory"], 1e-5, f"row {b} memory")
+    split = 19
+    y_p, state_p = layer(x[:, :split], pad=_packed(starts[:, :split]))
+    ys = [y_p]
+    for t in range(split, T):
+        y_p, state_p = layer(x[:, t:t + 1], state_p, position=t, pad=_packed(starts[:, t:t + 1]))
+        ys.append(y_p)
+    assert_close(torch.cat(ys, 1), y, 1e-5, "prefix then token by token")
+    assert_close(state_p["memory"], state["memory"], 1e-5, "memory in pieces")
 
 
 def test_invalid_arguments():

@@ -10,8 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from hololm.errors import BackendUnavailableError
-from hololm.ops.delta_rule import gated_delta_rule, gated_delta_rule_ref, gated_delta_rule_step
+from hololm.ops.delta_rule import (
+    fla_form,
+    gated_delta_rule,
+    gated_delta_rule_ref,
+    gated_delta_rule_step,
+)
 from tests.helpers import assert_close, assert_same, run
+from tests.ops.documents import documents_alone, make_reset
 
 B, H, DK, DV = 2, 2, 8, 6
 NAMES = ("q", "k", "v", "beta", "log_forget", "initial_state")
@@ -32,12 +38,13 @@ def make_inputs(T: int, gated: bool = True, state: bool = True,
     }
 
 
-def step_scan(q, k, v, beta, log_forget=None, initial_state=None):
+def step_scan(q, k, v, beta, log_forget=None, initial_state=None, *, reset=None):
     """The full sequence through `gated_delta_rule_step`, token by token."""
     S, ys = initial_state, []
     for t in range(q.shape[1]):
         f_t = None if log_forget is None else log_forget[:, t]
-        y, S = gated_delta_rule_step(q[:, t], k[:, t], v[:, t], beta[:, t], f_t, S)
+        y, S = gated_delta_rule_step(q[:, t], k[:, t], v[:, t], beta[:, t], f_t, S,
+                                     reset=None if reset is None else reset[:, t])
         ys.append(y)
     return torch.stack(ys, dim=1), S
 
@@ -201,6 +208,90 @@ def test_bad_arguments(fn):
         fn(**{n: x if n == "initial_state" else x[:, :0] for n, x in inputs.items()})
     with pytest.raises(ValueError, match="v must have shape"):
         fn(**dict(inputs, v=inputs["v"][:, :, :1]))
+    with pytest.raises(TypeError, match="^reset must be a bool tensor"):
+        fn(**inputs, reset=torch.zeros(B, 5))
+    with pytest.raises(ValueError, match=r"^reset must have shape \(2, 5\)"):
+        fn(**inputs, reset=torch.zeros(B, 6, dtype=torch.bool))
     if fn is gated_delta_rule:
         with pytest.raises(ValueError, match="chunk_size must be a positive int"):
             fn(**inputs, chunk_size=0)
+
+
+def test_bad_step_reset():
+    token = {n: x[:, 0] for n, x in make_inputs(5).items() if n in NAMES[:5]}
+    with pytest.raises(TypeError, match="^reset "):
+        gated_delta_rule_step(**token, reset=[True, False])
+    with pytest.raises(ValueError, match=r"^reset must have shape \(2,\)"):
+        gated_delta_rule_step(**token, reset=torch.zeros(B, 1, dtype=torch.bool))
+
+
+# Packed documents (`reset=`): starts at t = 0, mid-chunk, on chunk boundaries, in a row, at the
+# last token (tests/ops/documents.py), with odd lengths and chunk sizes.
+
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("chunk_size", [7, 16, 64])
+@pytest.mark.parametrize("T", [1, 2, 37, 64, 65])
+def test_resets_match_reference(T, chunk_size, gated):
+    """The chunked form with document starts: outputs, final state and every gradient (the
+    initial state's included) against the float64 reference."""
+    inputs, reset = make_inputs(T, gated), make_reset(B, T, chunk_size)
+    ref = run(gated_delta_rule_ref, inputs, torch.float64, reset=reset)
+    got = run(gated_delta_rule, inputs, chunk_size=chunk_size, reset=reset, backend="torch")
+    assert_same(got, ref, 1e-5)
+
+
+@pytest.mark.parametrize("state", [True, False])
+@pytest.mark.parametrize("gated", [True, False])
+def test_reference_resets_run_each_document_alone(gated, state):
+    """The reference with resets equals every document run by itself (the first of a row from
+    the initial state, the others from zero): outputs, final states and gradients."""
+    inputs, reset = make_inputs(41, gated, state), make_reset(B, 41, 8)
+    alone = documents_alone(gated_delta_rule_ref, NAMES[:5])
+    ref = run(alone, inputs, torch.float64, reset=reset)
+    assert_same(run(gated_delta_rule_ref, inputs, torch.float64, reset=reset), ref, 1e-12)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_step_with_resets_matches_reference(gated):
+    inputs, reset = make_inputs(37, gated), make_reset(B, 37, 8)
+    ref = run(gated_delta_rule_ref, inputs, torch.float64, reset=reset)
+    assert_same(run(step_scan, inputs, reset=reset), ref, 1e-5)
+
+
+def test_prefill_then_steps_with_resets():
+    """Prefill cut inside a document, then token by token: starts on both sides of the cut."""
+    inputs, split = make_inputs(50), 29
+    reset = make_reset(B, 50, 12)
+    y_full, S_full = gated_delta_rule(**inputs, chunk_size=16, reset=reset)
+    head = {n: x if n == "initial_state" else x[:, :split] for n, x in inputs.items()}
+    y, S = gated_delta_rule(**head, chunk_size=16, reset=reset[:, :split])
+    ys = [y]
+    for t in range(split, 50):
+        y_t, S = gated_delta_rule_step(*(inputs[n][:, t] for n in NAMES[:5]), state=S,
+                                       reset=reset[:, t])
+        ys.append(y_t[:, None])
+    assert_close(torch.cat(ys, dim=1), y_full, 1e-5, "y")
+    assert_close(S, S_full, 1e-5, "final state")
+
+
+def test_resets_with_strong_decays():
+    """Starts between strong decays (log f down to -50): masks on terms whose log decays stay
+    finite, so outputs and gradients stay finite and exact."""
+    T = 3 * 16 + 5
+    strong = torch.rand(B, T, H) < 0.5
+    log_forget = torch.where(strong, -50 * torch.rand(B, T, H), -0.01 * torch.rand(B, T, H))
+    inputs, reset = make_inputs(T, log_forget=log_forget), make_reset(B, T, 16)
+    ref = run(gated_delta_rule_ref, inputs, torch.float64, reset=reset)
+    assert_same(run(gated_delta_rule, inputs, chunk_size=16, reset=reset), ref, 1e-5)
+
+
+def test_fla_refuses_resets():
+    """fla takes packed documents only as one varlen row: an explicit backend="fla" with
+    `reset` says so (before any device check), and "auto" never takes fla with one."""
+    inputs = make_inputs(5)
+    reset = torch.zeros(B, 5, dtype=torch.bool)
+    with pytest.raises(BackendUnavailableError, match="'fla' is unavailable: document resets"):
+        gated_delta_rule(**inputs, reset=reset, backend="fla")
+    assert fla_form.unavailable(inputs["q"], inputs["k"], inputs["v"], torch.float32, reset) \
+        .startswith("document resets")

@@ -13,11 +13,13 @@ import torch.nn.functional as F
 from hololm.errors import BackendUnavailableError
 from hololm.ops.matrix_memory import (
     cpu_form,
+    fla_form,
     gated_matrix_memory,
     gated_matrix_memory_step,
     holo_scan,
 )
 from tests.helpers import assert_close, assert_same, by_backend, run
+from tests.ops.documents import documents_alone, make_reset
 
 BACKENDS = ("cpu", "torch")  # a test taking `backend` runs on each (conftest.py)
 KERNEL = cpu_form.KERNEL
@@ -43,13 +45,15 @@ def make_inputs(T: int, log_forget: torch.Tensor | None = None, write: bool = Tr
     }
 
 
-def step_scan(q, k, v, log_forget, write=None, initial_state=None, read_before_write=False):
+def step_scan(q, k, v, log_forget, write=None, initial_state=None, read_before_write=False, *,
+              reset=None):
     """The full sequence through `gated_matrix_memory_step`, token by token."""
     S, ys = initial_state, []
     for t in range(q.shape[1]):
         w_t = None if write is None else write[:, t]
         y, S = gated_matrix_memory_step(q[:, t], k[:, t], v[:, t], log_forget[:, t], w_t, S,
-                                        read_before_write)
+                                        read_before_write,
+                                        reset=None if reset is None else reset[:, t])
         ys.append(y)
     return torch.stack(ys, dim=1), S
 
@@ -225,6 +229,11 @@ BAD_SEQUENCE_ARGS = [
     (dict(initial_state=torch.zeros(B, H, DK, DV, dtype=torch.bfloat16)), TypeError,
      "^initial_state "),
     (dict(read_before_write=1), TypeError, "^read_before_write "),
+    (dict(reset=[[True]]), TypeError, "^reset "),
+    (dict(reset=torch.zeros(B, 5)), TypeError, "^reset must be a bool tensor"),
+    (dict(reset=torch.zeros(B, 4, dtype=torch.bool)), ValueError,
+     r"^reset must have shape \(2, 5\)"),
+    (dict(reset=torch.zeros(B, 5, H, dtype=torch.bool)), ValueError, "^reset "),
 ]
 
 
@@ -248,6 +257,9 @@ def test_bad_chunk_size(chunk_size):
     (dict(write=torch.zeros(B)), ValueError, "^write "),
     (dict(state=torch.zeros(B, H, DK, DV + 1)), ValueError, "^state "),
     (dict(state=torch.zeros(B, H, DK, DV, dtype=torch.float16)), TypeError, "^state "),
+    (dict(reset=torch.zeros(B, dtype=torch.int64)), TypeError, "^reset "),
+    (dict(reset=torch.zeros(B, 5, dtype=torch.bool)), ValueError,
+     r"^reset must have shape \(2,\)"),
 ])
 def test_bad_step_arguments(changes, error, match):
     token = {n: x[:, 0] for n, x in make_inputs(5).items() if n in NAMES[:5]}
@@ -291,3 +303,95 @@ def test_unavailable_backends_say_why():
         gated_matrix_memory(**seq, backend="triton")
     with pytest.raises(BackendUnavailableError, match="'fla' is unavailable: wrong device"):
         gated_matrix_memory(**seq, backend="fla")
+
+
+# Packed documents (`reset=`): starts at t = 0, mid-chunk, on chunk boundaries, in a row, at the
+# last token (tests/ops/documents.py), with odd lengths and chunk sizes.
+
+
+@pytest.mark.parametrize("read_before_write", [False, True])
+@pytest.mark.parametrize("chunk_size", [7, 16, 64])
+@pytest.mark.parametrize("T", [1, 2, 37, 64, 65])
+def test_resets_match_reference(T, chunk_size, read_before_write, backend):
+    """Outputs, final state and every gradient (the initial state's included) with document
+    starts, against the float64 reference."""
+    inputs, reset = make_inputs(T), make_reset(B, T, chunk_size)
+    ref = run(holo_scan, inputs, torch.float64, read_before_write=read_before_write, reset=reset)
+    got = run(memory_on(backend), inputs, read_before_write=read_before_write,
+              chunk_size=chunk_size, reset=reset)
+    assert_same(got, ref, 1e-5)
+
+
+@pytest.mark.parametrize("state", [True, False])
+@pytest.mark.parametrize("read_before_write", [False, True])
+def test_reference_resets_run_each_document_alone(read_before_write, state):
+    """The reference with resets equals every document run by itself (the first of a row from
+    the initial state, the others from zero): outputs, final states and gradients."""
+    inputs, reset = make_inputs(41, state=state), make_reset(B, 41, 8)
+    alone = documents_alone(holo_scan, NAMES[:5])
+    ref = run(alone, inputs, torch.float64, read_before_write=read_before_write, reset=reset)
+    got = run(holo_scan, inputs, torch.float64, read_before_write=read_before_write, reset=reset)
+    assert_same(got, ref, 1e-12)
+
+
+@pytest.mark.parametrize("read_before_write", [False, True])
+def test_step_with_resets_matches_reference(read_before_write):
+    inputs, reset = make_inputs(37), make_reset(B, 37, 8)
+    ref = run(holo_scan, inputs, torch.float64, read_before_write=read_before_write, reset=reset)
+    assert_same(run(step_scan, inputs, read_before_write=read_before_write, reset=reset), ref,
+                1e-5)
+
+
+@pytest.mark.parametrize("read_before_write", [False, True])
+def test_prefill_then_steps_with_resets(read_before_write, backend):
+    """Prefill cut inside a document, then token by token: starts on both sides of the cut."""
+    inputs, split = make_inputs(50), 29
+    reset = make_reset(B, 50, 12)
+    y_full, S_full = gated_matrix_memory(**inputs, read_before_write=read_before_write,
+                                         chunk_size=16, reset=reset, backend=backend)
+    head = {n: x if n == "initial_state" else x[:, :split] for n, x in inputs.items()}
+    y, S = gated_matrix_memory(**head, read_before_write=read_before_write, chunk_size=16,
+                               reset=reset[:, :split], backend=backend)
+    ys = [y]
+    for t in range(split, 50):
+        y_t, S = gated_matrix_memory_step(*(inputs[n][:, t] for n in NAMES[:5]), state=S,
+                                          read_before_write=read_before_write,
+                                          reset=reset[:, t])
+        ys.append(y_t[:, None])
+    assert_close(torch.cat(ys, dim=1), y_full, 1e-5, "y")
+    assert_close(S, S_full, 1e-5, "final state")
+
+
+def test_resets_with_strong_decays(backend):
+    """Starts between strong decays (log f down to -50): the masks multiply terms whose log
+    decays stay finite, so outputs and gradients stay finite and exact."""
+    T = 3 * 16 + 5
+    strong = torch.rand(B, T, H) < 0.5
+    log_forget = torch.where(strong, -50 * torch.rand(B, T, H), -0.01 * torch.rand(B, T, H))
+    inputs, reset = make_inputs(T, log_forget=log_forget), make_reset(B, T, 16)
+    for read_before_write in (False, True):
+        ref = run(holo_scan, inputs, torch.float64, read_before_write=read_before_write,
+                  reset=reset)
+        got = run(memory_on(backend), inputs, read_before_write=read_before_write,
+                  chunk_size=16, reset=reset)
+        assert_same(got, ref, 2e-6, grad_tol=1e-5)
+
+
+def test_no_reset_is_no_start():
+    """An all-False reset is the call without one, bit for bit (the masks multiply by 1)."""
+    inputs = make_inputs(40)
+    for fn in (holo_scan, partial(gated_matrix_memory, chunk_size=16)):
+        y, S = fn(**inputs)
+        y_none, S_none = fn(**inputs, reset=torch.zeros(B, 40, dtype=torch.bool))
+        assert torch.equal(y, y_none) and torch.equal(S, S_none)
+
+
+def test_fla_refuses_resets():
+    """fla takes packed documents only as one varlen row: an explicit backend="fla" with
+    `reset` says so (before any device check), and "auto" never takes fla with one."""
+    seq = _seq()
+    reset = torch.zeros(B, 5, dtype=torch.bool)
+    with pytest.raises(BackendUnavailableError, match="'fla' is unavailable: document resets"):
+        gated_matrix_memory(**seq, reset=reset, backend="fla")
+    assert fla_form.unavailable(seq["q"], seq["k"], seq["v"], False, torch.float32, reset) \
+        .startswith("document resets")

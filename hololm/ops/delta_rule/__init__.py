@@ -28,7 +28,18 @@ twice holds its last value rather than the sum. Three forms compute the same fun
   "torch" (this form, torch_form.py) and "fla" (flash-linear-attention's chunked Triton
   kernels, fla_form.py: CUDA, half-precision q, k, v as under autocast; its own numerics).
   "auto" takes fla where it applies and triton is on, else the PyTorch form.
-- `gated_delta_rule_step`: one token, for decoding.
+
+  Packed documents (`reset=` [B, T] bool, True at a document's first token): the state
+  entering such a token is dropped, S_{t-1} → 0 (f_t → 0), so each document's outputs are
+  those of the document run alone from a zero state (the first from the initial state). The
+  recurrence is linear in the state, so this only zeroes the gate products that span a start:
+  with doc_i = Σ_{r<=i} reset_r within the chunk (0: the document of S_0), Γ_ij gets the factor
+  [doc_i = doc_j], e^{G_i} (S_0 seen by i) [doc_i = 0], e^{G_C − G_j} [doc_j = doc_C] and e^{G_C}
+  [doc_C = 0]: exact 0/1 masks on the terms, never -inf log gates (whose differences in the
+  float64 cumsums would be NaN). "fla" runs packed documents only as one varlen row
+  (cu_seqlens, batch 1), so "auto" never takes it with `reset` and backend="fla" refuses it.
+- `gated_delta_rule_step`: one token, for decoding (`reset` [B]: that token starts a
+  document).
 
 `log_forget=None` is the ungated delta rule (f = 1). Dtypes: inputs may be float16 / bfloat16 /
 float32 / float64; everything is computed in float32, or float64 when any input is float64; the
@@ -44,7 +55,12 @@ from hololm.ops._validate import require_positive_int
 from hololm.ops.delta_rule import fla_form
 from hololm.ops.delta_rule.reference import _update, _validate, gated_delta_rule_ref
 from hololm.ops.delta_rule.torch_form import chunked_delta_rule
-from hololm.ops.matrix_memory.common import _compute_dtype, _start_state
+from hololm.ops.matrix_memory.common import (
+    _compute_dtype,
+    _drop_at,
+    _start_state,
+    _validate_reset,
+)
 
 BACKENDS = ("reference", "torch", "fla")
 __all__ = ["BACKENDS", "gated_delta_rule", "gated_delta_rule_ref", "gated_delta_rule_step"]
@@ -54,14 +70,16 @@ __all__ = ["BACKENDS", "gated_delta_rule", "gated_delta_rule_ref", "gated_delta_
 def gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                      log_forget: torch.Tensor | None = None,
                      initial_state: torch.Tensor | None = None, chunk_size: int = 64, *,
-                     backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+                     reset: torch.Tensor | None = None, backend: str = "auto"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The rule on `backend` (one of `BACKENDS` or "auto", see the module docstring), same
     arguments and results as `gated_delta_rule_ref`; `chunk_size` sets the chunks of the
     "torch" form."""
     _validate(q, k, v, beta, log_forget, initial_state, "initial_state", 4)
+    _validate_reset(reset, q, 4)
     require_positive_int("chunk_size", chunk_size)
     dtype = _compute_dtype(q, k, v, beta, log_forget, initial_state)
-    why_not_fla = fla_form.unavailable(q, k, v, dtype)
+    why_not_fla = fla_form.unavailable(q, k, v, dtype, reset)
     if backend == "fla" and why_not_fla:
         raise backends.unavailable("gated_delta_rule", backend, why_not_fla)
     if backend == "fla" or (backend == "auto" and not why_not_fla and triton_kernels.enabled()):
@@ -69,17 +87,20 @@ def gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
         return fla_form.gated_delta_rule_fla(q, k, v, beta, log_forget, state)
     backend, _ = backends.select("gated_delta_rule", backend, BACKENDS, q, dtype)
     if backend == "reference":
-        return gated_delta_rule_ref(q, k, v, beta, log_forget, initial_state)
-    return chunked_delta_rule(q, k, v, beta, log_forget, initial_state, chunk_size, dtype)
+        return gated_delta_rule_ref(q, k, v, beta, log_forget, initial_state, reset=reset)
+    return chunked_delta_rule(q, k, v, beta, log_forget, initial_state, chunk_size, dtype, reset)
 
 
 def gated_delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                           log_forget: torch.Tensor | None = None,
-                          state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                          state: torch.Tensor | None = None, *,
+                          reset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One token: q, k [B, H, Dk], v [B, H, Dv], beta / log_forget [B, H], state [B, H, Dk, Dv]
-    (None = zeros) → (y [B, H, Dv], new state [B, H, Dk, Dv])."""
+    (None = zeros), reset [B] bool (True: the token starts a document, `state` is dropped)
+    → (y [B, H, Dv], new state [B, H, Dk, Dv])."""
     _validate(q, k, v, beta, log_forget, state, "state", 3)
+    _validate_reset(reset, q, 3)
     dtype = _compute_dtype(q, k, v, beta, log_forget, state)
     f = None if log_forget is None else log_forget.to(dtype).exp()
-    return _update(_start_state(state, q, v, dtype), q.to(dtype), k.to(dtype), v.to(dtype),
-                   beta.to(dtype), f)
+    S = _drop_at(_start_state(state, q, v, dtype), reset)
+    return _update(S, q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype), f)

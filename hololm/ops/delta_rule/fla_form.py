@@ -26,8 +26,12 @@ def available() -> bool:
 
 
 def unavailable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                dtype: torch.dtype = torch.float32) -> str | None:
-    """Why the fla path cannot run (None: it can): inputs fla takes, and fla installed."""
+                dtype: torch.dtype = torch.float32, reset: torch.Tensor | None = None
+                ) -> str | None:
+    """Why the fla path cannot run (None: it can): inputs fla takes, no document resets, and
+    fla installed."""
+    if reset is not None:
+        return backends.FLA_NO_RESET
     if why := backends.fla_unsuitable(q, k, v, dtype):
         return why
     return None if available() else "flash-linear-attention (fla-core) is not installed"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from hololm.ops.matrix_memory.common import _start_state
+from hololm.ops.matrix_memory.common import _documents, _start_state
 
 
 class _ChunkStates(torch.autograd.Function):
@@ -76,10 +76,12 @@ class _StrictDecay(torch.autograd.Function):
 
 def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                        log_forget: torch.Tensor | None, initial_state: torch.Tensor | None,
-                       chunk_size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                       chunk_size: int, dtype: torch.dtype, reset: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """The chunkwise-parallel (WY) form of the module docstring, on validated inputs computing
-    in `dtype`. T need not be a multiple of `chunk_size`: the tail is zero padded (β = 0 writes
-    nothing, log_forget = 0 keeps the state), so padding changes neither y nor the state."""
+    in `dtype`; `reset` [B, T] bool: documents start there (the docstring's masks). T need not
+    be a multiple of `chunk_size`: the tail is zero padded (β = 0 writes nothing, log_forget = 0
+    keeps the state, no reset), so padding changes neither y nor the state."""
     B, T, H, _ = q.shape
     C = min(chunk_size, T)
     N = -(-T // C)
@@ -110,6 +112,20 @@ def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
         rest = F.pad(g[..., 1:], (0, 1)).flip(-1).cumsum(-1).flip(-1)  # Σ_{j<r<=C} g_r
         e_rest = rest.exp().to(dtype)[..., None]  # e^{G_C − G_j}
         chunk_decay = G[..., -1].exp().to(dtype)[..., None, None]  # [N, B, H, 1, 1]
+
+    if reset is not None:
+        # Documents cut the gate products that span a start: 0/1 masks on Γ and the decays of
+        # S_0 and of the state handed on, exact (a log gate of -inf at a start would make the
+        # float64 differences NaN). doc: [N, B, 1, C], one document index for all heads.
+        doc = _documents(reset, N, C).movedim(1, 0)[:, :, None]
+        same = doc[..., :, None] == doc[..., None, :]  # [N, B, 1, C, C]
+        fresh = (doc == 0).to(dtype)[..., None]  # token i sees S_0, [N, B, 1, C, 1]
+        ends = (doc == doc[..., -1:]).to(dtype)[..., None]  # j's write reaches the chunk's end
+        decay = decay * same
+        e_G = fresh if e_G is None else e_G * fresh
+        e_rest = ends if e_rest is None else e_rest * ends
+        carried = fresh[..., -1:, :]  # no start in the chunk: S_0 passes, [N, B, 1, 1, 1]
+        chunk_decay = carried if chunk_decay is None else chunk_decay * carried
 
     Kb = K * b  # β_i k_i
     # the solver reads only the strict lower triangle (unit diagonal): no mask needed

@@ -1,8 +1,10 @@
-"""Argument checks, compute dtype and start state shared by the matrix memory's forms."""
+"""Argument checks, compute dtype, start state and document resets shared by the matrix
+memory's forms (and the delta rule's)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from hololm.ops._validate import require_memory_inputs, require_tensor
 
@@ -16,6 +18,38 @@ def _validate(q, k, v, log_forget, write, state, state_name: str, read_before_wr
                           ndim)
     if not isinstance(read_before_write, bool):
         raise TypeError(f"read_before_write must be a bool, got {type(read_before_write).__name__}")
+
+
+def _validate_reset(reset, q: torch.Tensor, ndim: int) -> None:
+    """`reset`: None, or a bool tensor shaped like q's (B, T) for the sequence forms (ndim=4),
+    (B,) for the step (ndim=3): True where a document starts."""
+    if reset is None:
+        return
+    if not isinstance(reset, torch.Tensor):
+        raise TypeError(f"reset must be a torch.Tensor or None, got {type(reset).__name__}")
+    if reset.dtype != torch.bool:
+        raise TypeError(f"reset must be a bool tensor (True where a document starts), got "
+                        f"{reset.dtype}")
+    shape = tuple(q.shape[:ndim - 2])
+    if tuple(reset.shape) != shape:
+        raise ValueError(f"reset must have shape {shape} (batch{', time' if ndim == 4 else ''}) "
+                         f"to match q, got {tuple(reset.shape)}")
+
+
+def _drop_at(S: torch.Tensor, reset_t: torch.Tensor | None) -> torch.Tensor:
+    """S [B, H, Dk, Dv] with the rows where reset_t [B] is True set to zero: the state a
+    document's first token sees (nothing flows back into the dropped rows)."""
+    if reset_t is None:
+        return S
+    return torch.where(reset_t[:, None, None, None], S.new_zeros(()), S)
+
+
+def _documents(reset: torch.Tensor, N: int, C: int) -> torch.Tensor:
+    """reset [B, T] bool → [B, N, C] long: per chunk, each token's document counted from 0 = the
+    document of the state entering the chunk (cumsum of the chunk's resets). The tail past T
+    (zero padding up to N·C) continues the last document."""
+    B, T = reset.shape
+    return F.pad(reset, (0, N * C - T)).view(B, N, C).long().cumsum(-1)
 
 
 def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:

@@ -32,10 +32,13 @@ def available() -> bool:
 
 
 def unavailable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, read_before_write: bool,
-                dtype: torch.dtype = torch.float32) -> str | None:
+                dtype: torch.dtype = torch.float32, reset: torch.Tensor | None = None
+                ) -> str | None:
     """Why the fla path cannot run (None: it can): it takes CUDA tensors, q, k, v in one
     half-precision dtype (no float64 input: `dtype` is the op's compute dtype), reading after
-    writing, and fla installed."""
+    writing, no document resets, and fla installed."""
+    if reset is not None:
+        return backends.FLA_NO_RESET
     if why := backends.fla_unsuitable(q, k, v, dtype):
         return why
     if read_before_write:

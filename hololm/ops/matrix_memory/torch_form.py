@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from hololm.ops.matrix_memory.common import _start_state
+from hololm.ops.matrix_memory.common import _documents, _start_state
 
 
 def _decay_mask(scores: torch.Tensor, Gq: torch.Tensor, G: torch.Tensor,
@@ -65,12 +65,13 @@ class _ChunkStates(torch.autograd.Function):
 
 
 def chunked_matrix_memory(q, k, v, log_forget, write, initial_state, read_before_write: bool,
-                          chunk_size: int, dtype: torch.dtype, decay_mask=_decay_mask
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+                          chunk_size: int, dtype: torch.dtype, reset: torch.Tensor | None = None,
+                          decay_mask=_decay_mask) -> tuple[torch.Tensor, torch.Tensor]:
     """The chunkwise-parallel form on checked arguments, computing in `dtype`; `decay_mask`:
     `_decay_mask` or its C kernel. T need not be a multiple of `chunk_size`: the tail is zero
-    padded (k = 0 writes nothing, log_forget = 0 keeps the state), so padding changes neither y
-    nor the final state."""
+    padded (k = 0 writes nothing, log_forget = 0 keeps the state, no reset), so padding changes
+    neither y nor the final state. `reset` [B, T] bool: documents start there (the module
+    docstring's masks)."""
     B, T, H, _ = q.shape
     C = min(chunk_size, T)
     N = -(-T // C)
@@ -95,14 +96,24 @@ def chunked_matrix_memory(q, k, v, log_forget, write, initial_state, read_before
     Gq = F.pad(g[..., :-1], (1, 0)).cumsum(-1) if read_before_write else G  # read S_{t-1}: r < t
     G_rest = F.pad(g[..., 1:], (0, 1)).flip(-1).cumsum(-1).flip(-1)  # Σ_{s<r<=C} g_r
 
-    y = decay_mask(Q @ K.transpose(-1, -2), Gq, G, read_before_write) @ V  # [B, H, N, C, Dv]
+    scores = Q @ K.transpose(-1, -2)  # [B, H, N, C, C]
+    read_decay = Gq.exp().to(dtype)  # exp(Γ_t): how much of the chunk's incoming state t reads
+    end_decay = G_rest.exp().to(dtype)  # exp(Γ_C − Γ_s): how much of s's write the chunk hands on
+    chunk_decay = G[..., -1].exp().to(dtype)  # [B, H, N]
+    if reset is not None:
+        # Documents cut the decays: products of 0/1 masks on the terms, exact, where a log gate
+        # of -inf at a start would make the cumsums' differences NaN. doc: [B, 1, N, C].
+        doc = _documents(reset, N, C)[:, None]
+        scores = scores * (doc[..., :, None] == doc[..., None, :])  # t reads s: same document
+        read_decay = read_decay * (doc == 0)  # the incoming state is the first document's
+        end_decay = end_decay * (doc == doc[..., -1:])  # the state handed on: the last one's
+        chunk_decay = chunk_decay * (doc[..., -1] == 0)  # no start in the chunk
+    y = decay_mask(scores, Gq, G, read_before_write) @ V  # [B, H, N, C, Dv]
 
     # each chunk's own contribution to the state it hands on, then pass states chunk to chunk
-    K_end = K * G_rest.exp().to(dtype)[..., None]  # k_s exp(Γ_C − Γ_s)
-    U = K_end.transpose(-1, -2) @ V  # [B, H, N, Dk, Dv]
-    chunk_decay = G[..., -1].exp().to(dtype)  # [B, H, N]
+    U = (K * end_decay[..., None]).transpose(-1, -2) @ V  # Σ_s exp(Γ_C − Γ_s) k_s v_sᵀ
     S_in, S = _ChunkStates.apply(chunk_decay, U, _start_state(initial_state, q, v, dtype))
 
-    y = y + (Q * Gq.exp().to(dtype)[..., None]) @ S_in
+    y = y + (Q * read_decay[..., None]) @ S_in
     y = y.permute(0, 2, 3, 1, 4).reshape(B, N * C, H, -1)[:, :T]
     return y, S
