@@ -40,6 +40,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -322,30 +323,55 @@ def _shape(model: PreTrainedModel, model_type: str) -> str:
     return f"{layers}, {key}={getattr(model.config, key)}" if key else layers
 
 
+DOCUMENTS_PER_ROW = 4  # the train section's packed rows: documents of random lengths
+
+
+def packed_positions(batch: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    """[batch, seq_len] position_ids of rows packing `DOCUMENTS_PER_ROW` documents each, cut at
+    fixed random points (seeded): what the trainer passes for packed data."""
+    generator = torch.Generator().manual_seed(0)
+    starts = torch.zeros(batch, seq_len, dtype=torch.bool)
+    starts[:, 0] = True
+    for row in range(batch):
+        cuts = torch.randperm(seq_len - 1, generator=generator)[:DOCUMENTS_PER_ROW - 1] + 1
+        starts[row, cuts] = True
+    index = torch.arange(seq_len).expand(batch, seq_len)
+    return (index - torch.where(starts, index, 0).cummax(1).values).to(device)
+
+
 def run_train(setup: Setup, names: list[str], seq_len: int) -> list[dict]:
+    """Training steps side by side; every hololm model also on packed rows (position_ids
+    restarting at document starts, where every memory resets), timed in the same interleaved
+    run, so `packed_vs_plain` is the cost of reading documents apart."""
     steps, info = {}, {}
     target = matched_param_target(setup, seq_len)
+    positions = packed_positions(setup.batch, seq_len, setup.device)
     for name in tqdm(names, desc="train: build", unit="model"):
         overrides = match_baseline(name, setup, seq_len, target) if name in BASELINES else {}
         model = build_lm(name, setup, seq_len, **overrides).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         ids = torch.randint(setup.vocab_size, (setup.batch, seq_len), device=setup.device)
 
-        def step(model=model, optimizer=optimizer, ids=ids):
+        def step(model=model, optimizer=optimizer, ids=ids, packed=None):
             with setup.autocast(), setup.attention_backend():
-                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                extra = {} if packed is None else {"position_ids": packed}
+                loss = model(input_ids=ids, labels=ids, use_cache=False, **extra).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         steps[name] = step
+        if name not in BASELINES:
+            steps[name + " packed"] = partial(step, packed=positions)
         total = n_params(model)
         info[name] = {"params": total, "non_embedding_params": total - _embedding_params(model),
                       "shape": _shape(model, name)}
     times = interleaved_times(steps, device=setup.device, repeat=setup.repeat, warmup=1,
                               budget_s=setup.budget_s, min_time_s=setup.min_time_s)
     rows = [{"model": n, **info[n], "T": seq_len, "batch": setup.batch,
-             "step_ms": 1e3 * times[n], "tokens_per_s": setup.batch * seq_len / times[n]}
+             "step_ms": 1e3 * times[n], "tokens_per_s": setup.batch * seq_len / times[n],
+             "packed_vs_plain": times[n] / times[n + " packed"] if n + " packed" in times
+             else math.nan}
             for n in names]
     for base in ("llama", "mamba2"):
         ref = next((r["tokens_per_s"] for r in rows if r["model"] == base), math.nan)

@@ -71,6 +71,9 @@ def test_train_decode_and_ops_columns(tiny_run):
         if r["model"] in speed.BASELINES:
             assert holo[1] * 0.85 <= int(r["non_embedding_params"]) <= holo[2] * 1.15, r
             assert speed.WIDTH_KEYS[r["model"]] in r["shape"], r
+    # the hololm models also train on packed rows, timed beside the plain ones
+    assert all(float(r["packed_vs_plain"]) > 0 for r in train if r["model"] in speed.MEMORIES)
+    assert all(r["packed_vs_plain"] == "nan" for r in train if r["model"] in speed.BASELINES)
     decode = _rows(tiny_run / "decode.csv")
     assert {(r["model"], r["context"]) for r in decode} == {
         (m, c) for m in (*speed.MEMORIES, "llama") for c in ("8", "16")}
