@@ -158,10 +158,13 @@ def test_model_override_the_model_refuses_is_a_config_error(tmp_path, cache_dir)
         trainer.train(cfg)
 
 
-def test_two_processes_keep_identical_replicas(tmp_path, cache_dir):
+@pytest.mark.parametrize("carry", [False, True], ids=["fresh-windows", "carry-state"])
+def test_two_processes_keep_identical_replicas(tmp_path, cache_dir, carry):
     """`accelerate launch` with 2 CPU processes: the replicas end equal, and since each rank
-    reads its own half of the batch, the losses match one process with twice the batch."""
-    cfg = _config(tmp_path / "ddp", cache_dir, batch_size=4, eval_steps=100, sample_tokens=0)
+    reads its own half of the batch (with --carry_state: its half of the streams, carrying its
+    own rows' memories), the losses match one process with twice the batch."""
+    cfg = _config(tmp_path / "ddp", cache_dir, batch_size=4, eval_steps=100, sample_tokens=0,
+                  carry_state=carry)
     config_file = tmp_path / "ddp.json"
     config_file.write_text(json.dumps(cfg.to_dict()))
     launcher = Path(sys.executable).with_name("accelerate")
@@ -177,9 +180,12 @@ def test_two_processes_keep_identical_replicas(tmp_path, cache_dir):
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["sha256"] == ranks[1]["sha256"]
     assert ranks[0]["losses"] == ranks[1]["losses"]
+    if carry:  # the main process saves every process's carried states
+        saved = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "step_6").carried_states
+        assert {"rank0.slot0.next_position", "rank1.slot0.next_position"} <= set(saved)
 
     single = trainer.train(_config(tmp_path / "single", cache_dir, batch_size=8,
-                                   eval_steps=100, sample_tokens=0))
+                                   eval_steps=100, sample_tokens=0, carry_state=carry))
     expected = [r["loss"] for r in single["history"]]
     assert ranks[0]["losses"] == pytest.approx(expected, rel=1e-4)
     assert ranks[0]["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
