@@ -17,6 +17,9 @@ The decay enters the scan as log γ = logsigmoid(·), so any decay strength is e
 chunked path clamped log-decays at ±50 and disagreed with its recurrent path; this one does not.
 State: {"h": float32 [B, H, D], "conv": [B, k-1, d] (last inputs, x's dtype)}; `position` is
 unused (nothing here depends on absolute position).
+Packed documents (`pad.starts`): at a document's first token t the scan drops h_{t-1} (h_t =
+i_t ⊙ k_t ⊙ v_t, the scan's `reset`) and the short conv reads no input before t, so each
+document's outputs are those it has alone; the state handed on is its last document's.
 The per-head math runs in float32 (float64 for a float64 x) whatever x's dtype; o is cast back
 before `o_proj`.
 """
@@ -84,7 +87,8 @@ class LongAttentionV5(Mixer):
         state = state or {}
         if pad is not None:
             x = pad.zero_pads(x)
-        xc, conv_state = self.conv(x, state.get("conv"), None if pad is None else pad.keep)
+        keep, starts = (None, None) if pad is None else (pad.keep, pad.starts)  # [B, T] bool
+        xc, conv_state = self.conv(x, state.get("conv"), keep, starts)
         xc = F.silu(xc)  # [B, T, d]
         q, k = self.qk_proj(xc).to(dtype).view(B, T, 2, H, D).unbind(2)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)  # [B, T, H, D]
@@ -96,11 +100,12 @@ class LongAttentionV5(Mixer):
         if pad is not None:  # a padding token neither writes nor decays: h passes unchanged
             u, log_decay = pad.zero_pads(u), pad.zero_pads(log_decay)
         if T == 1:
-            h, h_last = gated_diagonal_scan_step(u[:, 0], log_decay[:, 0], state.get("h"))
+            h, h_last = gated_diagonal_scan_step(u[:, 0], log_decay[:, 0], state.get("h"),
+                                                 reset=None if starts is None else starts[:, 0])
             h = h.unsqueeze(1)  # [B, 1, H, D]
         else:
             h, h_last = gated_diagonal_scan(u, log_decay, state.get("h"), self.chunk_size,
-                                            backend=self.backend)
+                                            backend=self.backend, reset=starts)
         o = F.layer_norm(h, (D,), *_affine(self.h_norm, dtype), eps) * q / math.sqrt(D)
         o = F.group_norm(o.reshape(B * T, d), H, *_affine(self.out_norm, dtype), eps)  # [B·T, d]
         o = o.view(B, T, d) * torch.sigmoid(out_gate).view(B, T, d)

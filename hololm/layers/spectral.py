@@ -58,6 +58,15 @@ tensor y [B, T, d] for a whole sequence from its start. The model's (the `Mixer`
 tokens already in `state` (0 and None at the start): the stateful three then return `(y, state)`
 to continue from. A state without its position is refused: the mixer's 1/sqrt(n_t) needs it.
 
+Packed documents (`pad.starts`, `hololm.layers.base.Padding`): at a document's first token every
+part starts afresh, so each document's outputs are those it has alone. The mixer's bundle drops
+the hologram entering that token (the diagonal scan's `reset`; without decay too, as a scan
+with λ = 1 in place of the cumsum), its n_t counts from the document's start (p_t =
+pad.positions, the index in the document), and the hologram handed on holds the last document
+only; the gate convolves each document alone (`causal_fft_conv`'s `reset`: earlier documents
+and the buffer read as zeros) and hands on a buffer holding zeros before the last document; the
+short conv reads no input across a start.
+
 State (dicts of tensors, batch first; float32, float64 for a float64 layer, whatever x's dtype):
 mixer {"hologram": [B, d]}, gate {"buffer": [B, N − 1, d]} (the last N − 1 gate inputs, zeros
 before the start), block: both keys in one dict, and {"conv": [B, k − 1, d]} (the last k − 1
@@ -149,32 +158,41 @@ class HolographicMixer(Mixer):
     def _bundle(self, bound: torch.Tensor, h0: torch.Tensor | None,
                 pad: Padding | None) -> torch.Tensor:
         """All holograms [B, T, d] of h_t = λ h_{t−1} + bound_t from h_{−1} = h0 (None: zeros);
-        a padding token (bound_t = 0) does not decay the hologram."""
-        if self.decay is None:
+        a padding token (bound_t = 0) does not decay the hologram, and a document's first token
+        (pad.starts) drops it."""
+        starts = None if pad is None else pad.starts  # [B, T] bool
+        if self.decay is None and starts is None:
             h = cumsum(bound, dim=1)  # [B, T, d]
             return h if h0 is None else h + h0.unsqueeze(1)
-        log_decay = torch.full_like(bound, math.log(self.decay))  # [B, T, d]
+        # a cumsum with resets is the scan with λ = 1: exact per document, no loop over them
+        log_decay = torch.full_like(bound, 0.0 if self.decay is None else math.log(self.decay))
         if pad is not None:
-            log_decay = pad.zero_pads(log_decay)
+            log_decay = pad.zero_pads(log_decay)  # [B, T, d]
         log_decay = log_decay.unsqueeze(2)  # [B, T, 1, d]
         h0 = None if h0 is None else h0.unsqueeze(1)  # [B, 1, d]: one "head"
         if bound.shape[1] == 1:  # the step's [B, H, D] layout with H = 1 is our [B, T=1, d]
-            h, _ = gated_diagonal_scan_step(bound, log_decay[:, 0], h0)
+            h, _ = gated_diagonal_scan_step(bound, log_decay[:, 0], h0,
+                                            reset=None if starts is None else starts[:, 0])
             return h
-        h, _ = gated_diagonal_scan(bound.unsqueeze(2), log_decay, h0, backend=self.backend)
+        h, _ = gated_diagonal_scan(bound.unsqueeze(2), log_decay, h0, backend=self.backend,
+                                   reset=starts)
         return h.squeeze(2)
 
     def _ages(self, T: int, device: torch.device, pad: Padding | None) -> torch.Tensor:
         """λ^{age_s}, age_s the number of real tokens after s (T−1−s without padding), [B or
-        1, T] in float64: each input's weight in the last hologram (ones without decay)."""
+        1, T] in float64: each input's weight in the last hologram (ones without decay; zero
+        before the last document's start with packed documents)."""
         if pad is None:
             age = torch.arange(T - 1, -1, -1, dtype=torch.float64, device=device)[None]
         else:
             keep = pad.keep.to(torch.float64)
             age = keep.flip(1).cumsum(1).flip(1) - keep  # [B, T]
-        if self.decay is None:
-            return torch.ones_like(age)
-        return torch.exp(age * math.log(self.decay))
+        weight = torch.ones_like(age) if self.decay is None else \
+            torch.exp(age * math.log(self.decay))
+        if pad is not None and pad.starts is not None:
+            documents = pad.chunk_documents()  # [B, T]
+            weight = weight * (documents == documents[:, -1:])  # the last document's inputs
+        return weight
 
     def _norm(self, position: int, T: int, device: torch.device,
               pad: Padding | None) -> torch.Tensor:
@@ -215,6 +233,9 @@ class HolographicMixer(Mixer):
         weights = self._ages(T, x.device, pad).to(work)  # [B or 1, T]: λ^{age_s}
         hologram = fft_circular_conv(bind, torch.einsum("btd,bt->bd", inputs,
                                                         weights.expand(B, T)))
+        if h0 is not None and pad is not None and pad.starts is not None:
+            # h0 reaches the end only in a row whose chunk starts no document
+            h0 = h0 * (~pad.starts.any(1, keepdim=True)).to(work)  # [B, d]
         if h0 is not None and self.decay is not None and pad is None:
             hologram = hologram + h0 * self.decay**T
         elif h0 is not None and self.decay is not None:
@@ -255,25 +276,33 @@ class SpectralGate(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None, position: int | None = None,
                 pad: Padding | None = None) -> torch.Tensor | tuple[torch.Tensor, State]:
         """y [B, T, d]; (y, {"buffer": …}) when `position` is given (module docstring).
-        `pad`: padding inputs count as zeros and stay out of the buffer handed on."""
+        `pad`: padding inputs count as zeros and stay out of the buffer handed on; each packed
+        document (pad.starts) is convolved alone."""
         standalone = _standalone(state, position)
         _check_input(x, None, 0 if position is None else position)
         check_state(state, {"buffer"}, x.shape[0])
         kernel = self.kernel()  # [N], broadcast over the channels of x
         buffer = state["buffer"] if state else None  # [B, N − 1, d]; the op checks it
+        starts = None if pad is None else pad.starts  # [B, T] bool
         if pad is not None:
             x = pad.zero_pads(x)
             held = x.new_zeros(x.shape[0], 0, x.shape[2], dtype=_work_dtype(x)) \
                 if buffer is None else buffer
         if x.shape[1] == 1:
-            y, buffer = causal_conv_step(x[:, 0], kernel, buffer)
+            y, buffer = causal_conv_step(x[:, 0], kernel, buffer,
+                                         reset=None if starts is None else starts[:, 0])
             y = y.unsqueeze(1)  # [B, 1, d]
         else:
-            y, buffer = causal_fft_conv(x, kernel, buffer)  # [B, T, d]
+            y, buffer = causal_fft_conv(x, kernel, buffer, reset=starts)  # [B, T, d]
         if pad is not None:  # the last real inputs, as many as unpadded (zeros: before start)
+            window = torch.cat([held, x.to(held.dtype)], dim=1)  # [B, S + T, d]
+            if starts is not None:  # zeros before the last document, as a fresh buffer holds
+                documents = torch.cat([starts.new_zeros(starts.shape[0], held.shape[1],
+                                                        dtype=torch.long),
+                                       pad.chunk_documents()], dim=1)  # [B, S + T]
+                window = window * (documents == documents[:, -1:]).unsqueeze(-1)
             ones = torch.ones_like(pad.keep[:, :1]).expand(-1, held.shape[1])
-            buffer = last_real(torch.cat([held, x.to(held.dtype)], dim=1),
-                               torch.cat([ones, pad.keep], dim=1), buffer.shape[1])
+            buffer = last_real(window, torch.cat([ones, pad.keep], dim=1), buffer.shape[1])
         y = y.to(x.dtype)
         return y if standalone else (y, {"buffer": buffer})
 
@@ -339,8 +368,8 @@ class HoloSpectralBlock(nn.Module):
         h, conv_state = self.mixer_norm(x), {}
         if self.conv is not None:
             h = h if pad is None else pad.zero_pads(h)
-            h, conv_state["conv"] = self.conv(h, state.get("conv"),
-                                              None if pad is None else pad.keep)
+            keep, starts = (None, None) if pad is None else (pad.keep, pad.starts)
+            h, conv_state["conv"] = self.conv(h, state.get("conv"), keep, starts)
             h = F.silu(h)
         y, mixer_state = self.mixer(h, mixer_state, position, pad)
         x = x + y

@@ -16,8 +16,11 @@ from hololm.layers.long import LongAttentionV5
 from tests.helpers import assert_close
 from tests.layers.helpers import (
     assert_causal,
+    assert_packed_equals_alone,
     backbone_style_init,
     loss_and_grads,
+    packed,
+    run_packed,
     run_pieces,
 )
 
@@ -193,3 +196,27 @@ def test_invalid_arguments():
         LongAttentionV5(32, 4, decay_min=0.9, decay_max=0.5)
     with pytest.raises(ValueError):
         LongAttentionV5(32, 4, decay_max=1.0)
+
+
+PACKED = ((5, 1, 9, 3), (18,))  # row 0 packs four documents (one of a single token)
+
+
+@pytest.mark.parametrize("chunk_size", [4, 16])
+def test_packed_documents_equal_each_alone(chunk_size):
+    """Each document of a packed row gets the outputs and gradients it gets alone (starts inside
+    and on the scan's chunks), and the state handed on is its last document's."""
+    torch.manual_seed(0)
+    assert_packed_equals_alone(_layer(chunk_size=chunk_size), torch.randn(2, 18, D_MODEL),
+                               PACKED, 1e-5)
+
+
+def test_packed_pieces_equal_the_full_packed_forward():
+    """Chunks that cut documents, single tokens among them (the decoding step): the outputs and
+    the final state equal the whole packed forward."""
+    torch.manual_seed(0)
+    layer, x, pad = _layer(chunk_size=4), torch.randn(2, 18, D_MODEL), packed(PACKED)
+    y, state = layer(x, None, 0, pad=pad)
+    y2, state2 = run_packed(layer, x, pad, [4, 1, 1, 7, 1, 4])
+    assert_close(y2, y, 1e-5, "y")
+    for key in state:
+        assert_close(state2[key], state[key], 1e-5, key)

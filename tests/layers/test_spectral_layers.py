@@ -19,7 +19,13 @@ from hololm.layers.spectral import (
 )
 from hololm.ops.circular import circular_conv_ref, circular_corr_ref
 from tests.helpers import assert_close
-from tests.layers.helpers import loss_and_grads, run_pieces
+from tests.layers.helpers import (
+    assert_packed_equals_alone,
+    loss_and_grads,
+    packed,
+    run_packed,
+    run_pieces,
+)
 
 B, D, N, RANK = 2, 32, 16, 8  # N: the gate's max_seq_len, shorter than most test sequences
 
@@ -328,3 +334,28 @@ def test_bad_arguments_are_refused():
         mixer(torch.randn(B, 5, D), {"hologram": torch.zeros(B, D, dtype=torch.bfloat16)}, 3)
     with pytest.raises(ValueError, match="initial_state"):
         gate(torch.randn(B, 5, D), {"buffer": torch.zeros(B, N, D)}, position=3)
+
+
+PACKED = ((5, 1, 9, 3), (18,))  # row 0 packs four documents (one of a single token)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_packed_documents_equal_each_alone(name):
+    """Each document of a packed row gets the outputs and gradients it gets alone, and the
+    state handed on is its last document's: the bundle, the ages and the n_t counts, the gate's
+    causal convolution over max_seq_len (16) tokens and the short conv all restart."""
+    torch.manual_seed(0)
+    assert_packed_equals_alone(_layers()[name], torch.randn(2, 18, D), PACKED, 1e-5)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_packed_pieces_equal_the_full_packed_forward(name):
+    """Chunks that cut documents, single tokens among them (the decoding step): the outputs and
+    the final state equal the whole packed forward."""
+    torch.manual_seed(0)
+    layer, x, pad = _layers()[name], torch.randn(2, 18, D), packed(PACKED)
+    y, state = layer(x, None, 0, pad=pad)
+    y2, state2 = run_packed(layer, x, pad, [4, 1, 1, 7, 1, 4])
+    assert_close(y2, y, 1e-5, "y")
+    for key in state:
+        assert_close(state2[key], state[key], 1e-5, key)

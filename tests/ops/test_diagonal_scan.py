@@ -1,5 +1,6 @@
 """The three forms of the gated diagonal scan agree (outputs, final state, gradients) for any decay
-strength, with bf16 inputs, over long sequences, token by token, and causally."""
+strength, with bf16 inputs, over long sequences, token by token, causally, and with resets (the
+state dropped at packed documents' starts)."""
 
 from __future__ import annotations
 
@@ -220,6 +221,116 @@ def test_non_contiguous_inputs_and_expanded_gradient():
     assert_close(x_t.grad, x_r.grad, 1e-12, "grad x")
 
 
+# resets per row of two, as lists of steps: at t = 0, mid-chunk, on the 16-step chunks' and the
+# Triton kernel's 64-step chunks' boundaries (and one past), consecutive, and the last step
+RESETS = {"t=0": ([0], [0, 1]),
+          "mid-chunk": ([5, 37], [9]),
+          "chunk boundaries": ([16, 32, 64], [15, 48, 65]),
+          "consecutive": ([40, 41, 42], [0, 63, 64, 65]),
+          "last step": ([65], [66])}
+
+
+def _reset_mask(T: int, rows: tuple[list[int], list[int]]) -> torch.Tensor:
+    """[2, T] bool with the listed steps of each row set."""
+    reset = torch.zeros(2, T, dtype=torch.bool)
+    for b, steps in enumerate(rows):
+        reset[b, [t for t in steps if t < T]] = True
+    return reset
+
+
+@pytest.mark.parametrize("T", [66, 67])
+@pytest.mark.parametrize("where", list(RESETS))
+def test_resets_match_reference(where, T, backend):
+    """Outputs, final state and every gradient (the initial state's included) of each backend
+    against the float64 reference, fp32 tight; odd and even lengths."""
+    x, log_decay, state = _inputs(T)
+    reset = _reset_mask(T, RESETS[where])
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state), reset=reset)
+    got = _outputs_and_grads(scan_on(backend), x, log_decay, state, chunk_size=16, reset=reset)
+    _assert_all_close(got, want, 1e-6, f"{where} T={T}")
+    assert not got[3][reset.nonzero(as_tuple=True)].any(), "log_decay's gradient at a reset"
+    assert not got[4][reset[:, 0]].any(), "the initial state's gradient under a reset at t=0"
+
+
+@pytest.mark.parametrize("block_t, T", [(2, 37), (4, 69)])
+@TRITON
+def test_triton_resets_across_recursion_levels(backend, monkeypatch, block_t, T):
+    """Short Triton chunks, so that resets fall on chunk ends of several recursion levels."""
+    monkeypatch.setattr(_triton_module(), "BLOCK_T", block_t)
+    x, log_decay, state = _inputs(T, shape=(2, 2, 2))
+    reset = _reset_mask(T, ([0, 3, 4, 8, 16, 17], [block_t, block_t ** 2, T - 1]))
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x, log_decay, state), reset=reset)
+    got = _outputs_and_grads(scan_on(backend), x, log_decay, state, reset=reset)
+    _assert_all_close(got, want, 1e-6, f"T={T} BLOCK_T={block_t}")
+
+
+def test_reference_resets_equal_segments_alone():
+    """The reference with resets equals each segment run by itself, the first from the initial
+    state and the others from zero: states, and the gradients of x, log_decay (0 at a reset,
+    whose decay is replaced) and the initial state."""
+    T, starts = 30, [7, 8, 19]
+    x, log_decay, state = _f64(*_inputs(T))
+    reset = torch.zeros(B, T, dtype=torch.bool)
+    reset[:, starts] = True
+    got = _outputs_and_grads(gated_diagonal_scan_ref, x, log_decay, state, reset=reset)
+
+    leaves = [t.detach().requires_grad_() for t in (x, log_decay, state)]
+    x_, log_decay_, state_ = leaves
+    bounds = [0, *starts, T]
+    parts = []
+    for i, (t0, t1) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        h0 = state_ if i == 0 else None
+        parts.append(gated_diagonal_scan_ref(x_[:, t0:t1], log_decay_[:, t0:t1], h0)[0])
+    h = torch.cat(parts, 1)
+    gen = torch.Generator().manual_seed(1)
+    w_h, w_final = (torch.randn(t.shape, generator=gen, dtype=torch.float64)
+                    for t in (h, h[:, -1]))
+    loss = (h * w_h).sum() + (h[:, -1] * w_final).sum()
+    want = (h, h[:, -1], *torch.autograd.grad(loss, leaves))
+    _assert_all_close(got, want, 1e-12, "segments")
+    assert not got[3][:, starts].any()
+
+
+def test_reset_by_log_decay_minus_inf_still_drops_the_state(backend):
+    """The other way to reset (a caller's log_decay = −inf) keeps working beside `reset`."""
+    x, log_decay, state = _inputs(40)
+    log_decay[:, 20] = -math.inf
+    reset = torch.zeros(B, 40, dtype=torch.bool)
+    reset[:, 20] = True
+    h, final = gated_diagonal_scan(x, log_decay, state, chunk_size=16, backend=backend)
+    h_reset, final_reset = gated_diagonal_scan(x, log_decay, state, chunk_size=16,
+                                               backend=backend, reset=reset)
+    h_alone, final_alone = gated_diagonal_scan_ref(x[:, 20:], log_decay[:, 20:])
+    assert_close(h[:, 20:], h_alone, 1e-6, "log γ = −inf")
+    assert_close(h_reset[:, 20:], h_alone, 1e-6, "reset and log γ = −inf")
+    assert_close(final, final_alone, 1e-6, "final state")
+
+
+def test_step_resets_equal_full(backend):
+    """Token by token with each step's reset row equals the whole scan with the mask, and the
+    step's gradients equal the reference's."""
+    x, log_decay, state = _inputs(20)
+    reset = _reset_mask(20, ([0, 5, 6], [13]))
+    h_full, final_full = gated_diagonal_scan(x, log_decay, state, chunk_size=4, backend=backend,
+                                             reset=reset)
+    s = state
+    for t in range(20):
+        h_t, s = gated_diagonal_scan_step(x[:, t], log_decay[:, t], s, reset=reset[:, t])
+        assert_close(h_t, h_full[:, t], 1e-6, f"h at t={t}")
+    assert_close(s, final_full, 1e-6, "final state")
+
+    x1, log_decay1, state1 = _inputs(1)
+    reset1 = torch.tensor([True, False])
+    want = _outputs_and_grads(gated_diagonal_scan_ref, *_f64(x1, log_decay1, state1),
+                              reset=reset1[:, None])
+
+    def one_step(x, log_decay, state):
+        h, new_state = gated_diagonal_scan_step(x[:, 0], log_decay[:, 0], state, reset=reset1)
+        return h[:, None], new_state
+
+    _assert_all_close(_outputs_and_grads(one_step, x1, log_decay1, state1), want, 1e-6, "step")
+
+
 def _bad_calls():
     x, a, s = torch.zeros(2, 5, 3, 4), torch.zeros(2, 5, 3, 4), torch.zeros(2, 3, 4)
     scan, ref, step = gated_diagonal_scan, gated_diagonal_scan_ref, gated_diagonal_scan_step
@@ -239,6 +350,13 @@ def _bad_calls():
         (step, (x[:, 0], a[:, 0, :2]), {}, ValueError, "log_decay"),
         (step, (x[:, 0], a[:, 0], s[:1]), {}, ValueError, "state"),
         (step, (x[:, 0], a[:, 0], s.half()), {}, TypeError, "state"),
+        (scan, (x, a), {"reset": torch.zeros(2, 5)}, TypeError, "reset"),
+        (ref, (x, a), {"reset": torch.zeros(2, 4, dtype=torch.bool)}, ValueError, "reset"),
+        (scan, (x, a), {"reset": [[True] * 5] * 2}, TypeError, "reset"),
+        (step, (x[:, 0], a[:, 0]), {"reset": torch.zeros(2, 5, dtype=torch.bool)}, ValueError,
+         "reset"),
+        (step, (x[:, 0], a[:, 0]), {"reset": torch.zeros(2, dtype=torch.long)}, TypeError,
+         "reset"),
     ]
 
 

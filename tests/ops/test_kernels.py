@@ -167,12 +167,16 @@ def test_a_wrong_call_raises_before_reaching_c():
         pytest.skip("no C compiler on this machine")
     forward = scan_cpu.KERNEL.load()["diagonal_scan_forward"]
     x, h0 = torch.zeros(1, 4, 8), torch.zeros(1, 8)
-    good = (x, x, h0, torch.empty_like(x), torch.empty(1, 8), 1, 4, 8, 0, 1, 0, 8)
+    reset = torch.zeros(1, 4, dtype=torch.bool)
+    good = (x, x, h0, reset, torch.empty_like(x), torch.empty(1, 8), 1, 4, 8, 0, 1, 0, 8)
     forward(*good)
+    forward(*good[:3], None, *good[4:])  # reset is a pointer C accepts as NULL
     cases = [
-        (good[:-1], "takes 12 arguments, got 11"),
-        ((*good[:5], x, *good[6:]), "B must be an int .* got Tensor"),
-        ((*good[:5], True, *good[6:]), "B must be an int .* got bool"),
+        (good[:-1], "takes 13 arguments, got 12"),
+        ((*good[:6], x, *good[7:]), "B must be an int .* got Tensor"),
+        ((*good[:6], True, *good[7:]), "B must be an int .* got bool"),
+        ((*good[:3], reset.to(torch.uint8), *good[4:]), "reset must be a contiguous torch.bool "
+                                                         "CPU tensor, got torch.uint8"),
         ((x.double(), *good[1:]), "x must be a contiguous torch.float32 CPU tensor, got "
                                   "torch.float64"),
         ((x.transpose(1, 2), *good[1:]), "contiguous=False"),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -241,6 +243,86 @@ def test_fast_fft_size():
     for m in range(1, 2000):
         n = _fast_fft_size(m)
         assert n >= m and smooth(n) and not any(smooth(k) for k in range(m, n)), m
+
+
+# resets per row of two, as lists of steps: at t = 0, mid-sequence, consecutive, the last step
+RESETS = {"t=0": ([0], [0, 1]), "mid": ([5], [11]), "consecutive": ([3, 4, 5, 12], [0, 6, 7]),
+          "last step": ([18], [])}
+
+
+def _reset_mask(seq: int, rows: tuple[list[int], list[int]]) -> torch.Tensor:
+    reset = torch.zeros(B, seq, dtype=torch.bool)
+    for b, steps in enumerate(rows):
+        reset[b, [t for t in steps if t < seq]] = True
+    return reset
+
+
+def _chained_steps_with(reset):
+    def chained(x, kernel, state, reset=reset):
+        ys = []
+        for t in range(x.shape[1]):
+            y_t, state = causal_conv_step(x[:, t], kernel, state, reset=reset[:, t])
+            ys.append(y_t)
+        return torch.stack(ys, dim=1), state
+    return chained
+
+
+@pytest.mark.parametrize("where", list(RESETS))
+@pytest.mark.parametrize("taps", [1, 4, 30])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_three_forms_agree_with_resets(where, taps, with_state):
+    """ref, fft and chained steps with segment starts: outputs, final state and gradients wrt
+    x, the kernel and the initial state (zero under a reset at t = 0), in float32, at an odd
+    length."""
+    seq = 19
+    x, kernel, state = _inputs(seq, taps, with_state=with_state)
+    reset = _reset_mask(seq, RESETS[where])
+    held = min(taps - 1, seq + (taps - 1 if with_state else 0))
+    wy, ws = torch.randn(B, seq, H, D), torch.randn(B, held, H, D)
+    ref = partial(causal_conv_ref, reset=reset)
+    y_ref, s_ref, g_ref = _outputs_and_grads(ref, x, kernel, state, wy, ws)
+    for fn in (partial(causal_fft_conv, reset=reset), _chained_steps_with(reset)):
+        y, s, grads = _outputs_and_grads(fn, x, kernel, state, wy, ws)
+        what = f"{where} K={taps}"
+        assert_close(y, y_ref, 1e-5, what)
+        assert_close(s, s_ref, 1e-6, what + " state")
+        for name, g, g0 in zip(["x", "kernel", "state"], grads, g_ref, strict=False):
+            assert_close(g, g0, 1e-5, f"{what} grad {name}")
+    if with_state:
+        assert not g_ref[2][reset[:, 0]].any()
+
+
+def test_reference_resets_equal_segments_alone():
+    """The reference with resets equals each segment run alone, the first from the initial
+    state and the others from nothing; the state handed on is the last segment's, zeros before
+    it; the FFT form agrees in float64 to rounding."""
+    seq, taps, starts = 20, 6, [4, 5, 13]
+    x, kernel, state = _inputs(seq, taps, torch.float64, with_state=True)
+    reset = torch.zeros(B, seq, dtype=torch.bool)
+    reset[:, starts] = True
+    y, final = causal_conv_ref(x, kernel, state, reset=reset)
+    bounds = [0, *starts, seq]
+    for i, (t0, t1) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        y_alone, s_alone = causal_conv_ref(x[:, t0:t1], kernel, state if i == 0 else None)
+        assert_close(y[:, t0:t1], y_alone, 1e-15, f"segment {i}")
+    assert_close(final[:, -s_alone.shape[1]:], s_alone, 0.0, "state")
+    assert not final[:, :-s_alone.shape[1]].any()
+    y_fft, final_fft = causal_fft_conv(x, kernel, state, reset=reset)
+    assert_close(y_fft, y, 1e-13, "fft")
+    assert_close(final_fft, final, 0.0, "fft state")
+
+
+@pytest.mark.parametrize("fn", [causal_conv_ref, causal_fft_conv])
+def test_bad_resets(fn):
+    x, kernel = torch.randn(B, 8, H, D), torch.randn(4, H, D)
+    with pytest.raises(TypeError, match="reset must be a bool tensor"):
+        fn(x, kernel, reset=torch.zeros(B, 8))
+    with pytest.raises(ValueError, match="reset must have shape"):
+        fn(x, kernel, reset=torch.zeros(B, 7, dtype=torch.bool))
+    with pytest.raises(TypeError, match="reset must be a torch.Tensor"):
+        fn(x, kernel, reset=[[False] * 8] * B)
+    with pytest.raises(ValueError, match="reset must have shape"):
+        causal_conv_step(x[:, 0], kernel, reset=torch.zeros(B, 8, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("fn", [causal_conv_ref, causal_fft_conv])

@@ -20,6 +20,7 @@ from hololm.ops.diagonal_scan import triton_form as diagonal_scan
 from hololm.ops.phasor import triton_form as phasor
 
 INTS = {"T", "C", "L", "N", "PART_STRIDE", "CHANNEL_STRIDE"}
+BYTES = {"reset_ptr"}  # the scan's [B, T] resets, bool as uint8
 
 
 def _cases():
@@ -32,15 +33,18 @@ def _cases():
                        phasor._backward):
             yield phasor, kernel, meta, bf16
     blocks = {"BLOCK_T": diagonal_scan.BLOCK_T, "BLOCK_C": diagonal_scan.BLOCK_C}
-    # x and log γ as given (bf16 under autocast); the chunk ends (LOG False) are float32
+    # x and log γ as given (bf16 under autocast); the chunk ends (LOG False) are float32 and
+    # scanned without resets (their decay products hold them)
     for backward in (True, False):
-        for log in (True, False):
+        for log, reset in ((True, True), (True, False), (False, False)):
             yield (diagonal_scan, diagonal_scan._chunk_ends_kernel,
-                   {"BACKWARD": backward, "LOG": log, **blocks},
+                   {"BACKWARD": backward, "LOG": log, "RESET": reset, **blocks},
                    set() if not log else {"decay_ptr"} if backward else {"x_ptr", "decay_ptr"})
-    yield (diagonal_scan, diagonal_scan._states_kernel, {"LOG": True, **blocks},
-           {"x_ptr", "decay_ptr"})
-    yield diagonal_scan, diagonal_scan._grad_kernel, blocks, {"log_ptr"}
+    for reset in (True, False):
+        yield (diagonal_scan, diagonal_scan._states_kernel,
+               {"LOG": True, "RESET": reset, **blocks}, {"x_ptr", "decay_ptr"})
+        yield (diagonal_scan, diagonal_scan._grad_kernel, {"RESET": reset, **blocks},
+               {"log_ptr"})
 
 
 def _resources(cubin: bytes) -> dict:
@@ -61,7 +65,8 @@ def main(arch: int) -> None:
     for module, kernel, constexprs, bf16 in _cases():
         names = kernel.arg_names
         signature = {name: "constexpr" if name in constexprs else "i32" if name in INTS
-                     else "*bf16" if name in bf16 else "*fp32" for name in names}
+                     else "*u8" if name in BYTES else "*bf16" if name in bf16 else "*fp32"
+                     for name in names}
         source = ASTSource(fn=kernel, signature=signature,
                            constexprs={(names.index(k),): v for k, v in constexprs.items()})
         compiled = compile(source, target=GPUTarget("cuda", arch, 32),

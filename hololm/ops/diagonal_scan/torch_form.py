@@ -39,12 +39,16 @@ def _chunked_scan(x: torch.Tensor, gamma: torch.Tensor, h0: torch.Tensor, chunk_
 
 class _GatedDiagonalScan(torch.autograd.Function):
     """h = scan(x, exp(log_decay), h0), whose backward is the same scan run backwards in time.
-    Saves γ and h only; the backward allocates two [B, T, H, D] buffers."""
+    A reset step takes γ_t = 0 in place of exp(log γ_t): it drops the state exactly, and the
+    backward's products with γ_t give log γ_t and the state before it no gradient. Saves γ and h
+    only; the backward allocates two [B, T, H, D] buffers."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, log_decay: torch.Tensor, h0: torch.Tensor,
-                chunk_size: int) -> torch.Tensor:
+                chunk_size: int, reset: torch.Tensor | None) -> torch.Tensor:
         gamma = log_decay.exp()
+        if reset is not None:
+            gamma = gamma.masked_fill_(reset[:, :, None, None], 0.0)  # [B, T, H, D]
         h = _chunked_scan(x, gamma, h0, chunk_size)
         ctx.save_for_backward(gamma, h, h0)
         ctx.chunk_size = chunk_size
@@ -63,4 +67,4 @@ class _GatedDiagonalScan(torch.autograd.Function):
         torch.mul(g[:, 1:], h[:, :-1], out=buf[:, 1:])
         torch.mul(g[:, 0], h0, out=buf[:, 0])
         d_h0 = g[:, 0] * gamma[:, 0]
-        return g, buf.mul_(gamma), d_h0, None
+        return g, buf.mul_(gamma), d_h0, None, None

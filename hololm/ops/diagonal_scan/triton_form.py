@@ -9,9 +9,12 @@ blocks, batch rows), so that even batch 1 fills the GPU:
      scan, recursively (depth log_BLOCK_T T);
   3. every chunk is scanned again and offset by its entry state: h = h_local + (Π γ) ⊙ entry.
 As in the PyTorch form only factors in [0, 1] are multiplied, so any decay strength is exact.
-The backward is the same scan backwards in time with the decays shifted by one step; its third
-phase also writes ∂L/∂log γ and ∂L/∂h0. γ is recomputed from log γ (the saved input) in every
-pass, and every pass reads its inputs once.
+Resets (a [B, T] mask, read by the kernels when RESET) take γ_t = 0 where the tiles load the
+decays, in both directions: a chunk's decay product and the carry then stop at the reset, so
+phase 2 needs no mask (it scans those products); the decays are never summed in log space, so
+a reset is no −inf to subtract. The backward is the same scan backwards in time with the decays
+shifted by one step; its third phase also writes ∂L/∂log γ and ∂L/∂h0. γ is recomputed from
+log γ (the saved input) in every pass, and every pass reads its inputs once.
 """
 
 from __future__ import annotations
@@ -74,18 +77,31 @@ def _tile(T, C, BACKWARD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.const
 
 
 @triton.jit
-def _scan_tile(x_ptr, decay_ptr, t, offs, mask, T, C, BACKWARD: tl.constexpr,
-               LOG: tl.constexpr):
+def _is_reset(reset_ptr, t, T):
+    """[BLOCK_T, 1] bool: whether step t (of this program's batch row) drops its entering state
+    (reset [B, T] uint8); False outside [0, T)."""
+    inside = (t >= 0) & (t < T)
+    row = tl.program_id(2).to(tl.int64) * T + t
+    return (tl.load(reset_ptr + row, mask=inside, other=0) != 0)[:, None]
+
+
+@triton.jit
+def _scan_tile(x_ptr, decay_ptr, reset_ptr, t, offs, mask, T, C, BACKWARD: tl.constexpr,
+               LOG: tl.constexpr, RESET: tl.constexpr):
     """The tile's scan from a zero state: (Π γ, h) after each of its steps [BLOCK_T, BLOCK_C].
     Steps past the end have x = 0, γ = 1, which leave the state unchanged. Decays are given as
-    log γ (`LOG`) or as γ; in the backward step t decays by γ_{t+1} (1 at the last step)."""
+    log γ (`LOG`) or as γ, and are 0 at a reset step; in the backward step t decays by γ_{t+1}
+    (1 at the last step)."""
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    step = t
     if BACKWARD:
-        offs, mask = offs + C, mask & (t + 1 < T)[:, None]
+        offs, mask, step = offs + C, mask & (t + 1 < T)[:, None], t + 1
     decay = tl.load(decay_ptr + offs, mask=mask).to(tl.float32)
     if LOG:
         decay = _decay(decay)
     decay = tl.where(mask, decay, 1.0)
+    if RESET:
+        decay = tl.where(_is_reset(reset_ptr, step, T), 0.0, decay)
     return tl.associative_scan((decay, x), 0, _combine)
 
 
@@ -108,38 +124,44 @@ def _row(tile, i, BLOCK_T: tl.constexpr):
 
 
 @triton.jit
-def _chunk_ends_kernel(x_ptr, decay_ptr, prod_ptr, end_ptr, T, C, BACKWARD: tl.constexpr,
-                       LOG: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+def _chunk_ends_kernel(x_ptr, decay_ptr, reset_ptr, prod_ptr, end_ptr, T, C,
+                       BACKWARD: tl.constexpr, LOG: tl.constexpr, RESET: tl.constexpr,
+                       BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """Phase 1: every chunk's decay product and final state from a zero state, [B, N, C] in
     scan order."""
     t, c, offs, mask = _tile(T, C, BACKWARD, BLOCK_T, BLOCK_C)
-    prod, h = _scan_tile(x_ptr, decay_ptr, t, offs, mask, T, C, BACKWARD, LOG)
+    prod, h = _scan_tile(x_ptr, decay_ptr, reset_ptr, t, offs, mask, T, C, BACKWARD, LOG, RESET)
     chunk = (tl.program_id(2).to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * C + c
     tl.store(prod_ptr + chunk, _row(prod, BLOCK_T - 1, BLOCK_T), mask=c < C)
     tl.store(end_ptr + chunk, _row(h, BLOCK_T - 1, BLOCK_T), mask=c < C)
 
 
 @triton.jit
-def _states_kernel(x_ptr, decay_ptr, h0_ptr, ends_ptr, h_ptr, T, C, LOG: tl.constexpr,
-                   BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+def _states_kernel(x_ptr, decay_ptr, reset_ptr, h0_ptr, ends_ptr, h_ptr, T, C,
+                   LOG: tl.constexpr, RESET: tl.constexpr, BLOCK_T: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
     """Phase 3 of the forward: all states [B, T, C], each chunk from its entry state."""
     t, c, offs, mask = _tile(T, C, False, BLOCK_T, BLOCK_C)
-    prod, h = _scan_tile(x_ptr, decay_ptr, t, offs, mask, T, C, False, LOG)
+    prod, h = _scan_tile(x_ptr, decay_ptr, reset_ptr, t, offs, mask, T, C, False, LOG, RESET)
     h += prod * _entry(h0_ptr, ends_ptr, c, C)[None, :]
     tl.store(h_ptr + offs, h, mask=mask)
 
 
 @triton.jit
-def _grad_kernel(grad_h_ptr, log_ptr, zero_ptr, ends_ptr, h_ptr, h0_ptr, dx_ptr, dlog_ptr,
-                 dh0_ptr, T, C, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+def _grad_kernel(grad_h_ptr, log_ptr, reset_ptr, zero_ptr, ends_ptr, h_ptr, h0_ptr, dx_ptr,
+                 dlog_ptr, dh0_ptr, T, C, RESET: tl.constexpr, BLOCK_T: tl.constexpr,
+                 BLOCK_C: tl.constexpr):
     """Phase 3 of the backward: g_t = ∂L/∂h_t + γ_{t+1} g_{t+1} (zero_ptr: the zero state after
     the last step, [B, C]), written as ∂L/∂x_t, with ∂L/∂log γ_t = g_t γ_t h_{t-1} and
-    ∂L/∂h0 = γ_0 g_0 (h_{-1} = h0)."""
+    ∂L/∂h0 = γ_0 g_0 (h_{-1} = h0; γ_t = 0 at a reset)."""
     t, c, offs, mask = _tile(T, C, True, BLOCK_T, BLOCK_C)
-    prod, g = _scan_tile(grad_h_ptr, log_ptr, t, offs, mask, T, C, True, True)
+    prod, g = _scan_tile(grad_h_ptr, log_ptr, reset_ptr, t, offs, mask, T, C, True, True, RESET)
     g += prod * _entry(zero_ptr, ends_ptr, c, C)[None, :]
     tl.store(dx_ptr + offs, g, mask=mask)
-    g_gamma = g * _decay(tl.load(log_ptr + offs, mask=mask, other=0.0).to(tl.float32))
+    gamma = _decay(tl.load(log_ptr + offs, mask=mask, other=0.0).to(tl.float32))
+    if RESET:
+        gamma = tl.where(_is_reset(reset_ptr, t, T), 0.0, gamma)
+    g_gamma = g * gamma
     h0 = tl.load(h0_ptr + tl.program_id(2).to(tl.int64) * C + c, mask=c < C, other=0.0)
     h_prev = tl.load(h_ptr + offs - C, mask=mask & (t > 0)[:, None], other=0.0)
     h_prev = tl.where((t == 0)[:, None], h0[None, :], h_prev)
@@ -157,45 +179,58 @@ def _grid(B: int, T: int, C: int) -> tuple[tuple[int, int, int], int]:
     return (triton.cdiv(T, BLOCK_T), triton.cdiv(C, block_c), B), block_c
 
 
-def _chunk_ends(x: torch.Tensor, decay: torch.Tensor, h0: torch.Tensor, backward: bool,
-                log: bool) -> torch.Tensor:
+def _chunk_ends(x: torch.Tensor, decay: torch.Tensor, reset: torch.Tensor | None,
+                h0: torch.Tensor, backward: bool, log: bool) -> torch.Tensor:
     """Phases 1 and 2: the state at the end of every chunk, in scan order [B, N, C] (h0 itself
-    when there is one chunk, as the kernels then never read it)."""
+    when there is one chunk, as the kernels then never read it). `reset`: [B, T] uint8 or
+    None."""
     B, T, C = x.shape
     grid, block_c = _grid(B, T, C)
     if grid[0] == 1:
         return h0
     prod, end = (x.new_empty(B, grid[0], C, dtype=torch.float32) for _ in range(2))
-    _chunk_ends_kernel[grid](x, decay, prod, end, T, C, BACKWARD=backward, LOG=log,
-                             BLOCK_T=BLOCK_T, BLOCK_C=block_c, num_warps=NUM_WARPS)
-    return _scan(end, prod, h0, log=False)
+    # the chunks' decay products already hold the resets' zeros: their scan needs no mask
+    _chunk_ends_kernel[grid](x, decay, _mask_arg(reset, x), prod, end, T, C, BACKWARD=backward,
+                             LOG=log, RESET=reset is not None, BLOCK_T=BLOCK_T,
+                             BLOCK_C=block_c, num_warps=NUM_WARPS)
+    return _scan(end, prod, None, h0, log=False)
 
 
-def _scan(x: torch.Tensor, decay: torch.Tensor, h0: torch.Tensor, log: bool) -> torch.Tensor:
+def _mask_arg(reset: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The reset pointer a kernel takes: the mask, or (RESET off, never read) any tensor."""
+    return like if reset is None else reset
+
+
+def _scan(x: torch.Tensor, decay: torch.Tensor, reset: torch.Tensor | None, h0: torch.Tensor,
+          log: bool) -> torch.Tensor:
     """All states [B, T, C] (float32) of h_t = γ_t ⊙ h_{t-1} + x_t from h0 [B, C], the decays
-    given as log γ (`log`) or as γ. Contiguous inputs of any float dtype."""
+    given as log γ (`log`) or as γ, γ_t = 0 where `reset` [B, T] (uint8, or None) is set.
+    Contiguous inputs of any float dtype."""
     B, T, C = x.shape
-    ends = _chunk_ends(x, decay, h0, backward=False, log=log)
+    ends = _chunk_ends(x, decay, reset, h0, backward=False, log=log)
     h = torch.empty(B, T, C, dtype=torch.float32, device=x.device)
     grid, block_c = _grid(B, T, C)
-    _states_kernel[grid](x, decay, h0, ends, h, T, C, LOG=log, BLOCK_T=BLOCK_T,
-                         BLOCK_C=block_c, num_warps=NUM_WARPS)
+    _states_kernel[grid](x, decay, _mask_arg(reset, x), h0, ends, h, T, C, LOG=log,
+                         RESET=reset is not None, BLOCK_T=BLOCK_T, BLOCK_C=block_c,
+                         num_warps=NUM_WARPS)
     return h
 
 
 class _GatedDiagonalScanTriton(torch.autograd.Function):
     """`_GatedDiagonalScan` in Triton kernels (float32 compute, CUDA). Saves log γ (the input,
-    in its own dtype), h and h0; the backward allocates only its outputs and [B, N, C] chunk
-    buffers."""
+    in its own dtype), h, h0 and the resets ([B, T] uint8, or None); the backward allocates
+    only its outputs and [B, N, C] chunk buffers."""
 
     @staticmethod
     @on_input_device
-    def forward(ctx, x: torch.Tensor, log_decay: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, log_decay: torch.Tensor, h0: torch.Tensor,
+                reset: torch.Tensor | None) -> torch.Tensor:
         B, T, H, D = x.shape
         x, log_decay = (t.contiguous().view(B, T, H * D) for t in (x, log_decay))  # [B, T, C]
         h0 = h0.contiguous().view(B, H * D)
-        h = _scan(x, log_decay, h0, log=True)
-        ctx.save_for_backward(log_decay, h, h0)
+        reset = None if reset is None else reset.to(torch.uint8).contiguous()  # [B, T]
+        h = _scan(x, log_decay, reset, h0, log=True)
+        ctx.save_for_backward(log_decay, h, h0, reset)
         ctx.shape = (B, T, H, D)
         return h.view(B, T, H, D)
 
@@ -203,22 +238,23 @@ class _GatedDiagonalScanTriton(torch.autograd.Function):
     @once_differentiable
     @on_input_device
     def backward(ctx, grad_h: torch.Tensor):
-        log_decay, h, h0 = ctx.saved_tensors
+        log_decay, h, h0, reset = ctx.saved_tensors
         B, T, C = h.shape
         grad_h = grad_h.contiguous().view(B, T, C)  # the gradient of a sum is an expanded one
         zero = torch.zeros_like(h0)
-        ends = _chunk_ends(grad_h, log_decay, zero, backward=True, log=True)
+        ends = _chunk_ends(grad_h, log_decay, reset, zero, backward=True, log=True)
         d_x, d_log, d_h0 = torch.empty_like(h), torch.empty_like(h), torch.empty_like(h0)
         grid, block_c = _grid(B, T, C)
-        _grad_kernel[grid](grad_h, log_decay, zero, ends, h, h0, d_x, d_log, d_h0, T, C,
-                           BLOCK_T=BLOCK_T, BLOCK_C=block_c, num_warps=NUM_WARPS)
+        _grad_kernel[grid](grad_h, log_decay, _mask_arg(reset, h), zero, ends, h, h0, d_x, d_log,
+                           d_h0, T, C, RESET=reset is not None, BLOCK_T=BLOCK_T,
+                           BLOCK_C=block_c, num_warps=NUM_WARPS)
         shape = ctx.shape
-        return d_x.view(shape), d_log.view(shape), d_h0.view(shape[0], *shape[2:])
+        return d_x.view(shape), d_log.view(shape), d_h0.view(shape[0], *shape[2:]), None
 
 
-def gated_diagonal_scan_triton(x: torch.Tensor, log_decay: torch.Tensor,
-                               h0: torch.Tensor) -> torch.Tensor:
+def gated_diagonal_scan_triton(x: torch.Tensor, log_decay: torch.Tensor, h0: torch.Tensor,
+                               reset: torch.Tensor | None = None) -> torch.Tensor:
     """All states h [B, T, H, D] (float32) from x, log_decay [B, T, H, D] (float32, bfloat16 or
-    float16, read as float32 in the kernels) and h0 [B, H, D] float32, on one CUDA device (or
-    CPU tensors under Triton's interpreter)."""
-    return _GatedDiagonalScanTriton.apply(x, log_decay, h0)
+    float16, read as float32 in the kernels), h0 [B, H, D] float32 and reset [B, T] bool (or
+    None), on one CUDA device (or CPU tensors under Triton's interpreter)."""
+    return _GatedDiagonalScanTriton.apply(x, log_decay, h0, reset)

@@ -51,8 +51,9 @@ MIN_PARALLEL_ELEMENTS = 2**18  # below this, splitting over threads costs more t
 # VM, splitting C = 256 or 512 over 2 threads was 1.3x slower than one thread.
 MIN_CHANNELS_PER_THREAD = 512
 SPLIT_PARAMS = "work:f B:i T:i C:i b0:i b1:i c0:i c1:i"  # what `run_split` appends to a call
-C_KINDS = {"float*": "f", "double*": "d", "int64_t": "i"}
-POINTER_DTYPES = {"f": torch.float32, "d": torch.float64}
+# a bool tensor is one byte per element, 0 or 1: a uint8_t pointer in C
+C_KINDS = {"float*": "f", "double*": "d", "uint8_t*": "b", "int64_t": "i"}
+POINTER_DTYPES = {"f": torch.float32, "d": torch.float64, "b": torch.bool}
 KERNELS: list[Kernel] = []  # every declared kernel, for `status`
 
 
@@ -117,8 +118,9 @@ def _build(source: Path, header_dir: Path = HEADER_DIR) -> Path:
 
 def prototypes(source: str) -> dict[str, list[tuple[str, str]]]:
     """The exported (non-static) void functions of a C source: name → [(parameter, kind)],
-    kind "f" / "d" (float / double pointer) or "i" (int64_t). Comments are dropped and
-    object-like macros expanded first (the phasor kernels share their parameter lists)."""
+    kind "f" / "d" / "b" (float / double / uint8_t pointer) or "i" (int64_t). Comments are
+    dropped and object-like macros expanded first (the phasor kernels share their parameter
+    lists)."""
     text = re.sub(r"/\*.*?\*/|//[^\n]*", " ", source, flags=re.S).replace("\\\n", " ")
     macros = dict(re.findall(r"^#define\s+(\w+)\s+(.*)$", text, flags=re.M))
     text = re.sub(r"^#.*$", " ", text, flags=re.M)
@@ -177,8 +179,9 @@ class Function:
 
 class Kernel:
     """A C source next to its op and the parameters the op passes to each of its functions,
-    as "name:kind" with kind f (float32 tensor), d (float64 tensor) or i (int), and a trailing
-    ? on a pointer that C accepts as NULL (None); `SPLIT_PARAMS` follow (`run_split`)."""
+    as "name:kind" with kind f (float32 tensor), d (float64 tensor), b (bool tensor) or i
+    (int), and a trailing ? on a pointer that C accepts as NULL (None); `SPLIT_PARAMS` follow
+    (`run_split`)."""
 
     def __init__(self, source: Path, functions: dict[str, str]):
         self.source, self.name = Path(source), Path(source).stem
