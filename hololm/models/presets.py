@@ -62,9 +62,10 @@ def build_model(model_type: str, model_size: str, vocab_size: int, seq_len: int,
             "num_key_value_heads": heads, "intermediate_size": swiglu_width(d, 8 / 3),
             "tie_word_embeddings": True, **fields}))
     fields.pop("max_position_embeddings")  # Mamba-2 has no positions
-    # Mamba-2 defaults: expand 2, 64-wide heads, one group; the heads follow an `expand`
-    # override so that num_heads·head_dim = expand·d still holds
-    head_dim, expand = 64, fields.pop("expand", 2)
+    # Mamba-2 defaults: expand 2, 64-wide heads (one head of expand·d below that), one group;
+    # the heads follow an `expand` override so that num_heads·head_dim = expand·d still holds
+    expand = fields.pop("expand", 2)
+    head_dim = min(64, expand * d)
     return Mamba2ForCausalLM(Mamba2Config(**{
         "hidden_size": d, "num_hidden_layers": n_layers, "expand": expand,
         "num_heads": expand * d // head_dim, "head_dim": head_dim, "n_groups": 1,

@@ -96,8 +96,21 @@ def test_document_resets_reach_the_model_unless_turned_off(tmp_path, cache_dir, 
     seen.clear()
     off = trainer.train(_config(tmp_path / "off", cache_dir, document_resets=False, **short))
     assert not seen
-    # the stdlib windows hold document boundaries: reading across them changes the loss
-    assert on["history"][0]["loss"] != off["history"][0]["loss"]
+    assert on["history"][0]["loss"] == off["history"][0]["loss"]  # no boundary in these windows
+    # a window holding a boundary: the document after it is read alone
+    model = on["model"]
+    eos = byte_tokenizer().eos_token_id
+    ids = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(0))
+    ids[0, 15] = eos
+    batch = {"input_ids": ids, "labels": ids}
+    apart, _ = trainer.token_loss(model, batch, torch.device("cpu"), eos)
+    across, _ = trainer.token_loss(model, batch, torch.device("cpu"))
+    alone, _ = trainer.token_loss(model, {"input_ids": ids[:, 16:], "labels": ids[:, 16:]},
+                                  torch.device("cpu"))
+    first, _ = trainer.token_loss(model, {"input_ids": ids[:, :17], "labels": ids[:, :17]},
+                                  torch.device("cpu"))
+    assert apart != across
+    torch.testing.assert_close(apart, first + alone)
 
 
 @pytest.mark.parametrize("carry", [False, True], ids=["fresh-windows", "carry-state"])
