@@ -152,6 +152,11 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk_size", type=POSITIVE_INT, default=None,
                         help="hololm models: run long windows through the recurrent cache in "
                              "chunks of this many tokens (bounded memory; exact)")
+    parser.add_argument("--documents", type=POSITIVE_INT, default=None, metavar="MIN_TOKENS",
+                        help="also score every held-out document of at least this many tokens "
+                             "whole, from its first token to its end-of-text (through the cache "
+                             "with --chunk_size): the context a --carry_state model learns to "
+                             "use (default: off)")
     parser.add_argument("--output_dir", default=None,
                         help="write perplexity.csv and perplexity.png here")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -280,12 +285,14 @@ def run_eval(args: argparse.Namespace) -> None:
                                tokens_per_length=args.tokens_per_length,
                                chunk_size=args.chunk_size,
                                device=args.device,
-                               output_dir=args.output_dir)
+                               output_dir=args.output_dir, documents=args.documents)
     print("| context | windows | tokens | loss ± standard error | perplexity | bits per byte |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         bpb = "–" if r.get("bits_per_byte") is None else f"{r['bits_per_byte']:.3f}"
-        print(f"| {r['context_length']} | {r['windows']} | {r['tokens']} | {r['loss']:.4f} ± "
+        context = (f"whole documents (mean {r['context_length']})" if r["mode"] == "documents"
+                   else r["context_length"])
+        print(f"| {context} | {r['windows']} | {r['tokens']} | {r['loss']:.4f} ± "
               f"{r['loss_se']:.4f} | {r['perplexity']:.2f} | {bpb} |")
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from hololm.data.packing import load_token_data
+from hololm.data.packing import document_positions, load_token_data
 from hololm.errors import ConfigError
 from hololm.eval.checkpoints import load_model_and_tokenizer, resolve_checkpoint
 from hololm.models.cache import cache_argument, cache_of
@@ -61,15 +61,19 @@ def _nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def _window_nll(model: PreTrainedModel, inputs: torch.Tensor, targets: torch.Tensor,
-                chunk_size: int | None) -> torch.Tensor:
+                chunk_size: int | None, eos_token_id: int | None = None) -> torch.Tensor:
     """Summed NLL per window [B] of `targets` [B, L] (-100 = not scored) after `inputs` [B, L],
-    in one pass or in chunks of `chunk_size` carried by the cache."""
+    in one pass or in chunks of `chunk_size` carried by the cache; with `eos_token_id`, each
+    packed document of a window is read alone (`document_positions`)."""
+    positions = None if eos_token_id is None else document_positions(inputs, eos_token_id)
     if chunk_size is None or inputs.shape[1] <= chunk_size:
-        return _nll_sum(model(input_ids=inputs, use_cache=False).logits, targets)
+        extra = {} if positions is None else {"position_ids": positions}
+        return _nll_sum(model(input_ids=inputs, use_cache=False, **extra).logits, targets)
     total, cache, argument = 0.0, None, cache_argument(model)
     for start in range(0, inputs.shape[1], chunk_size):
         piece = slice(start, start + chunk_size)
-        out = model(input_ids=inputs[:, piece], use_cache=True,
+        extra = {} if positions is None else {"position_ids": positions[:, piece]}
+        out = model(input_ids=inputs[:, piece], use_cache=True, **extra,
                     **({argument: cache} if cache is not None else {}))
         total += _nll_sum(out.logits, targets[:, piece])
         cache = cache_of(out)
@@ -93,13 +97,15 @@ def evaluate_perplexity(model: PreTrainedModel, tokens: torch.Tensor,
                         context_lengths: Sequence[int], *, batch_size: int = 1,
                         max_windows: int | None = None, tokens_per_length: int | None = None,
                         bytes_per_token: float | None = None, chunk_size: int | None = None,
-                        loss_mask: torch.Tensor | None = None) -> list[dict]:
+                        loss_mask: torch.Tensor | None = None,
+                        eos_token_id: int | None = None) -> list[dict]:
     """One row per context length: context_length, mode ("full" or "streaming"), windows,
     tokens (targets scored), loss (nats/token) and its standard error over windows, perplexity,
     bits_per_byte (None without `bytes_per_token`). `tokens` is a 1-D tensor of token ids; per
     length, as many windows as fit, at most `max_windows` and enough for `tokens_per_length`
     targets, `batch_size` at a time; `loss_mask` (1-D bool, as `TokenData`'s) scores only the
-    tokens where it is True."""
+    tokens where it is True. `eos_token_id` (hololm models): the documents packed in a window
+    are read apart, as a model trained with document resets was."""
     if tokens.dim() != 1:
         raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
     if loss_mask is not None and loss_mask.shape != tokens.shape:
@@ -133,7 +139,9 @@ def evaluate_perplexity(model: PreTrainedModel, tokens: torch.Tensor,
                 targets[~loss_mask[batch[:, 1:]]] = -100
             counts.append((targets != -100).sum(1, dtype=torch.float64))
             sums.append(_window_nll(model, windows[:, :-1].to(device), targets.to(device),
-                                    chunk_size if streaming else None))
+                                    chunk_size if streaming else None,
+                                    eos_token_id if isinstance(model, HoloLMForCausalLM)
+                                    else None))
         sums, counts = torch.cat(sums), torch.cat(counts)
         count = int(counts.sum())
         if count == 0:
@@ -151,6 +159,45 @@ def evaluate_perplexity(model: PreTrainedModel, tokens: torch.Tensor,
                               if bytes_per_token is not None else None),
         })
     return rows
+
+
+@torch.no_grad()
+def evaluate_documents(model: PreTrainedModel, tokens: torch.Tensor, eos_token_id: int,
+                       min_length: int, *, max_documents: int | None = None,
+                       chunk_size: int | None = None, bytes_per_token: float | None = None,
+                       loss_mask: torch.Tensor | None = None) -> dict:
+    """The loss over whole held-out documents: each document of at least `min_length` tokens
+    (at most `max_documents`, in order) read from its first token to its end-of-text in one
+    pass, or through the cache in chunks of `chunk_size` (hololm models). A row like
+    `evaluate_perplexity`'s, its context_length the documents' mean length and mode
+    "documents"; the standard error is over documents."""
+    if tokens.dim() != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
+    ends = (tokens == eos_token_id).nonzero().flatten()  # each document's end-of-text
+    starts = torch.cat([ends.new_zeros(1), ends[:-1] + 1])
+    spans = [(int(a), int(b)) for a, b in zip(starts, ends, strict=True) if b - a >= min_length]
+    spans = spans[:max_documents]
+    if not spans:
+        raise ConfigError(f"no held-out document has {min_length} tokens or more")
+    streaming = chunk_size is not None and isinstance(model, HoloLMForCausalLM)
+    device = next(model.parameters()).device
+    sums, counts = [], []
+    for first, end in spans:
+        document = tokens[first:end + 1].long()[None]  # [1, n + 1]: its tokens, then EOS
+        targets = document[:, 1:].clone()
+        if loss_mask is not None:
+            targets[~loss_mask[first + 1:end + 1][None]] = -100
+        counts.append((targets != -100).sum(1, dtype=torch.float64))
+        sums.append(_window_nll(model, document[:, :-1].to(device), targets.to(device),
+                                chunk_size if streaming else None))
+    sums, counts = torch.cat(sums), torch.cat(counts)
+    loss = float(sums.sum() / counts.sum())
+    return {"context_length": round(sum(b - a for a, b in spans) / len(spans)),
+            "mode": "documents", "windows": len(spans), "tokens": int(counts.sum()),
+            "loss": loss, "loss_se": _standard_error(sums, counts),
+            "perplexity": math.exp(min(loss, 700.0)),
+            "bits_per_byte": (loss / math.log(2) / bytes_per_token
+                              if bytes_per_token is not None else None)}
 
 
 def write_csv(rows: Iterable[dict], path: str | Path) -> Path:
@@ -222,15 +269,21 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str, split: str = "vali
                         chunk_size: int | None = None,
                         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                         cache_dir: str | os.PathLike | None = None,
-                        output_dir: str | Path | None = None) -> list[dict]:
+                        output_dir: str | Path | None = None,
+                        documents: int | None = None) -> list[dict]:
     """`evaluate_perplexity` of a checkpoint (a step directory, or a checkpoint directory:
     its latest step) on the held-out split of `dataset`, tokenized with the checkpoint's own
     tokenizer. Without `max_tokens`, only the tokens the windows can need are read when
     `max_windows` or `tokens_per_length` is given, else the whole split. With
     `output_dir`, also writes perplexity.csv and perplexity.png (loss against context length,
-    the training length marked when the checkpoint records it)."""
+    the training length marked when the checkpoint records it). A checkpoint trained with
+    document resets reads the documents packed in a window apart. `documents`: a last row
+    scores whole held-out documents of at least that many tokens (`evaluate_documents`; the
+    whole split is read)."""
     model, tokenizer = load_model_and_tokenizer(checkpoint, device, dtype)
-    if max_tokens is None and context_lengths:
+    trained = training_config(resolve_checkpoint(checkpoint))
+    eos = tokenizer.eos_token_id if trained.get("document_resets") else None
+    if max_tokens is None and context_lengths and documents is None:
         longest = max(context_lengths)
         needed = [n for n in (max_windows and longest * max_windows,
                               tokens_per_length and tokens_per_length + longest) if n]
@@ -240,20 +293,36 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str, split: str = "vali
     rows = evaluate_perplexity(model, data.tokens, context_lengths, batch_size=batch_size,
                                max_windows=max_windows, tokens_per_length=tokens_per_length,
                                bytes_per_token=data.bytes_per_token,
-                               chunk_size=chunk_size, loss_mask=data.loss_mask)
+                               chunk_size=chunk_size, loss_mask=data.loss_mask,
+                               eos_token_id=eos)
+    if documents is not None:
+        rows.append(evaluate_documents(model, data.tokens, tokenizer.eos_token_id, documents,
+                                       chunk_size=chunk_size,
+                                       bytes_per_token=data.bytes_per_token,
+                                       loss_mask=data.loss_mask))
     if output_dir is not None:
         output_dir = Path(output_dir)
         write_csv(rows, output_dir / "perplexity.csv")
-        plot_perplexity(rows, output_dir / "perplexity.png",
+        plot_perplexity([r for r in rows if r["mode"] != "documents"],
+                        output_dir / "perplexity.png",
                         train_context=training_context(resolve_checkpoint(checkpoint)),
                         title=f"{dataset} ({split})")
     return rows
 
 
-def training_context(step_dir: Path) -> int | None:
-    """The seq_len a trainer checkpoint was trained with (from trainer_state.json), if any."""
+def training_config(step_dir: Path) -> dict:
+    """The TrainConfig a trainer checkpoint records (trainer_state.json), or {} for a model
+    saved otherwise."""
     try:
         state = json.loads((step_dir / "trainer_state.json").read_text(encoding="utf-8"))
-        return int(state["train_config"]["seq_len"])
+        return dict(state["train_config"])
     except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def training_context(step_dir: Path) -> int | None:
+    """The seq_len a trainer checkpoint was trained with, if it records one."""
+    try:
+        return int(training_config(step_dir)["seq_len"])
+    except (KeyError, TypeError, ValueError):
         return None

@@ -11,6 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from hololm.data.packing import load_token_data
 from hololm.errors import CheckpointError, ConfigError
 from hololm.eval import evaluate_checkpoint, evaluate_perplexity, plot_perplexity, write_csv
+from hololm.eval.perplexity import evaluate_documents
 from tests.eval.helpers import TOKENIZER, VOCAB, tiny
 
 TOKENS = torch.randint(0, VOCAB, (400,), generator=torch.Generator().manual_seed(0))
@@ -133,3 +134,33 @@ def test_evaluate_checkpoint_on_a_local_corpus(tmp_path, checkpoint_dir):
     assert rows[0]["loss"] == pytest.approx(direct[0]["loss"], rel=1e-6)  # the saved model
     with pytest.raises(CheckpointError):
         evaluate_checkpoint(tmp_path / "missing", str(corpus))
+
+
+@torch.no_grad()
+def test_whole_documents_and_packed_windows():
+    """Documents read whole (first token to end-of-text), through the cache or in one pass; a
+    window packing documents is read apart with the end-of-text's id."""
+    eos = TOKENIZER.eos_token_id
+    tokens = TOKENS.masked_fill(TOKENS == eos, 0)
+    tokens[[39, 139, 150, 399]] = eos  # documents of 39, 99, 10 and 248 tokens before EOS
+    model = tiny("long")
+    row = evaluate_documents(model, tokens, eos, 90, bytes_per_token=1.0)
+    assert (row["mode"], row["windows"], row["tokens"]) == ("documents", 2, 99 + 248)
+    assert row["context_length"] == round((99 + 248) / 2)
+    streamed = evaluate_documents(model, tokens, eos, 90, chunk_size=32)
+    assert streamed["loss"] == pytest.approx(row["loss"], rel=1e-5)
+    first = tokens[40:140][None]
+    alone = torch.nn.functional.cross_entropy(model(first[:, :-1]).logits[0], first[0, 1:],
+                                              reduction="sum")
+    assert evaluate_documents(model, tokens, eos, 90, max_documents=1)["loss"] == \
+        pytest.approx(alone.item() / 99, rel=1e-5)
+    with pytest.raises(ConfigError, match="no held-out document has 500 tokens"):
+        evaluate_documents(model, tokens, eos, 500)
+    # a window holding the boundary at 39: with the EOS id, the second document is read alone
+    apart = evaluate_perplexity(model, tokens[:61], [60], eos_token_id=eos)[0]["loss"]
+    across = evaluate_perplexity(model, tokens[:61], [60])[0]["loss"]
+    head, tail = tokens[:41][None], tokens[40:61][None]
+    expected = sum(torch.nn.functional.cross_entropy(model(x[:, :-1]).logits[0], x[0, 1:],
+                                                     reduction="sum").item()
+                   for x in (head, tail)) / 60
+    assert apart == pytest.approx(expected, rel=1e-5) and apart != across
