@@ -100,6 +100,8 @@ BENCHMARKS = {
     "params": "parameter counts and cache sizes of every family",
     "lm": "language modelling: held-out loss and bits per byte at 1x, 4x and 16x the training "
           "length against Llama, GPT-2 and Mamba-2 at matched parameters",
+    "carry": "training with carried state (--carry_state) vs fresh windows: held-out loss at "
+             "1x, 4x, 16x the window and on whole documents",
 }
 
 
@@ -157,6 +159,9 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
                              "whole, from its first token to its end-of-text (through the cache "
                              "with --chunk_size): the context a --carry_state model learns to "
                              "use (default: off)")
+    parser.add_argument("--max_documents", type=POSITIVE_INT, default=None,
+                        help="with --documents: the first this many such documents (default: "
+                             "all)")
     parser.add_argument("--output_dir", default=None,
                         help="write perplexity.csv and perplexity.png here")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -285,7 +290,8 @@ def run_eval(args: argparse.Namespace) -> None:
                                tokens_per_length=args.tokens_per_length,
                                chunk_size=args.chunk_size,
                                device=args.device,
-                               output_dir=args.output_dir, documents=args.documents)
+                               output_dir=args.output_dir, documents=args.documents,
+                               max_documents=args.max_documents)
     print("| context | windows | tokens | loss ± standard error | perplexity | bits per byte |")
     print("|---|---|---|---|---|---|")
     for r in rows:

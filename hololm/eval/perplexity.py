@@ -270,7 +270,8 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str, split: str = "vali
                         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                         cache_dir: str | os.PathLike | None = None,
                         output_dir: str | Path | None = None,
-                        documents: int | None = None) -> list[dict]:
+                        documents: int | None = None,
+                        max_documents: int | None = None) -> list[dict]:
     """`evaluate_perplexity` of a checkpoint (a step directory, or a checkpoint directory:
     its latest step) on the held-out split of `dataset`, tokenized with the checkpoint's own
     tokenizer. Without `max_tokens`, only the tokens the windows can need are read when
@@ -278,8 +279,8 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str, split: str = "vali
     `output_dir`, also writes perplexity.csv and perplexity.png (loss against context length,
     the training length marked when the checkpoint records it). A checkpoint trained with
     document resets reads the documents packed in a window apart. `documents`: a last row
-    scores whole held-out documents of at least that many tokens (`evaluate_documents`; the
-    whole split is read)."""
+    scores whole held-out documents of at least that many tokens, the first `max_documents`
+    of them (`evaluate_documents`; the whole split is read)."""
     model, tokenizer = load_model_and_tokenizer(checkpoint, device, dtype)
     trained = training_config(resolve_checkpoint(checkpoint))
     eos = tokenizer.eos_token_id if trained.get("document_resets") else None
@@ -297,7 +298,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str, split: str = "vali
                                eos_token_id=eos)
     if documents is not None:
         rows.append(evaluate_documents(model, data.tokens, tokenizer.eos_token_id, documents,
-                                       chunk_size=chunk_size,
+                                       max_documents=max_documents, chunk_size=chunk_size,
                                        bytes_per_token=data.bytes_per_token,
                                        loss_mask=data.loss_mask))
     if output_dir is not None:

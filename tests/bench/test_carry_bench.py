@@ -1,0 +1,21 @@
+"""`hololm bench carry` end to end at a tiny size: both trainings of each model, every column."""
+
+import csv
+
+from hololm import cli
+
+
+def test_tiny_carry_bench_writes_both_trainings(tmp_path, capsys):
+    assert cli.main(["bench", "carry", "--output_dir", str(tmp_path), "--models", "long",
+                     "--corpora", "stdlib", "--seq_len", "16", "--steps", "2", "--batch_size",
+                     "2", "--max_train_tokens", "20000", "--tokens_per_length", "64",
+                     "--max_documents", "2"]) == 0
+    with open(tmp_path / "carry.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["training"] for r in rows] == ["fresh windows", "carried state"]
+    for r in rows:
+        assert r["documents"] == "2" and int(r["mean_document_tokens"]) >= 256
+        assert all(float(r[k]) > 0 for k in ("loss_1x", "loss_4x", "loss_16x", "loss_documents"))
+    report = (tmp_path / "carry.md").read_text()
+    assert report.startswith("```bash\nhololm bench carry --output_dir")
+    assert "| long | carried state |" in capsys.readouterr().out
