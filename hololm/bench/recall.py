@@ -4,8 +4,8 @@ rate, and report the test accuracy (argmax over the whole vocabulary) of the lea
 did best on a validation set, against each model's recurrent state size.
 
     hololm bench recall --quick --output_dir runs/recall      # MQAR at one width
-    hololm bench recall --standard --output_dir runs/recall   # + widths and the other tasks
-    hololm bench recall --full --device cuda --output_dir D   # zoology's grid, for a GPU
+    hololm bench recall --standard --output_dir runs/recall   # three widths, every family
+    hololm bench recall --full --device cuda --output_dir D   # zoology's grid + other tasks
 
 Softmax attention runs first; a task it does not solve on its training slices is dropped
 (`gate`). Writes recall.csv (test results of the selected learning rates), recall_sweep.csv
@@ -206,15 +206,39 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _jobs(profile: Profile, device: str, families: tuple[str, ...], tasks: tuple[Task, ...]
-          ) -> list[Job]:
-    """Every (task, family, width, lr) of `families` on `tasks`, the dearest first so that no
-    worker is left with one at the end; the Hugging Face models skip the vector tasks."""
+def _jobs(profile: Profile, device: str, families: tuple[str, ...], tasks: tuple[Task, ...],
+          swept: bool = True) -> list[Job]:
+    """The jobs of `families` on `tasks`, the dearest first so that no worker is left with one at
+    the end; the Hugging Face models skip the vector tasks. `swept`: every learning rate at the
+    widths where the profile sweeps (all of them, or `sweep_d_model` alone); else nothing — the
+    other widths wait for `_carried`."""
     jobs = [Job(task, family, d, lr, profile, device) for task in tasks for family in families
             if not (task.vocab_size is None and family in OUTSIDE)
-            for d in profile.for_task(task.name).d_models
+            for d in _sweep_widths(profile.for_task(task.name)) if swept
             for lr in profile.for_task(task.name).lrs]
     return sorted(jobs, key=_tokens, reverse=True)
+
+
+def _sweep_widths(profile: Profile) -> tuple[int, ...]:
+    if profile.sweep_d_model is None:
+        return profile.d_models
+    return (profile.sweep_d_model,)
+
+
+def _carried(profile: Profile, device: str, rows: list[dict]) -> list[Job]:
+    """With `sweep_d_model` set: each (task, model) that was swept there, at the profile's other
+    widths, trained with the learning rate its sweep chose."""
+    tasks = {t.name: t for t in profile.tasks}
+    jobs = []
+    for r in best_rows(rows):
+        settings = profile.for_task(r["task"])
+        if settings.sweep_d_model is None or r["d_model"] != settings.sweep_d_model \
+                or not r["train_slice"]:
+            continue
+        jobs += [Job(tasks[r["task"]], r["model"], d, r["lr"], profile, device)
+                 for d in settings.d_models if d != settings.sweep_d_model]
+    unique = {(j.task.name, j.family, j.d_model): j for j in jobs}
+    return sorted(unique.values(), key=_tokens, reverse=True)
 
 
 def gate(rows: list[dict], profile: Profile) -> dict[str, str]:
@@ -252,8 +276,12 @@ def run_profile(profile: Profile, device: str = "cpu", workers: int = 1,
     reference = ("attention",) if profile.gate and "attention" in profile.families else ()
     others = tuple(f for f in profile.families if f not in reference)
     first = _jobs(profile, device, reference, profile.tasks)
-    bar = tqdm(total=len(first) + len(_jobs(profile, device, others, profile.tasks)),
-               desc="recall runs", disable=not progress)
+    # the total is exact once the gate has run; until then, every task as if kept
+    widths = sum(len(profile.for_task(t.name).d_models) for t in profile.tasks)
+    swept = sum(len(_sweep_widths(profile.for_task(t.name))) for t in profile.tasks)
+    bar = tqdm(total=len(first) + len(_jobs(profile, device, others, profile.tasks))
+               + (widths - swept) * len(profile.families), desc="recall runs",
+               disable=not progress)
     pool = None if workers <= 1 else ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn"),  # forked OpenMP can deadlock
         initializer=_init_worker, initargs=(max(1, torch.get_num_threads() // workers),))
@@ -275,9 +303,13 @@ def run_profile(profile: Profile, device: str = "cpu", workers: int = 1,
         dropped = gate(rows, profile) if reference else {}
         kept = tuple(t for t in profile.tasks if t.name not in dropped)
         rest = _jobs(profile, device, others, kept)
-        bar.total = len(first) + len(rest)
+        rows += run(rest + [j for j in _carried(profile, device, rows) if j.task in kept])
+        done = {(r["task"], r["model"], r["d_model"]) for r in rows}
+        later = [j for j in _carried(profile, device, rows)
+                 if (j.task.name, j.family, j.d_model) not in done]
+        bar.total = bar.n + len(later)
         bar.refresh()
-        rows += run(rest)
+        rows += run(later)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -314,24 +346,29 @@ def build_parser() -> argparse.ArgumentParser:
         "not solve in the profile's budget is dropped (with a note in recall.md).")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help="MQAR only (vocabulary 256, train 32/2 + 64/4, test to 128/16), "
-                           "width 64, three learning rates, <= 2,500 steps: ~26 min on 2 free "
-                           "CPU cores if every model runs (see docs/recall.md); the default")
+                      help="MQAR (vocabulary 256, train 32/2 + 64/4, test to 128/16) at width "
+                           "64 for holo, holo-conv, hologpt, hologpt-delta, attention and "
+                           "mamba2, two learning rates, <= 3,000 steps: ~15 min on 2 free CPU "
+                           "cores (docs/recall.md); the default")
     size.add_argument("--standard", action="store_true",
-                      help="MQAR (vocabulary 1024, train 64/4 + 128/8 + 256/16, test to "
-                           "512/64) at widths 32, 64 and 128, <= 3,000 steps, plus the other "
-                           "tasks at width 64 where attention solves them: estimated ~6 h on "
-                           "2 CPU cores (docs/recall.md)")
+                      help="MQAR (vocabulary 1024, train 64/4 + 128/8, test to 512/32) at widths "
+                           "16, 32 and 64 for every family's original and improved settings, "
+                           "attention and mamba2; three learning rates swept at width 64, the "
+                           "chosen one carried to the other widths; <= 3,000 steps: ~90 min on "
+                           "2 free CPU cores (docs/recall.md)")
     size.add_argument("--full", action="store_true",
                       help="zoology's grid (vocabulary 8192, train to 256/64, test to 1024/256, "
-                           "widths 64-512, four learning rates): hours, meant for a GPU")
+                           "widths 64-512, four learning rates) and the other tasks (passkey, "
+                           "induction, reverse, sort, copy, forgetting, vector recall): hours, "
+                           "meant for a GPU")
     parser.add_argument("--output_dir", required=True,
                         help="folder for recall.csv, recall_sweep.csv, recall.md and the PNGs")
     parser.add_argument("--tasks", nargs="+", default=None,
                         help="only these tasks (default: all of the profile)")
     parser.add_argument("--models", nargs="+", default=None,
-                        help=f"only these families, variants or mamba2 (default: "
-                             f"{', '.join(MODELS)}); without attention no task is gated")
+                        help="only these families, variants or mamba2 (default: the profile's; "
+                             f"any of {', '.join(MODELS)}); without attention no task is "
+                             "gated")
     parser.add_argument("--lrs", type=float, nargs="+", default=None,
                         help="learning rates to sweep (default: the profile's)")
     parser.add_argument("--d_models", type=int, nargs="+", default=None,

@@ -1,6 +1,7 @@
 """What the recall benchmark runs: each task's training mixture and test slices, and three
-profiles — `quick` (MQAR at one width), `standard` (three widths and the gated tasks) and `full`
-(zoology's grid, for a GPU); docs/recall.md gives their measured and estimated CPU cost. MQAR
+profiles — `quick` (MQAR at one width, six models), `standard` (MQAR at three widths, every
+family's original and improved settings; the learning rate swept at the middle width) and `full`
+(zoology's grid and the other tasks, for a GPU); docs/recall.md gives their measured CPU cost. MQAR
 follows zoology: the whole-vocabulary argmax, a mixture of (T, pairs) training slices, test-only
 slices up to 4x longer, a swept learning rate.
 Every task is gated on softmax attention: a task it does not solve in the profile's budget is
@@ -59,10 +60,15 @@ class Profile:
     schedule: str = "cosine"  # after the linear warmup: cosine decay to 0, or "constant"
     warmup: int | None = None  # warmup steps (None: a tenth of `steps`)
     task_overrides: dict = field(default_factory=dict)  # task name -> {field: value}
+    # sweep the learning rates at this width only; the other widths train with the rate it chose
+    sweep_d_model: int | None = None
 
     def __post_init__(self):
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.sweep_d_model is not None and self.sweep_d_model not in self.d_models:
+            raise ConfigError(f"sweep_d_model {self.sweep_d_model} is not one of the widths "
+                              f"{self.d_models}")
 
     def for_task(self, task: str) -> Profile:
         """The settings one task trains with: the profile's, with that task's overrides."""
@@ -96,7 +102,7 @@ def _mqar(train: tuple[tuple[int, int], ...], test: tuple[tuple[int, int], ...],
 
 
 def _others(scale: int) -> tuple[Task, ...]:
-    """The other tasks at `scale` (1: the standard lengths, 4: the full ones); each is kept only
+    """The other tasks, their lengths times `scale` (the full profile: 4); each is kept only
     where attention solves it in the profile's budget (the gate)."""
     return (
         Task("mqar_forget", synthetic.mqar_forget, _kv(48 * scale, (4 * scale,)),
@@ -124,18 +130,23 @@ def _others(scale: int) -> tuple[Task, ...]:
 FULL_MQAR = _mqar(((64, 4), (128, 8), (256, 16), (256, 32), (256, 64)),
                   ((512, 64), (512, 128), (1024, 256)), vocab_size=8192,
                   train_examples=180_000, test_examples=1000)
-STANDARD_MQAR = _mqar(((64, 4), (128, 8), (256, 16)), ((512, 32), (512, 64)), vocab_size=1024,
-                      train_examples=60_000, test_examples=500, random_non_queries="no_keys")
+STANDARD_MQAR = _mqar(((64, 4), (128, 8)), ((256, 16), (512, 32)), vocab_size=1024,
+                      train_examples=40_000, test_examples=256, random_non_queries="no_keys")
 QUICK_MQAR = _mqar(((32, 2), (64, 4)), ((128, 8), (128, 16)), vocab_size=256,
                    train_examples=40_000, test_examples=256, random_non_queries="no_keys")
 
+# Each pair of an original setting and its improvement, the references, within ~15 min
+QUICK_MODELS = ("holo", "holo-conv", "hologpt", "hologpt-delta", "attention", "mamba2")
+# Every family's original setting and its improved ones, the references, within ~90 min
+STANDARD_MODELS = ("holo", "holo-conv", "holo-copies", "hologpt", "hologpt-delta", "long",
+                   "hsn", "hsn-conv", "attention", "mamba2")
+
 PROFILES = {
-    "quick": Profile(tasks=(QUICK_MQAR,), d_models=(64,), steps=2500, batch_size=32,
-                     lrs=(3e-4, 1e-3, 3e-3), schedule="constant", warmup=100),
-    "standard": Profile(tasks=(STANDARD_MQAR, *_others(1)), d_models=(32, 64, 128), steps=3000,
-                        batch_size=32, lrs=(3e-4, 1e-3, 3e-3), schedule="constant", warmup=100,
-                        eval_every=250, task_overrides=dict.fromkeys(
-                            [t.name for t in _others(1)], {"d_models": (64,), "steps": 1000})),
+    "quick": Profile(tasks=(QUICK_MQAR,), families=QUICK_MODELS, d_models=(64,), steps=3000,
+                     batch_size=32, lrs=(1e-3, 3e-3), eval_every=250),
+    "standard": Profile(tasks=(STANDARD_MQAR,), families=STANDARD_MODELS, d_models=(16, 32, 64),
+                        sweep_d_model=64, steps=3000, batch_size=32, lrs=(5e-4, 1e-3, 3e-3),
+                        eval_every=250),
     "full": Profile(tasks=(FULL_MQAR, *_others(4)), d_models=(64, 128, 256, 512),
                     lrs=tuple(10 ** x for x in (-4, -10 / 3, -8 / 3, -2)), steps=20_000,
                     batch_size=64, eval_every=500,
@@ -160,6 +171,8 @@ def select(profile: Profile, tasks: list[str] | None, families: list[str] | None
     fields = {k: v for k, v in overrides.items() if v is not None}
     if "steps" in fields:  # a tenth of the new step count, unless a warmup is given too
         fields.setdefault("warmup", None)
+    if profile.sweep_d_model not in fields.get("d_models", (profile.sweep_d_model,)):
+        fields["sweep_d_model"] = None  # the caller's widths without it: sweep at every width
     # what the caller sets holds for every task: it replaces the tasks' own overrides
     per_task = {name: kept for name, changes in profile.task_overrides.items()
                 if (kept := {k: v for k, v in changes.items() if k not in fields})}
