@@ -145,8 +145,6 @@ def test_return_dict_false_and_hidden_states_as_llama(model):
 
 def test_unknown_or_unsupported_keywords_are_refused(model):
     x = ids(1, 5)
-    with pytest.raises(TypeError, match="position_ids"):
-        model(x, position_ids=torch.arange(5)[None])
     with pytest.raises(TypeError, match="not_an_argument"):
         model(x, not_an_argument=1)
     with pytest.raises(TypeError, match="inputs_embeds"):
