@@ -35,6 +35,13 @@ the key and query phases (Associative LSTM, Danihelka et al. 2016): copy c binds
 j to key channel π_c(j), so the crosstalk of the other stored items differs between copies and
 their mean, r_t = (1/C) Σ_c r_t^c, divides its variance by C — at C times the state.
 
+Packed documents (`pad.starts`): at a document's first token the memories drop what they hold
+(the ops' `reset`), the short conv reads nothing across the start and the dual path's x_{t-1}
+is zeros there. The phases keep the chunk's absolute positions p_t: every key and query of a
+document carries the same extra p_start·ω, which the retrieval cancels (up to the rounding of
+the phases, ~1e-7 rad in float32), so only the scale needs the position within the document,
+sqrt(pad.positions + 1) (as for padding); the decayed memory takes pad.positions as its counts.
+
 State: {"memory": M [B, H, C·Dh] complex64, "assoc": A [B, H, Dh] complex64 (dual_path),
 "prev": x_{T-1} [B, 1, d] (dual_path), "conv": last k−1 inputs [B, k−1, d] (k > 1)}.
 """
@@ -62,21 +69,22 @@ def _content_phase(u: torch.Tensor) -> torch.Tensor:
 
 def _memory(v: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor, freqs: torch.Tensor | None,
             shift: torch.Tensor | None, state: torch.Tensor | None, position: int,
-            backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """phasor_memory_parts for T > 1, the step form for T == 1 (same numbers):
-    → (Re r, Im r) as parts [B, T, 2, H, Dh] and the memory."""
+            reset: torch.Tensor | None, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """phasor_memory_parts for T > 1, the step form for T == 1 (same numbers); reset [B, T]
+    bool or None → (Re r, Im r) as parts [B, T, 2, H, Dh] and the memory."""
     if v.shape[1] == 1:
         r, m = phasor_memory_step(v[:, 0], phi[:, 0], psi[:, 0], state, position, freqs, shift,
-                                  backend=backend)
+                                  reset=None if reset is None else reset[:, 0], backend=backend)
         return torch.view_as_real(r).permute(0, 3, 1, 2).unsqueeze(1), m  # [B, 1, 2, H, Dh]
     return phasor_memory_parts(v, phi, psi, freqs, offset=position, query_shift=shift,
-                               initial_state=state, backend=backend)
+                               initial_state=state, reset=reset, backend=backend)
 
 
 def _count_real_tokens(r: torch.Tensor, position: int, pad: Padding | None) -> torch.Tensor:
     """The op divides by sqrt(p_t + 1) at the chunk's absolute positions; a padded row divides
-    by its own count of real tokens instead. r: parts [B, T, 2, H, Dh]. The phases need no
-    correction: a row's positions are shifted by a constant, which its queries undo."""
+    by its own count of real tokens instead (of its document's, with packed documents). r:
+    parts [B, T, 2, H, Dh]. The phases need no correction: the positions of a row (of a
+    document) are shifted by a constant, which its queries undo."""
     if pad is None:
         return r
     B, T = pad.keep.shape
@@ -191,12 +199,12 @@ class PhasorAttention(Mixer):
         check_state(state, self.state_keys, x.shape[0])
         state = state or {}
         new_state: State = {}
-        keep = None
+        keep = starts = None
         if pad is not None:  # zero inputs write nothing (v = 0) and feed the convs zeros
-            x, keep = pad.zero_pads(x), pad.keep
+            x, keep, starts = pad.zero_pads(x), pad.keep, pad.starts
         x_conv = x
         if self.key_conv is not None:
-            x_conv, new_state["conv"] = self.key_conv(x, state.get("conv"), keep)  # [B, T, d]
+            x_conv, new_state["conv"] = self.key_conv(x, state.get("conv"), keep, starts)
         v = self._heads(self.v_proj(x_conv if "v" in self.conv_targets else x))  # [B, T, H, Dh]
         if pad is not None and "v" in self.conv_targets:  # the conv sees real tokens at pads
             v = pad.zero_pads(v)
@@ -208,14 +216,14 @@ class PhasorAttention(Mixer):
             phi, psi = phi[..., index], psi[..., index]
         if self.decay_logit is None:
             r, new_state["memory"] = _memory(v, phi, psi, self.freqs, self.query_offset,
-                                             state.get("memory"), position, self.backend)
+                                             state.get("memory"), position, starts, self.backend)
             r = _count_real_tokens(r, position, pad)
         else:  # the op counts each row's real tokens itself
             r, new_state["memory"] = phasor_memory_decayed(
                 v, phi, psi, self.freqs, F.logsigmoid(self.decay_logit.float()),
                 offset=position, query_shift=self.query_offset,
-                initial_state=state.get("memory"), keep=None if pad is None else pad.keep,
-                counts=None if pad is None else pad.positions, backend=self.backend)
+                initial_state=state.get("memory"), keep=keep,
+                counts=None if pad is None else pad.positions, reset=starts, backend=self.backend)
         if self.copy_index is not None:  # the copies' mean, [B, T, 2, H, Dh]
             r = r.unflatten(-1, (self.num_copies, self.head_dim)).mean(-2)
         features = [self._features(r)]
@@ -223,11 +231,13 @@ class PhasorAttention(Mixer):
             prev = state.get("prev")  # [B, 1, d]: the token before this chunk (zeros at start)
             prev = x.new_zeros(x.shape[0], 1, x.shape[2]) if prev is None else prev.to(x.dtype)
             x_prev = torch.cat([prev, x[:, :-1]], dim=1)  # [B, T, d]: x_{t-1}
+            if starts is not None:  # a document's first token has no previous token
+                x_prev = torch.where(starts[..., None], 0.0, x_prev)
             v2 = self._heads(self.assoc_v_proj(x))
             phi2 = _content_phase(self._heads(self.assoc_k_proj(x_prev)))
             psi2 = _content_phase(self._heads(self.assoc_q_proj(x)))
             a, new_state["assoc"] = _memory(v2, phi2, psi2, None, None, state.get("assoc"),
-                                            position, self.backend)  # [B, T, 2, H, Dh]
+                                            position, starts, self.backend)  # [B, T, 2, H, Dh]
             if keep is None:
                 new_state["prev"] = x[:, -1:].clone()
             else:  # the last real token (prev itself when the chunk has none)

@@ -19,11 +19,17 @@ from tests.helpers import assert_close, by_backend
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.mark.parametrize("resets", [False, True], ids=["plain", "resets"])
 @pytest.mark.parametrize("fn", [phasor_memory, phasor_memory_parts], ids=["complex", "planar"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_phasor_triton_equals_eager_on_gpu(fn, dtype):
+def test_phasor_triton_equals_eager_on_gpu(fn, dtype, resets):
     B, T, H, D = 2, 8192 + 3, 4, 40
     gen = torch.Generator().manual_seed(0)
+    reset = None
+    if resets:  # packed documents: ~1 in 300 tokens starts one, and t = 0, 63, 64 of row 0
+        reset = torch.rand(B, T, generator=gen) < 1 / 300
+        reset[0, [0, 63, 64]] = True
+        reset = reset.cuda()
     v = torch.randn(B, T, H, D, generator=gen)
     phases = math.pi * torch.tanh(torch.randn(2, B, T, H, D, generator=gen))
     shift = 3 * torch.randn(H, generator=gen)
@@ -34,7 +40,7 @@ def test_phasor_triton_equals_eager_on_gpu(fn, dtype):
         leaves = [x.to("cuda", dtype if x.is_floating_point() and x.dim() == 4 else x.dtype)
                   .requires_grad_() for x in (v, phases[0], phases[1], shift, m0)]
         out, state = fn(*leaves[:3], freqs, offset=7, query_shift=leaves[3],
-                        initial_state=leaves[4], backend=backend)
+                        initial_state=leaves[4], reset=reset, backend=backend)
         loss = (torch.view_as_real(out) if out.is_complex() else out).sin().sum()
         loss = loss + torch.view_as_real(state).cos().sum()
         return (out, state, *torch.autograd.grad(loss, leaves))

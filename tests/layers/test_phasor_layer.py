@@ -8,6 +8,7 @@ import torch
 
 from hololm.layers.base import state_nbytes
 from hololm.layers.phasor import PhasorAttention
+from hololm.models.inputs import documents_of
 from hololm.ops.phasor import generate_random_phasors, phasor_memory_ref
 from hololm.ops.phasor.decayed import phasor_memory_decayed_ref
 from tests.helpers import assert_close
@@ -158,6 +159,50 @@ def test_full_equals_prefix_rest_and_steps(cfg):
         ys.append(yt)
     assert_close(torch.cat(ys, 1), y, 1e-5, "token by token")
     assert_states_close(s, state, 1e-5)
+
+
+# row 0 packs four documents (one of a single token, one cut by every chunk below), row 1 two
+PACKED = ((6, 1, 13, 10), (17, 13))
+
+
+def _packed_pad(lengths=PACKED, start: int = 0, stop: int = 30, past_documents=None):
+    """The Padding of tokens [start, stop) of rows packing documents of `lengths`."""
+    pos = torch.tensor([[i for n in row for i in range(n)] for row in lengths])
+    return documents_of(None, pos[:, start:stop], past_documents, start, stop - start)
+
+
+@configs
+def test_packed_documents_run_alone(cfg):
+    """Each document of a packed row gives the outputs and parameter gradients it gives alone,
+    and the packed row through the state in chunks that cut documents (token by token at the
+    end) gives the full packed forward."""
+    layer = make_layer(cfg)
+    x = torch.randn(B, 30, D_MODEL)
+    w = torch.randn(B, 30, D_MODEL, generator=torch.Generator().manual_seed(3))
+    params = list(layer.parameters())
+    y, _ = layer(x, pad=_packed_pad())
+    packed_grads = torch.autograd.grad((y * w).sum(), params, allow_unused=True)
+    expected, total = torch.empty_like(y), 0
+    for row, parts in enumerate(PACKED):
+        start = 0
+        for n in parts:
+            part = layer(x[row:row + 1, start:start + n])[0]
+            expected[row, start:start + n] = part[0].detach()
+            total = total + (part[0] * w[row, start:start + n]).sum()
+            start += n
+    alone_grads = torch.autograd.grad(total, params, allow_unused=True)
+    assert_close(y, expected, 1e-5, "packed output")
+    for p, got, want in zip(params, packed_grads, alone_grads, strict=True):
+        got = torch.zeros_like(p) if got is None else got
+        want = torch.zeros_like(p) if want is None else want
+        assert_close(got, want, 1e-5, "packed gradient")
+    ys, state, documents = [], None, None
+    for start, stop in ((0, 5), (5, 7), (7, 20), *((t, t + 1) for t in range(20, 30))):
+        pad = _packed_pad(start=start, stop=stop, past_documents=documents)
+        out, state = layer(x[:, start:stop], state, start, pad)
+        ys.append(out)
+        documents = None if pad is None else pad.documents  # None: plain positions so far
+    assert_close(torch.cat(ys, 1), y.detach(), 1e-5, "packed in chunks")
 
 
 @configs

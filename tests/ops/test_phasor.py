@@ -427,3 +427,134 @@ def test_unavailable_backends_say_why():
         run(phasor_memory, wide, freqs, backend="cpu")
     with pytest.raises(BackendUnavailableError, match="'triton' is unavailable: wrong dtype"):
         run(phasor_memory, wide, freqs, backend="triton")
+
+
+# --- resets (packed documents): M_t = [¬reset_t] M_{t-1} + v_t κ_t ---------------------------
+
+def make_resets(steps: int) -> torch.Tensor:
+    """[B, T] bool: row 0 resets at t = 0, mid-tile, twice in a row (5, 6) and on both sides of
+    the 64-step tiles / position blocks (63, 64, 128); row 1 mid-sequence and at its last token."""
+    reset = torch.zeros(B, steps, dtype=torch.bool)
+    for row, ts in ((0, (0, 5, 6, 63, 64, 128)), (1, (steps // 2, steps - 1))):
+        reset[row, [t for t in ts if 0 < t < steps or (t == 0 and row == 0)]] = True
+    return reset
+
+
+def run_with_resets(fn, ins: dict, freqs, reset, offset=0, **backend):
+    return fn(ins["v"], ins["key_phase"], ins["query_phase"], freqs, offset=offset,
+              query_shift=ins["query_shift"], initial_state=ins["initial_state"], reset=reset,
+              **backend)
+
+
+def test_reset_runs_each_segment_alone():
+    """The reference with resets is each segment run alone at its own offset, from a zero state
+    (the first segment from the initial state): outputs, final state and every gradient."""
+    steps, offset = 70, 9
+    freqs = generate_random_phasors(H * D, seed=16)
+    ins = make_inputs(steps)
+    reset = make_resets(steps)
+    packed = leaves(ins, torch.float64)
+    out, state = run_with_resets(phasor_memory_ref, packed, freqs, reset, offset)
+    alone = leaves(ins, torch.float64)
+    rows, states = [], []
+    for row in range(B):
+        cuts = [0, *[t for t in reset[row].nonzero()[:, 0].tolist() if t > 0], steps]
+        outs, m = [], alone["initial_state"][row:row + 1]
+        for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+            part = [alone[k][row:row + 1, start:stop] for k in NAMES[:3]]
+            o, m = phasor_memory_ref(*part, freqs, offset=offset + start,
+                                     query_shift=alone["query_shift"],
+                                     initial_state=None if reset[row, start] else m)
+            outs.append(o)
+        rows.append(torch.cat(outs, 1))
+        states.append(m)
+    out_alone, state_alone = torch.cat(rows), torch.cat(states)
+    assert_close(out_alone, out, 1e-14, "output")
+    assert_close(state_alone, state, 1e-14, "state")
+    g, g_alone = grads(out, state, packed), grads(out_alone, state_alone, alone)
+    assert g["initial_state"][0].abs().max() == 0  # row 0 resets at t = 0
+    for k in g:
+        assert_close(g[k], g_alone[k], 1e-13, f"grad {k}")
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 65, 130, 257])
+@pytest.mark.parametrize("positional", [True, False])
+def test_forms_agree_with_resets(steps, positional, backend):
+    """Every form with resets against the float64 reference: outputs, final state and the
+    gradients of every input, the initial state's included."""
+    freqs = generate_random_phasors(H * D, seed=17).view(H, D) if positional else None
+    ins = make_inputs(steps, shift=positional)
+    reset = make_resets(steps)
+
+    def fast(fn):
+        return lambda ins, f, o: run_with_resets(fn, ins, f, reset, o, backend=backend)
+
+    def steps_form(ins, f, o):
+        outs, state = [], ins["initial_state"]
+        for t in range(steps):
+            out, state = phasor_memory_step(ins["v"][:, t], ins["key_phase"][:, t],
+                                            ins["query_phase"][:, t], state, o + t, f,
+                                            ins["query_shift"], reset=reset[:, t],
+                                            backend=backend)
+            outs.append(out)
+        return torch.stack(outs, 1), state
+
+    on = {"complex": fast(phasor_memory), "planar": fast(_parts_as_complex)}
+    if steps <= 7:  # a slow loop (and T = 1 launches in Triton's interpreter); resets at 0, 5, 6
+        on["step"] = steps_form
+    for name, fn in on.items():
+        fast_ins, ref = leaves(ins), leaves(ins, torch.float64)
+        out, state = fn(fast_ins, freqs, 7)
+        out_ref, state_ref = run_with_resets(phasor_memory_ref, ref, freqs, reset, 7)
+        assert_close(out, out_ref, 1e-5, f"{name} T={steps} output")
+        assert_close(state, state_ref, 1e-5, f"{name} T={steps} state")
+        g, g_ref = grads(out, state, fast_ins), grads(out_ref, state_ref, ref)
+        for k in g_ref:
+            assert_close(g[k], g_ref[k], 1e-5, f"{name} T={steps} grad {k}")
+
+
+@pytest.mark.parametrize("steps", [2, 130])
+def test_bf16_inputs_with_resets(steps, backend):
+    """As `test_bf16_inputs`, with resets."""
+    freqs = generate_random_phasors(H * D, seed=18)
+    ins = make_inputs(steps, torch.bfloat16)
+    reset = make_resets(steps)
+    fast, ref = leaves(ins), leaves(ins, torch.float64)
+    out, state = run_with_resets(phasor_memory, fast, freqs, reset, backend=backend)
+    out_ref, state_ref = run_with_resets(phasor_memory_ref, ref, freqs, reset)
+    assert_close(out, out_ref, 1e-5, "bf16 output")
+    assert_close(state, state_ref, 1e-5, "bf16 state")
+    g, g_ref = grads(out, state, fast), grads(out_ref, state_ref, ref)
+    for k in g_ref:
+        assert_close(g[k], g_ref[k], 6e-3, f"bf16 grad {k}")
+
+
+def test_all_false_reset_is_no_reset(backend):
+    """An all-False reset gives the memory without resets (up to the order of the additions:
+    the reset paths sum by a scan or a masked product instead of a cumsum)."""
+    freqs = generate_random_phasors(H * D, seed=19)
+    ins = make_inputs(70)
+    out, state = run(phasor_memory, ins, freqs, backend=backend)
+    out_r, state_r = run_with_resets(phasor_memory, ins, freqs, torch.zeros(B, 70, dtype=bool),
+                                     backend=backend)
+    assert_close(out_r, out, 1e-6, "output")
+    assert_close(state_r, state, 1e-6, "state")
+
+
+def test_bad_resets():
+    ins = make_inputs(4)
+    v, kp, qp = ins["v"], ins["key_phase"], ins["query_phase"]
+    freqs = generate_random_phasors(H * D)
+    with pytest.raises(TypeError, match="reset must be a bool tensor"):
+        phasor_memory(v, kp, qp, freqs, reset=torch.zeros(B, 4))
+    with pytest.raises(TypeError, match="reset must be a torch.Tensor"):
+        phasor_memory(v, kp, qp, freqs, reset=[[True] * 4] * B)
+    with pytest.raises(ValueError, match=r"reset must have shape \(2, 4\)"):
+        phasor_memory(v, kp, qp, freqs, reset=torch.zeros(B, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"reset must have shape \(2, 4\)"):
+        phasor_memory_ref(v, kp, qp, freqs, reset=torch.zeros(B, 4, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"reset must have shape \(2,\)"):
+        phasor_memory_step(v[:, 0], kp[:, 0], qp[:, 0], None, 0, freqs,
+                           reset=torch.zeros(B, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="reset must be on v's device"):
+        phasor_memory(v, kp, qp, freqs, reset=torch.zeros(B, 4, dtype=torch.bool, device="meta"))

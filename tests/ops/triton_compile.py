@@ -21,17 +21,20 @@ from hololm.ops.phasor import triton_form as phasor
 
 INTS = {"T", "C", "L", "N", "PART_STRIDE", "CHANNEL_STRIDE"}
 BYTES = {"reset_ptr"}  # the scan's [B, T] resets, bool as uint8
+INT8 = {"reset"}  # the phasor's resets, int8 [B, T]
 
 
 def _cases():
     """(module, kernel, constexprs, pointers read as bf16) as the launches use them; the
     phasor kernels read v, φ and ψ, the scan's x and log γ, in their own dtype."""
     for positional in (True, False):
-        meta = {"POSITIONAL": positional, "BT": phasor.BLOCK_T, "BC": phasor.BLOCK_C}
-        bf16 = {"v", "phi", "psi"}
-        for kernel in (phasor._forward_sums, phasor._forward, phasor._backward_sums,
-                       phasor._backward):
-            yield phasor, kernel, meta, bf16
+        for resets in (False, True):
+            meta = {"POSITIONAL": positional, "RESET": resets, "BT": phasor.BLOCK_T,
+                    "BC": phasor.BLOCK_C}
+            bf16 = {"v", "phi", "psi"}
+            for kernel in (phasor._forward_sums, phasor._forward, phasor._backward_sums,
+                           phasor._backward):
+                yield phasor, kernel, meta, bf16
     blocks = {"BLOCK_T": diagonal_scan.BLOCK_T, "BLOCK_C": diagonal_scan.BLOCK_C}
     # x and log γ as given (bf16 under autocast); the chunk ends (LOG False) are float32 and
     # scanned without resets (their decay products hold them)
@@ -65,7 +68,8 @@ def main(arch: int) -> None:
     for module, kernel, constexprs, bf16 in _cases():
         names = kernel.arg_names
         signature = {name: "constexpr" if name in constexprs else "i32" if name in INTS
-                     else "*u8" if name in BYTES else "*bf16" if name in bf16 else "*fp32"
+                     else "*u8" if name in BYTES else "*i8" if name in INT8
+                     else "*bf16" if name in bf16 else "*fp32"
                      for name in names}
         source = ASTSource(fn=kernel, signature=signature,
                            constexprs={(names.index(k),): v for k, v in constexprs.items()})

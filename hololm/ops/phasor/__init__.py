@@ -13,6 +13,15 @@ frequencies (`freqs`, shape [H, D]):
 ψ_t = φ_s and δ = p_t − p_s reads back v_s / sqrt(p_t + 1) plus crosstalk from the other items.
 With `freqs=None` the binding is content-only (no position term, δ not allowed).
 
+Resets (packed documents): `reset` [B, T] bool (None: none) marks the tokens where a row's
+memory restarts, M_t = [¬reset_t] M_{t-1} + v_t κ_t: the state entering t (M_0 at t = 0, else
+the previous token's) is dropped, and the gradient of what is dropped is 0. Positions and the
+scale are left as given (p_t = offset + t), so a segment of a row equals that segment run alone
+from a zero state at its own offset (the first segment from M_0). Only M is reset: a caller
+whose documents restart their positions keeps the absolute positions for the phases (each κ_s
+and q_t of a document carry the same constant p_start·ω, which the retrieval cancels up to the
+rounding of the phases) and rescales by its own count, as hololm/layers/phasor.py does.
+
 Exactness at long range: p ω at p = 2^20 is ~3e6 rad, where a float32 ulp is 0.25 rad, so a
 float32 `t * ω` scrambles the phase. Position phases are computed in float64, wrapped to
 [-π, π) and only then cast (`position_phases`; the fast form adds two such exact phases, of
@@ -49,6 +58,7 @@ from hololm.ops._validate import require_nonnegative_int
 from hololm.ops.phasor import cpu_form
 from hololm.ops.phasor.common import (
     POSITION_BLOCK,
+    _check_reset,
     _position_phase_range,
     _position_phase_tables,
     _prepare,
@@ -67,7 +77,7 @@ __all__ = ["BACKENDS", "POSITION_BLOCK", "generate_random_phasors", "phasor_memo
 
 
 @torch.compiler.disable  # see hololm/ops/__init__.py
-def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_state,
+def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_state, reset,
                complex_out: bool, backend: str, threads: int | None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """`phasor_memory_parts` (planar parts [B, T, 2, H, D]) and `phasor_memory` (complex
@@ -75,10 +85,12 @@ def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_st
     require_nonnegative_int("offset", offset)
     dtype, freqs_hd = _prepare(v, key_phase, query_phase, freqs, query_shift, initial_state,
                                ndim=4, state_name="initial_state")
+    reset = _check_reset(reset, v, 4)
     backend, lib = backends.select("phasor_memory", backend, BACKENDS, v, dtype, cpu_form.KERNEL)
     if backend == "reference":
         out, last = phasor_memory_ref(v, key_phase, query_phase, freqs, offset=offset,
-                                      query_shift=query_shift, initial_state=initial_state)
+                                      query_shift=query_shift, initial_state=initial_state,
+                                      reset=reset)
         return (out if complex_out else torch.stack((out.real, out.imag), dim=2)), last
     freqs, steps = freqs_hd, v.shape[1]
     positions = torch.arange(offset, offset + steps, dtype=torch.float64, device=v.device)
@@ -96,11 +108,11 @@ def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_st
                 from hololm.ops.phasor.triton_form import PhasorMemoryTriton
 
                 out, last = PhasorMemoryTriton.apply(v, key_phase, query_phase, shift, m0,
-                                                     tables, scale, complex_out)
+                                                     tables, scale, reset, complex_out)
             else:
                 out, last = cpu_form._PhasorMemoryNative.apply(
-                    v, key_phase, query_phase, shift, m0, tables, scale, lib, complex_out,
-                    threads)
+                    v, key_phase, query_phase, shift, m0, tables, scale, reset, lib,
+                    complex_out, threads)
             if complex_out:  # [B, T, H, D, 2] written interleaved: a view, no extra pass
                 out = torch.view_as_complex(out)
         else:
@@ -114,7 +126,7 @@ def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_st
                 psi = query_phase + (pos if shift is None else pos - shift)
             else:
                 theta, psi = key_phase.to(dtype), query_phase.to(dtype)
-            out, last = _PhasorMemory.apply(v, theta, psi, scale[:, None, None], m0)
+            out, last = _PhasorMemory.apply(v, theta, psi, scale[:, None, None], m0, reset)
             if complex_out:
                 out = torch.complex(out[:, :, 0], out[:, :, 1])
     return out, torch.complex(last[:, 0], last[:, 1])
@@ -123,38 +135,44 @@ def _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_st
 def phasor_memory_parts(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.Tensor,
                         freqs: torch.Tensor | None = None, *, offset: int = 0,
                         query_shift: torch.Tensor | None = None,
-                        initial_state: torch.Tensor | None = None, backend: str = "auto",
+                        initial_state: torch.Tensor | None = None,
+                        reset: torch.Tensor | None = None, backend: str = "auto",
                         threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`phasor_memory` with the retrieval as real parts: (parts [B, T, 2, H, D] with
     parts[:, :, 0] = Re r and parts[:, :, 1] = Im r, M_T [B, H, D] complex). A layer that feeds
     [Re r, Im r] to a norm uses `parts.flatten(2)` directly, without complex tensors."""
     return _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_state,
-                      False, backend, threads)
+                      reset, False, backend, threads)
 
 
 def phasor_memory(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.Tensor,
                   freqs: torch.Tensor | None = None, *, offset: int = 0,
                   query_shift: torch.Tensor | None = None,
-                  initial_state: torch.Tensor | None = None, backend: str = "auto",
+                  initial_state: torch.Tensor | None = None,
+                  reset: torch.Tensor | None = None, backend: str = "auto",
                   threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The memory on `backend` (one of `BACKENDS` or "auto", see the module docstring); the
     fast ones run without a loop over T. `threads`: how many ways the C kernels split the work
     (None: by its size, `kernels.run_split`).
-    v, key_phase, query_phase [B, T, H, D] → (r [B, T, H, D], M_T [B, H, D]) complex."""
+    v, key_phase, query_phase [B, T, H, D], reset [B, T] bool (None: no reset; see the module
+    docstring) → (r [B, T, H, D], M_T [B, H, D]) complex."""
     return _fast_form(v, key_phase, query_phase, freqs, offset, query_shift, initial_state,
-                      True, backend, threads)
+                      reset, True, backend, threads)
 
 
 def phasor_memory_step(v: torch.Tensor, key_phase: torch.Tensor, query_phase: torch.Tensor,
                        state: torch.Tensor | None, position: int,
                        freqs: torch.Tensor | None = None,
-                       query_shift: torch.Tensor | None = None, backend: str = "auto",
+                       query_shift: torch.Tensor | None = None,
+                       reset: torch.Tensor | None = None, backend: str = "auto",
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One decoding step at absolute `position`: v, key_phase, query_phase [B, H, D] and the
-    state M_{t-1} [B, H, D] (None = empty) → (r_t [B, H, D], M_t [B, H, D]) complex."""
+    """One decoding step at absolute `position`: v, key_phase, query_phase [B, H, D], the
+    state M_{t-1} [B, H, D] (None = empty) and reset [B] bool (True: the row's state is
+    dropped before this token, None: no reset) → (r_t [B, H, D], M_t [B, H, D]) complex."""
     require_nonnegative_int("position", position)
     _prepare(v, key_phase, query_phase, freqs, query_shift, state, ndim=3, state_name="state")
+    reset = _check_reset(reset, v, 3)
     out, state = phasor_memory(v[:, None], key_phase[:, None], query_phase[:, None], freqs,
                                offset=position, query_shift=query_shift, initial_state=state,
-                               backend=backend)
+                               reset=None if reset is None else reset[:, None], backend=backend)
     return out[:, 0], state

@@ -111,6 +111,22 @@ def _prepare(v, key_phase, query_phase, freqs, query_shift, state, *, ndim: int,
     return (torch.float64 if wide else torch.float32), freqs
 
 
+def _check_reset(reset, v: torch.Tensor, ndim: int) -> torch.Tensor | None:
+    """`reset`: None, or a bool tensor of v's leading dims ([B, T] for a sequence, ndim=4; [B]
+    for one step, ndim=3) on v's device."""
+    if reset is None:
+        return None
+    if not isinstance(reset, torch.Tensor):
+        raise TypeError(f"reset must be a torch.Tensor or None, got {type(reset).__name__}")
+    if reset.dtype != torch.bool:
+        raise TypeError(f"reset must be a bool tensor (True at a document's first token), got "
+                        f"{reset.dtype}")
+    require_shape("reset", reset, v.shape[:ndim - 2])
+    if reset.device != v.device:
+        raise ValueError(f"reset must be on v's device ({v.device}), got {reset.device}")
+    return reset
+
+
 def _shift_phase(query_shift: torch.Tensor, freqs: torch.Tensor, dtype: torch.dtype):
     """δ_h ω_{h,d} wrapped, [H, D]; float64 product, differentiable w.r.t. δ."""
     return _wrap(query_shift.to(torch.float64)[:, None] * freqs).to(dtype)

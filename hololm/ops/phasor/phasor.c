@@ -7,7 +7,9 @@
  * Layouts (float32, contiguous): v, phi, psi, dv, dphi, dpsi [B, T, C]; the retrieval and its
  * gradient, parts / gparts, either planar [B, T, 2, C] (Re, Im: the layers' features;
  * phasor_forward / phasor_backward) or interleaved complex [B, T, C, 2] (`phasor_memory`'s
- * complex64 result; the *_complex entry points); m0, last, glast, dm0 [B, 2, C]; scale [T]; qshift [C]; position
+ * complex64 result; the *_complex entry points); m0, last, glast, dm0 [B, 2, C]; scale [T];
+ * qshift [C]; reset [B, T] (nonzero: the running memory restarts from zero at that token, and
+ * its gradient stops there; all zeros: no reset, a test outside the inner loops); position
  * phases as two tables, blk [ceil(T / L), C] and inner [L, C]: p = blk[t / L] + inner[t % L],
  * the same two-part sum as the PyTorch form (content-only binding passes one row of zeros for
  * each, with row strides sb = si = 0). No pointer may be NULL but dm0: absent inputs are zeros,
@@ -64,6 +66,14 @@ static inline void load_sums(float *x, float *kx, float *y, float *ky, const flo
     memset(ky, 0, n * sizeof(float));
 }
 
+/* A reset: the running sums and their compensations start again from zero. */
+static inline void clear_sums(float *x, float *kx, float *y, float *ky, int64_t n) {
+    memset(x, 0, n * sizeof(float));
+    memset(kx, 0, n * sizeof(float));
+    memset(y, 0, n * sizeof(float));
+    memset(ky, 0, n * sizeof(float));
+}
+
 static inline void store_sums(float *pair, const float *x, const float *y, int64_t C, int64_t n) {
     memcpy(pair, x, n * sizeof(float));
     memcpy(pair + C, y, n * sizeof(float));
@@ -73,14 +83,16 @@ static inline void store_sums(float *pair, const float *x, const float *y, int64
  * entry point below, so each gets its own vectorised loop. */
 static inline __attribute__((always_inline)) void forward(
     const float *v, const float *phi, const float *psi, const float *blk, const float *inner,
-    int64_t L, int64_t sb, int64_t si, const float *qshift, const float *scale, const float *m0,
-    float *parts, float *last, float *work, int64_t B, int64_t T, int64_t C, int64_t b0,
-    int64_t b1, int64_t c0, int64_t c1, const int64_t es) {
+    int64_t L, int64_t sb, int64_t si, const float *qshift, const float *scale,
+    const float *reset, const float *m0, float *parts, float *last, float *work, int64_t B,
+    int64_t T, int64_t C, int64_t b0, int64_t b1, int64_t c0, int64_t c1, const int64_t es) {
     const int64_t n = c1 - c0;
     float *a = work + c0, *ka = work + C + c0, *bb = work + 2 * C + c0, *kb = work + 3 * C + c0;
     for (int64_t b = b0; b < b1; b++) {
         load_sums(a, ka, bb, kb, m0 + (b * 2) * C + c0, C, n);
         for (int64_t t = 0; t < T; t++) {
+            if (reset[b * T + t] != 0.0f)  /* M_{t-1} is dropped before v_t is written */
+                clear_sums(a, ka, bb, kb, n);
             const int64_t row = (b * T + t) * C + c0;
             float *re = parts + ((b * T + t) * 2) * C + es * c0, *im = re + (es == 1 ? C : 1);
             const float sc = scale[t];
@@ -104,15 +116,16 @@ static inline __attribute__((always_inline)) void forward(
     }
 }
 
-/* The reverse scan of the gradient: with (gA, gB) = ∂L/∂(A_t, B_t) summed over t' >= t,
+/* The reverse scan of the gradient: with (gA, gB) = ∂L/∂(A_t, B_t) summed over t' >= t (over
+ * the t' >= t with no reset in (t, t']),
  *   ∂L/∂v = gA cos θ + gB sin θ,  ∂L/∂θ = v (gB cos θ − gA sin θ),  ∂L/∂ψ' = g_re Im r − g_im Re r,
- * and ∂L/∂m0 = (gA, gB) at t = 0 (dm0 NULL: not wanted). */
+ * and ∂L/∂m0 = (gA, gB) at t = 0, 0 after a reset there (dm0 NULL: not wanted). */
 static inline __attribute__((always_inline)) void backward(
     const float *v, const float *phi, const float *psi, const float *blk, const float *inner,
     int64_t L, int64_t sb, int64_t si, const float *qshift, const float *scale,
-    const float *parts, const float *gparts, const float *glast, float *dv, float *dphi,
-    float *dpsi, float *dm0, float *work, int64_t B, int64_t T, int64_t C, int64_t b0,
-    int64_t b1, int64_t c0, int64_t c1, const int64_t es) {
+    const float *reset, const float *parts, const float *gparts, const float *glast, float *dv,
+    float *dphi, float *dpsi, float *dm0, float *work, int64_t B, int64_t T, int64_t C,
+    int64_t b0, int64_t b1, int64_t c0, int64_t c1, const int64_t es) {
     const int64_t n = c1 - c0;
     float *ga = work + c0, *ka = work + C + c0, *gb = work + 2 * C + c0, *kb = work + 3 * C + c0;
     for (int64_t b = b0; b < b1; b++) {
@@ -138,6 +151,8 @@ static inline __attribute__((always_inline)) void backward(
                 dv[row + j] = ga[j] * ct + gb[j] * st;
                 dphi[row + j] = v[row + j] * (gb[j] * ct - ga[j] * st);
             }
+            if (reset[b * T + t] != 0.0f)  /* nothing before t reaches M_t or later */
+                clear_sums(ga, ka, gb, kb, n);
         }
         if (dm0)
             store_sums(dm0 + (b * 2) * C + c0, ga, gb, C, n);
@@ -147,31 +162,31 @@ static inline __attribute__((always_inline)) void backward(
 #define FORWARD_ARGS                                                                          \
     const float *v, const float *phi, const float *psi, const float *blk, const float *inner, \
         int64_t L, int64_t sb, int64_t si, const float *qshift, const float *scale,           \
-        const float *m0, float *parts, float *last, float *work, int64_t B, int64_t T,        \
-        int64_t C, int64_t b0, int64_t b1, int64_t c0, int64_t c1
+        const float *reset, const float *m0, float *parts, float *last, float *work,          \
+        int64_t B, int64_t T, int64_t C, int64_t b0, int64_t b1, int64_t c0, int64_t c1
 #define BACKWARD_ARGS                                                                         \
     const float *v, const float *phi, const float *psi, const float *blk, const float *inner, \
         int64_t L, int64_t sb, int64_t si, const float *qshift, const float *scale,           \
-        const float *parts, const float *gparts, const float *glast, float *dv, float *dphi,  \
-        float *dpsi, float *dm0, float *work, int64_t B, int64_t T, int64_t C, int64_t b0,    \
-        int64_t b1, int64_t c0, int64_t c1
+        const float *reset, const float *parts, const float *gparts, const float *glast,      \
+        float *dv, float *dphi, float *dpsi, float *dm0, float *work, int64_t B, int64_t T,   \
+        int64_t C, int64_t b0, int64_t b1, int64_t c0, int64_t c1
 
 void phasor_forward(FORWARD_ARGS) {
-    forward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, m0, parts, last, work, B, T, C,
-            b0, b1, c0, c1, 1);
+    forward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, reset, m0, parts, last, work, B,
+            T, C, b0, b1, c0, c1, 1);
 }
 
 void phasor_forward_complex(FORWARD_ARGS) {
-    forward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, m0, parts, last, work, B, T, C,
-            b0, b1, c0, c1, 2);
+    forward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, reset, m0, parts, last, work, B,
+            T, C, b0, b1, c0, c1, 2);
 }
 
 void phasor_backward(BACKWARD_ARGS) {
-    backward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, parts, gparts, glast, dv, dphi,
-             dpsi, dm0, work, B, T, C, b0, b1, c0, c1, 1);
+    backward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, reset, parts, gparts, glast, dv,
+             dphi, dpsi, dm0, work, B, T, C, b0, b1, c0, c1, 1);
 }
 
 void phasor_backward_complex(BACKWARD_ARGS) {
-    backward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, parts, gparts, glast, dv, dphi,
-             dpsi, dm0, work, B, T, C, b0, b1, c0, c1, 2);
+    backward(v, phi, psi, blk, inner, L, sb, si, qshift, scale, reset, parts, gparts, glast, dv,
+             dphi, dpsi, dm0, work, B, T, C, b0, b1, c0, c1, 2);
 }
