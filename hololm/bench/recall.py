@@ -305,8 +305,8 @@ def run_profile(profile: Profile, device: str = "cpu", workers: int = 1,
         rest = _jobs(profile, device, others, kept)
         rows += run(rest + [j for j in _carried(profile, device, rows) if j.task in kept])
         done = {(r["task"], r["model"], r["d_model"]) for r in rows}
-        later = [j for j in _carried(profile, device, rows)
-                 if (j.task.name, j.family, j.d_model) not in done]
+        later = [j for j in _carried(profile, device, rows) if j.task in kept
+                 and (j.task.name, j.family, j.d_model) not in done]
         bar.total = bar.n + len(later)
         bar.refresh()
         rows += run(later)
@@ -351,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "mamba2, two learning rates, <= 3,000 steps: ~15 min on 2 free CPU "
                            "cores (docs/recall.md); the default")
     size.add_argument("--standard", action="store_true",
-                      help="MQAR (vocabulary 1024, train 64/4 + 128/8, test to 512/32) at widths "
-                           "16, 32 and 64 for every family's original and improved settings, "
+                      help="the quick profile's MQAR at widths 16, 32 and 64 for every family's "
+                           "original and improved settings, "
                            "attention and mamba2; three learning rates swept at width 64, the "
                            "chosen one carried to the other widths; <= 3,000 steps: ~90 min on "
                            "2 free CPU cores (docs/recall.md)")

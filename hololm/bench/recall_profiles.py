@@ -130,8 +130,8 @@ def _others(scale: int) -> tuple[Task, ...]:
 FULL_MQAR = _mqar(((64, 4), (128, 8), (256, 16), (256, 32), (256, 64)),
                   ((512, 64), (512, 128), (1024, 256)), vocab_size=8192,
                   train_examples=180_000, test_examples=1000)
-STANDARD_MQAR = _mqar(((64, 4), (128, 8)), ((256, 16), (512, 32)), vocab_size=1024,
-                      train_examples=40_000, test_examples=256, random_non_queries="no_keys")
+# 64/4 + 128/8 in a 1,024-token vocabulary held attention at 95.2 % / 96.2 % after 3,000 steps
+# (width 64, best of three rates): the standard profile keeps the quick slices and adds widths
 QUICK_MQAR = _mqar(((32, 2), (64, 4)), ((128, 8), (128, 16)), vocab_size=256,
                    train_examples=40_000, test_examples=256, random_non_queries="no_keys")
 
@@ -144,7 +144,7 @@ STANDARD_MODELS = ("holo", "holo-conv", "holo-copies", "hologpt", "hologpt-delta
 PROFILES = {
     "quick": Profile(tasks=(QUICK_MQAR,), families=QUICK_MODELS, d_models=(64,), steps=3000,
                      batch_size=32, lrs=(1e-3, 3e-3), eval_every=250),
-    "standard": Profile(tasks=(STANDARD_MQAR,), families=STANDARD_MODELS, d_models=(16, 32, 64),
+    "standard": Profile(tasks=(QUICK_MQAR,), families=STANDARD_MODELS, d_models=(16, 32, 64),
                         sweep_d_model=64, steps=3000, batch_size=32, lrs=(5e-4, 1e-3, 3e-3),
                         eval_every=250),
     "full": Profile(tasks=(FULL_MQAR, *_others(4)), d_models=(64, 128, 256, 512),
