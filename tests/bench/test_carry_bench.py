@@ -2,9 +2,12 @@
 
 import csv
 
+import pytest
+
 from hololm import cli
 
 
+@pytest.mark.slow  # four short trainings and their evaluations: ~30 s
 def test_tiny_carry_bench_writes_both_trainings(tmp_path, capsys):
     assert cli.main(["bench", "carry", "--output_dir", str(tmp_path), "--models", "long",
                      "--corpora", "stdlib", "--seq_len", "16", "--steps", "2", "--batch_size",

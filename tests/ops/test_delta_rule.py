@@ -230,8 +230,9 @@ def test_bad_step_reset():
 
 
 @pytest.mark.parametrize("gated", [True, False])
-@pytest.mark.parametrize("chunk_size", [7, 16, 64])
-@pytest.mark.parametrize("T", [1, 2, 37, 64, 65])
+@pytest.mark.parametrize("chunk_size", [7, pytest.param(16, marks=pytest.mark.slow), 64])
+@pytest.mark.parametrize("T", [pytest.param(1, marks=pytest.mark.slow), 2, 37,
+                               pytest.param(64, marks=pytest.mark.slow), 65])
 def test_resets_match_reference(T, chunk_size, gated):
     """The chunked form with document starts: outputs, final state and every gradient (the
     initial state's included) against the float64 reference."""

@@ -477,7 +477,10 @@ def test_reset_runs_each_segment_alone():
         assert_close(g[k], g_alone[k], 1e-13, f"grad {k}")
 
 
-@pytest.mark.parametrize("steps", [1, 2, 7, 65, 130, 257])
+# T = 1, 130, 257 in the slow suite: the Triton interpreter makes each a 10-25 s case
+@pytest.mark.parametrize("steps", [pytest.param(1, marks=pytest.mark.slow), 2, 7, 65,
+                                   pytest.param(130, marks=pytest.mark.slow),
+                                   pytest.param(257, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("positional", [True, False])
 def test_forms_agree_with_resets(steps, positional, backend):
     """Every form with resets against the float64 reference: outputs, final state and the
@@ -513,7 +516,7 @@ def test_forms_agree_with_resets(steps, positional, backend):
             assert_close(g[k], g_ref[k], 1e-5, f"{name} T={steps} grad {k}")
 
 
-@pytest.mark.parametrize("steps", [2, 130])
+@pytest.mark.parametrize("steps", [2, pytest.param(130, marks=pytest.mark.slow)])
 def test_bf16_inputs_with_resets(steps, backend):
     """As `test_bf16_inputs`, with resets."""
     freqs = generate_random_phasors(H * D, seed=18)
