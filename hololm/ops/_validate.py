@@ -30,6 +30,23 @@ def require_shape(name: str, x: torch.Tensor, shape: Sequence[int]) -> torch.Ten
     return x
 
 
+def require_reset(reset, like: torch.Tensor, lead: int, like_name: str) -> torch.Tensor | None:
+    """`reset` of a memory op: None, or a bool tensor of `like`'s first `lead` dims ([B, T] for
+    a sequence, [B] for one step) on its device, True where a document starts."""
+    if reset is None:
+        return None
+    if not isinstance(reset, torch.Tensor):
+        raise TypeError(f"reset must be a torch.Tensor or None, got {type(reset).__name__}")
+    if reset.dtype != torch.bool:
+        raise TypeError(f"reset must be a bool tensor (True where a document starts), got "
+                        f"{reset.dtype}")
+    require_shape("reset", reset, like.shape[:lead])
+    if reset.device != like.device:
+        raise ValueError(f"reset must be on {like_name}'s device ({like.device}), got "
+                         f"{reset.device}")
+    return reset
+
+
 def require_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import torch
 
-from hololm.ops._validate import require_shape, require_state, require_tensor
+from hololm.ops._validate import require_reset, require_state, require_tensor
 
 
 def _fast_fft_size(m: int) -> int:
@@ -84,16 +84,7 @@ def _check_kernel(kernel: torch.Tensor, channels: torch.Size, name_x: str) -> to
 
 def _check_reset(reset, x: torch.Tensor, ndim_lead: int) -> None:
     """reset: None, or bool [B, T] (ndim_lead=2) / [B] (the step) on x's device."""
-    if reset is None:
-        return
-    if not isinstance(reset, torch.Tensor):
-        raise TypeError(f"reset must be a torch.Tensor or None, got {type(reset).__name__}")
-    if reset.dtype != torch.bool:
-        raise TypeError(f"reset must be a bool tensor (True where a segment starts), got "
-                        f"{reset.dtype}")
-    require_shape("reset", reset, x.shape[:ndim_lead])
-    if reset.device != x.device:
-        raise ValueError(f"reset must be on the input's device {x.device}, got {reset.device}")
+    require_reset(reset, x, ndim_lead, "x")
 
 
 def _prepare(x: torch.Tensor, kernel: torch.Tensor, initial_state: torch.Tensor | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hololm.ops._validate import require_shape, require_state, require_tensor
+from hololm.ops._validate import require_reset, require_shape, require_state, require_tensor
 
 
 def _validate(x, log_decay, state, state_name: str, ndim: int, reset=None) -> None:
@@ -15,15 +15,7 @@ def _validate(x, log_decay, state, state_name: str, ndim: int, reset=None) -> No
     require_shape("log_decay", log_decay, x.shape)
     if state is not None:
         require_state(state_name, state, (x.shape[0], *x.shape[-2:]), torch.float32)
-    if reset is not None:
-        if not isinstance(reset, torch.Tensor):
-            raise TypeError(f"reset must be a torch.Tensor or None, got {type(reset).__name__}")
-        if reset.dtype != torch.bool:
-            raise TypeError(f"reset must be a bool tensor (True where the state is dropped), "
-                            f"got {reset.dtype}")
-        require_shape("reset", reset, x.shape[:ndim - 2])
-        if reset.device != x.device:
-            raise ValueError(f"reset must be on x's device {x.device}, got {reset.device}")
+    require_reset(reset, x, ndim - 2, "x")
     if ndim == 4 and x.shape[1] == 0:
         raise ValueError("x must have at least one time step, got T=0")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hololm.ops._validate import require_memory_inputs, require_tensor
+from hololm.ops._validate import require_memory_inputs, require_reset, require_tensor
 
 
 def _validate(q, k, v, log_forget, write, state, state_name: str, read_before_write,
@@ -23,17 +23,7 @@ def _validate(q, k, v, log_forget, write, state, state_name: str, read_before_wr
 def _validate_reset(reset, q: torch.Tensor, ndim: int) -> None:
     """`reset`: None, or a bool tensor shaped like q's (B, T) for the sequence forms (ndim=4),
     (B,) for the step (ndim=3): True where a document starts."""
-    if reset is None:
-        return
-    if not isinstance(reset, torch.Tensor):
-        raise TypeError(f"reset must be a torch.Tensor or None, got {type(reset).__name__}")
-    if reset.dtype != torch.bool:
-        raise TypeError(f"reset must be a bool tensor (True where a document starts), got "
-                        f"{reset.dtype}")
-    shape = tuple(q.shape[:ndim - 2])
-    if tuple(reset.shape) != shape:
-        raise ValueError(f"reset must have shape {shape} (batch{', time' if ndim == 4 else ''}) "
-                         f"to match q, got {tuple(reset.shape)}")
+    require_reset(reset, q, ndim - 2, "q")
 
 
 def _drop_at(S: torch.Tensor, reset_t: torch.Tensor | None) -> torch.Tensor:

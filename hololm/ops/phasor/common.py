@@ -7,7 +7,13 @@ import math
 
 import torch
 
-from hololm.ops._validate import require_positive_int, require_shape, require_state, require_tensor
+from hololm.ops._validate import (
+    require_positive_int,
+    require_reset,
+    require_shape,
+    require_state,
+    require_tensor,
+)
 
 
 def generate_random_phasors(hd_dim: int, seed: int = 0, *, max_freq: float = math.pi,
@@ -114,17 +120,7 @@ def _prepare(v, key_phase, query_phase, freqs, query_shift, state, *, ndim: int,
 def _check_reset(reset, v: torch.Tensor, ndim: int) -> torch.Tensor | None:
     """`reset`: None, or a bool tensor of v's leading dims ([B, T] for a sequence, ndim=4; [B]
     for one step, ndim=3) on v's device."""
-    if reset is None:
-        return None
-    if not isinstance(reset, torch.Tensor):
-        raise TypeError(f"reset must be a torch.Tensor or None, got {type(reset).__name__}")
-    if reset.dtype != torch.bool:
-        raise TypeError(f"reset must be a bool tensor (True at a document's first token), got "
-                        f"{reset.dtype}")
-    require_shape("reset", reset, v.shape[:ndim - 2])
-    if reset.device != v.device:
-        raise ValueError(f"reset must be on v's device ({v.device}), got {reset.device}")
-    return reset
+    return require_reset(reset, v, ndim - 2, "v")
 
 
 def _shift_phase(query_shift: torch.Tensor, freqs: torch.Tensor, dtype: torch.dtype):
