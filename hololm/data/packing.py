@@ -284,12 +284,7 @@ class BatchSampler:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Refuses a state from a run with other data or batch geometry: its batches would not
         continue that run."""
-        current = self.state_dict()
-        changed = [f"{key} {state[key]} -> {current[key]}" for key in current
-                   if key != "step" and state.get(key) != current[key]]
-        if changed:
-            raise ConfigError(f"cannot resume the data order exactly: {', '.join(changed)}")
-        self.step = int(state["step"])
+        self.step = _resumed_step(self.state_dict(), state)
 
 
 class StreamSampler:
@@ -354,12 +349,18 @@ class StreamSampler:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Refuses a state from a run with other data, batch geometry or sampler: its windows
         would not continue that run's streams."""
-        current = self.state_dict()
-        changed = [f"{key} {state.get(key)} -> {current[key]}" for key in current
-                   if key != "step" and state.get(key) != current[key]]
-        if changed:
-            raise ConfigError(f"cannot resume the data order exactly: {', '.join(changed)}")
-        self.step = int(state["step"])
+        self.step = _resumed_step(self.state_dict(), state)
+
+
+def _resumed_step(current: dict, saved: dict) -> int:
+    """The step a sampler resumes at from its `saved` state, refused (ConfigError) where any
+    other entry differs from the `current` one: another sampler's state (a key it lacks reads as
+    None) or other data or geometry would not continue the saved run's batches."""
+    changed = [f"{key} {saved.get(key)} -> {current[key]}" for key in current
+               if key != "step" and saved.get(key) != current[key]]
+    if changed:
+        raise ConfigError(f"cannot resume the data order exactly: {', '.join(changed)}")
+    return int(saved["step"])
 
 
 def eval_batches(data: TokenData, seq_len: int, batch_size: int,

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hololm.data.packing import StreamSampler, TokenData, document_positions
+from hololm.data.packing import BatchSampler, StreamSampler, TokenData, document_positions
 from hololm.errors import ConfigError
 from hololm.models.presets import build_model
 from hololm.train.carry import CarriedStates, check_carriable
@@ -43,6 +43,12 @@ def test_stream_sampler_refuses_streams_shorter_than_a_window_and_other_geometry
     state = {**sampler.state_dict(), "grad_accum_steps": 4}
     with pytest.raises(ConfigError, match="grad_accum_steps 4 -> 2"):
         sampler.load_state_dict(state)
+    # a carried run's sampler state does not resume fresh windows, nor the other way round
+    fresh = BatchSampler(_data(1000), seq_len=10, batch_size=2, seed=0)
+    with pytest.raises(ConfigError, match="seed None -> 0"):
+        fresh.load_state_dict(sampler.state_dict())
+    with pytest.raises(ConfigError, match="carry_state None -> True"):
+        sampler.load_state_dict(fresh.state_dict())
 
 
 @pytest.mark.parametrize("eos", [EOS, None], ids=["document-resets", "one-stream"])
