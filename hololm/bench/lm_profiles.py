@@ -64,11 +64,11 @@ QUICK = Profile(
     steps=200, warmup_steps=20, lrs=(1e-3, 3e-3), select_tokens=32_768, eval_tokens=100_000,
     length_multiples=(1, 4, 16), decode_context=1024, decode_steps=32, eval_batch_size=8)
 
-# sized from the smoke runs' step timings on the 2-core CPU: at 3M parameters, seq 256 and batch
-# 16, a step took seconds and the profile would have run for days
+# sized from the quick runs on the idle 2-core CPU (5.9 min Shakespeare, 9.5 min stdlib): twice
+# the parameters, twice the window, all 15 candidates; 300 steps projected to ~2.6 h (aim: 2 h)
 STANDARD = replace(
     QUICK, name="standard", use="offline, CPU", models=DEFAULT_MODELS, target_params=1_000_000,
-    seq_len=256, steps=300, warmup_steps=30, select_tokens=65_536)
+    seq_len=256, steps=200, warmup_steps=20, select_tokens=65_536)
 
 FULL = replace(
     QUICK, name="full", use="a GPU (WikiText-103 and the GPT-2 tokenizer download once)",
