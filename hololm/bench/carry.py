@@ -5,10 +5,17 @@ window starts from the previous one's detached memory; `StreamSampler`) — then
 held-out text at 1x, 4x and 16x the window length and on whole held-out documents of at least
 16x it, read from their first token to their end-of-text through the recurrent cache.
 
-    hololm bench carry --output_dir runs/carry        # shakespeare and stdlib, bytes, ~CPU
+The `passkey` corpus is generated (hololm/data/passkey_text.py): documents of 105 to 2,048
+bytes, a pass key hidden in filler and asked for at the end. Models trained on it are scored on
+passkey retrieval at 256 bytes to 16k (hololm/eval/passkey.py), within and far past the
+lengths they trained on: whether a memory trained from carried state keeps a key longer.
 
-Writes carry.md (the command, then one table per corpus) and carry.csv. Document resets are on
-in both trainings (the default), so the two differ only in what a window starts from.
+    hololm bench carry --output_dir runs/carry        # shakespeare and stdlib, bytes, ~CPU
+    hololm bench carry --corpora passkey --output_dir runs/carry-passkey
+
+Writes carry.md (the command, then one table per corpus), carry.csv and, for `passkey`,
+passkey.csv. Document resets are on in both trainings (the default), so the two differ only in
+what a window starts from.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from hololm.data import passkey_text
+from hololm.eval.checkpoints import load_model_and_tokenizer
+from hololm.eval.passkey import passkey_accuracy
 from hololm.eval.perplexity import evaluate_checkpoint
 from hololm.models.registry import MEMORIES, VARIANTS, family_of
 from hololm.train.config import TrainConfig
@@ -27,16 +37,19 @@ from hololm.train.trainer import train
 
 MODELS = ("hologpt-delta", "holo")
 CORPORA = ("shakespeare", "stdlib")
+PASSKEY = "passkey"
+PASSKEY_LENGTHS = (256, 1024, 2048, 4096, 8192, 16384)  # bytes
+PASSKEY_TRAIN = {"count": 3000, "min_length": passkey_text.shortest(5), "max_length": 2048}
 # width 192, 4 layers, 4 heads: the demo's shape; the phasor memory with 384 complex channels
 SHAPE = {"hidden_size": 192, "num_attention_heads": 4}
 PHASOR = {"hd_dim": 384}
 
 
-def train_config(model: str, corpus: str, carry: bool, args: argparse.Namespace,
+def train_config(model: str, dataset: str, carry: bool, args: argparse.Namespace,
                  out: Path) -> TrainConfig:
     shape = {**SHAPE, **(PHASOR if family_of(model)[0].name == "holo" else {})}
     return TrainConfig(model_type=model, model_size="tiny", model_overrides=shape,
-                       dataset=corpus, tokenizer="byte", seq_len=args.seq_len,
+                       dataset=dataset, tokenizer="byte", seq_len=args.seq_len,
                        batch_size=args.batch_size, max_steps=args.steps, lr=args.lr,
                        warmup_steps=max(1, args.steps // 10), eval_steps=args.steps,
                        eval_batches=4, save_steps=args.steps, sample_tokens=0,
@@ -45,21 +58,45 @@ def train_config(model: str, corpus: str, carry: bool, args: argparse.Namespace,
                        output_dir=str(out), precision="fp32")
 
 
+def passkey_corpus(args: argparse.Namespace) -> str:
+    """The generated passkey training corpus (a folder of documents) under the output dir."""
+    folder = Path(args.output_dir) / "passkey_corpus"
+    return str(passkey_text.write_corpus(folder, seed=args.seed, **PASSKEY_TRAIN))
+
+
 def run_one(model: str, corpus: str, carry: bool, args: argparse.Namespace) -> dict:
     out = Path(args.output_dir) / "runs" / f"{corpus}-{model}-{'carry' if carry else 'fresh'}"
+    dataset = passkey_corpus(args) if corpus == PASSKEY else corpus
     started = time.perf_counter()
-    result = train(train_config(model, corpus, carry, args, out))
+    result = train(train_config(model, dataset, carry, args, out))
     train_s = time.perf_counter() - started
+    row = {"corpus": corpus, "model": model, "training": "carried state" if carry
+           else "fresh windows", "steps": args.steps, "seq_len": args.seq_len,
+           "train_s": round(train_s, 1)}
+    if corpus == PASSKEY:
+        return row | passkey_scores(result["checkpoint"], args)
+    return row | held_out_scores(result["checkpoint"], corpus, args)
+
+
+def passkey_scores(checkpoint: str, args: argparse.Namespace) -> dict:
+    """Passkey retrieval (whole keys) at every length of `args.passkey_lengths`."""
+    model, tokenizer = load_model_and_tokenizer(checkpoint)
+    rows = passkey_accuracy(model, tokenizer, args.passkey_lengths, args.passkey_examples,
+                            seed=args.seed + 1)
+    return {"passkey_examples": args.passkey_examples} | {
+        f"passkey_{r['length']}": r["accuracy"] for r in rows}
+
+
+def held_out_scores(checkpoint: str, corpus: str, args: argparse.Namespace) -> dict:
+    """Held-out loss at 1x, 4x, 16x the window and on whole documents."""
     lengths = [args.seq_len * k for k in (1, 4, 16)]
-    rows = evaluate_checkpoint(result["checkpoint"], corpus, context_lengths=lengths,
+    rows = evaluate_checkpoint(checkpoint, corpus, context_lengths=lengths,
                                tokens_per_length=args.tokens_per_length,
                                chunk_size=args.seq_len, batch_size=4,
                                documents=16 * args.seq_len, max_documents=args.max_documents)
     by_mode = {r["context_length"] if r["mode"] != "documents" else "documents": r
                for r in rows}
-    row = {"corpus": corpus, "model": model, "training": "carried state" if carry
-           else "fresh windows", "steps": args.steps, "seq_len": args.seq_len,
-           "train_s": round(train_s, 1)}
+    row = {}
     for k, length in zip((1, 4, 16), lengths, strict=True):
         row[f"loss_{k}x"] = by_mode[length]["loss"]
         row[f"se_{k}x"] = by_mode[length]["loss_se"]
@@ -70,29 +107,56 @@ def run_one(model: str, corpus: str, carry: bool, args: argparse.Namespace) -> d
     return row
 
 
-def write_report(rows: list[dict], out: Path, command: str, minutes: float) -> str:
-    with open(out / "carry.csv", "w", newline="") as f:
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = [f"```bash\n{command}\n```", "",
-             f"Made in {minutes:.1f} min. Held-out loss (nats per byte) ± standard error over "
-             f"windows (documents); `documents`: every held-out document of at least 16x the "
-             f"window length read whole through the cache.", ""]
+
+
+def _loss_table(mine: list[dict]) -> list[str]:
+    L = mine[0]["seq_len"]
+    lines = [f"| model | training | @{L} (1x) | @{4 * L} (4x) | @{16 * L} (16x) | whole "
+             f"documents | documents (mean tokens) | train s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in mine:
+        cells = [f"{r[f'loss_{k}x']:.3f} ± {r[f'se_{k}x']:.3f}" for k in (1, 4, 16)]
+        lines.append(f"| {r['model']} | {r['training']} | {' | '.join(cells)} | "
+                     f"{r['loss_documents']:.3f} ± {r['se_documents']:.3f} | "
+                     f"{r['documents']} ({r['mean_document_tokens']:,}) | {r['train_s']:.0f} |")
+    return lines
+
+
+def _passkey_table(mine: list[dict]) -> list[str]:
+    lengths = [int(k.removeprefix("passkey_")) for k in mine[0]
+               if k.startswith("passkey_") and k != "passkey_examples"]
+    lines = [f"Pass keys retrieved whole (of {mine[0]['passkey_examples']} per length, depths "
+             f"spread evenly), by text length in bytes; trained on documents of "
+             f"{PASSKEY_TRAIN['min_length']}-{PASSKEY_TRAIN['max_length']:,} bytes in windows of "
+             f"{mine[0]['seq_len']}.", "",
+             "| model | training | " + " | ".join(f"{n:,}" for n in lengths) + " | train s |",
+             "|---|---|" + "---|" * len(lengths) + "---|"]
+    for r in mine:
+        cells = [f"{100 * r[f'passkey_{n}']:.0f} %" for n in lengths]
+        lines.append(f"| {r['model']} | {r['training']} | {' | '.join(cells)} | "
+                     f"{r['train_s']:.0f} |")
+    return lines
+
+
+def write_report(rows: list[dict], out: Path, command: str, minutes: float) -> str:
+    loss_rows = [r for r in rows if r["corpus"] != PASSKEY]
+    passkey_rows = [r for r in rows if r["corpus"] == PASSKEY]
+    for mine, name in ((loss_rows, "carry.csv"), (passkey_rows, "passkey.csv")):
+        if mine:
+            _write_csv(mine, out / name)
+    lines = [f"```bash\n{command}\n```", "", f"Made in {minutes:.1f} min."
+             + (" Held-out loss (nats per byte) ± standard error over windows (documents); "
+                "`documents`: every held-out document of at least 16x the window length read "
+                "whole through the cache." if loss_rows else ""), ""]
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
         mine = [r for r in rows if r["corpus"] == corpus]
-        L = mine[0]["seq_len"]
-        lines += [f"## {corpus}", "",
-                  f"| model | training | @{L} (1x) | @{4 * L} (4x) | @{16 * L} (16x) | whole "
-                  f"documents | documents (mean tokens) | train s |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in mine:
-            cells = [f"{r[f'loss_{k}x']:.3f} ± {r[f'se_{k}x']:.3f}" for k in (1, 4, 16)]
-            lines.append(f"| {r['model']} | {r['training']} | {' | '.join(cells)} | "
-                         f"{r['loss_documents']:.3f} ± {r['se_documents']:.3f} | "
-                         f"{r['documents']} ({r['mean_document_tokens']:,}) | "
-                         f"{r['train_s']:.0f} |")
-        lines.append("")
+        table = _passkey_table(mine) if corpus == PASSKEY else _loss_table(mine)
+        lines += [f"## {corpus}", "", *table, ""]
     text = "\n".join(lines)
     (out / "carry.md").write_text(text + "\n", encoding="utf-8")
     return text
@@ -108,8 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", default=list(MODELS),
                         choices=[*MEMORIES, *VARIANTS],
                         help=f"pure-memory families or variants (default: {' '.join(MODELS)})")
-    parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=CORPORA,
-                        help="embedded corpora, byte tokens (default: shakespeare stdlib)")
+    parser.add_argument("--corpora", nargs="+", default=list(CORPORA),
+                        choices=[*CORPORA, PASSKEY],
+                        help="embedded corpora, byte tokens (default: shakespeare stdlib); "
+                             "passkey: generated pass-key documents, scored on retrieval")
     parser.add_argument("--seq_len", type=int, default=128,
                         help="training window length (default: 128)")
     parser.add_argument("--steps", type=int, default=400, help="training steps (default: 400)")
@@ -124,12 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_documents", type=int, default=20,
                         help="whole held-out documents scored, the first that are long enough "
                              "(default: 20)")
+    parser.add_argument("--passkey_lengths", nargs="+", type=int,
+                        default=list(PASSKEY_LENGTHS),
+                        help="text lengths in bytes the passkey models are scored at (default: "
+                             f"{' '.join(map(str, PASSKEY_LENGTHS))})")
+    parser.add_argument("--passkey_examples", type=int, default=20,
+                        help="pass keys asked per length (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    shortest = passkey_text.shortest(5)
+    if PASSKEY in args.corpora and min(args.passkey_lengths) < shortest:
+        parser.error(f"--passkey_lengths must be at least {shortest} bytes (a 5-digit key's "
+                     f"needle and question), got {min(args.passkey_lengths)}")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -22,3 +22,25 @@ def test_tiny_carry_bench_writes_both_trainings(tmp_path, capsys):
     report = (tmp_path / "carry.md").read_text()
     assert report.startswith("```bash\nhololm bench carry --output_dir")
     assert "| long | carried state |" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # two short trainings on generated pass-key documents: ~15 s
+def test_tiny_carry_bench_scores_passkeys(tmp_path):
+    assert cli.main(["bench", "carry", "--output_dir", str(tmp_path), "--models", "long",
+                     "--corpora", "passkey", "--seq_len", "16", "--steps", "2", "--batch_size",
+                     "2", "--max_train_tokens", "20000", "--passkey_lengths", "128", "300",
+                     "--passkey_examples", "2"]) == 0
+    with open(tmp_path / "passkey.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["training"] for r in rows] == ["fresh windows", "carried state"]
+    assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("passkey_128", "passkey_300"))
+    assert len(list((tmp_path / "passkey_corpus").glob("*.txt"))) == 3000
+    assert "| long | carried state | " in (tmp_path / "carry.md").read_text()
+    assert not (tmp_path / "carry.csv").exists()
+
+
+def test_passkey_lengths_below_a_key_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "carry", "--output_dir", "unused", "--corpora", "passkey",
+                  "--passkey_lengths", "64"])
+    assert "--passkey_lengths must be at least 103 bytes" in capsys.readouterr().err
