@@ -5,7 +5,7 @@ window starts from the previous one's detached memory; `StreamSampler`) — then
 held-out text at 1x, 4x and 16x the window length and on whole held-out documents of at least
 16x it, read from their first token to their end-of-text through the recurrent cache.
 
-The `passkey` corpus is generated (hololm/data/passkey_text.py): documents of 105 to 2,048
+The `passkey` corpus is generated (hololm/data/passkey_text.py): documents of 103 to 2,048
 bytes, a pass key hidden in filler and asked for at the end. Models trained on it are scored on
 passkey retrieval at 256 bytes to 16k (hololm/eval/passkey.py), within and far past the
 lengths they trained on: whether a memory trained from carried state keeps a key longer.
@@ -13,9 +13,9 @@ lengths they trained on: whether a memory trained from carried state keeps a key
     hololm bench carry --output_dir runs/carry        # shakespeare and stdlib, bytes, ~CPU
     hololm bench carry --corpora passkey --output_dir runs/carry-passkey
 
-Writes carry.md (the command, then one table per corpus), carry.csv and, for `passkey`,
-passkey.csv. Document resets are on in both trainings (the default), so the two differ only in
-what a window starts from.
+Writes carry.md (the command, then one table per corpus) with carry.csv for the held-out
+losses and passkey.csv for passkey retrieval. Document resets are on in both trainings (the
+default), so the two differ only in what a window starts from.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ MODELS = ("hologpt-delta", "holo")
 CORPORA = ("shakespeare", "stdlib")
 PASSKEY = "passkey"
 PASSKEY_LENGTHS = (256, 1024, 2048, 4096, 8192, 16384)  # bytes
+PASSKEY_FOLDER = "passkey_corpus"  # the generated training documents, under --output_dir
 PASSKEY_TRAIN = {"count": 3000, "min_length": passkey_text.shortest(5), "max_length": 2048}
 # width 192, 4 layers, 4 heads: the demo's shape; the phasor memory with 384 complex channels
 SHAPE = {"hidden_size": 192, "num_attention_heads": 4}
@@ -58,15 +59,9 @@ def train_config(model: str, dataset: str, carry: bool, args: argparse.Namespace
                        output_dir=str(out), precision="fp32")
 
 
-def passkey_corpus(args: argparse.Namespace) -> str:
-    """The generated passkey training corpus (a folder of documents) under the output dir."""
-    folder = Path(args.output_dir) / "passkey_corpus"
-    return str(passkey_text.write_corpus(folder, seed=args.seed, **PASSKEY_TRAIN))
-
-
 def run_one(model: str, corpus: str, carry: bool, args: argparse.Namespace) -> dict:
     out = Path(args.output_dir) / "runs" / f"{corpus}-{model}-{'carry' if carry else 'fresh'}"
-    dataset = passkey_corpus(args) if corpus == PASSKEY else corpus
+    dataset = str(Path(args.output_dir) / PASSKEY_FOLDER) if corpus == PASSKEY else corpus
     started = time.perf_counter()
     result = train(train_config(model, dataset, carry, args, out))
     train_s = time.perf_counter() - started
@@ -207,8 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     if PASSKEY in args.corpora and min(args.passkey_lengths) < shortest:
         parser.error(f"--passkey_lengths must be at least {shortest} bytes (a 5-digit key's "
                      f"needle and question), got {min(args.passkey_lengths)}")
+    if args.passkey_examples < 1:
+        parser.error(f"--passkey_examples must be at least 1, got {args.passkey_examples}")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("carry.csv", "passkey.csv"):  # the report names only what this run writes
+        (out / stale).unlink(missing_ok=True)
+    if PASSKEY in args.corpora:
+        passkey_text.write_corpus(out / PASSKEY_FOLDER, seed=args.seed, **PASSKEY_TRAIN)
     started = time.perf_counter()
     rows = [run_one(model, corpus, carry, args) for corpus in args.corpora
             for model in args.models for carry in (False, True)]

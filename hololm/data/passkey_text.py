@@ -6,8 +6,10 @@ read a corpus of such documents (`write_corpus`) and are then scored on longer o
     The grass is green. The sky is blue. [...] The pass key is 68213. Remember it. 68213 is the
     pass key. [...] There and back again. What is the pass key? The pass key is 68213.
 
-The filler carries no information, so all a model has to remember across it is the key. Texts
-are ASCII: one character is one byte token.
+The filler carries no information, so all a model has to remember across it is the key. The
+filler is cut to the character on both sides of the needle, so that every text of a length has
+exactly that length (texts of one length batch together). Texts are ASCII: one character is one
+byte token.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def shortest(digits: int) -> int:
 def passkey_text(length: int, key: str, depth: float) -> PasskeyText:
     """A text of exactly `length` characters: filler cut to length around the needle, the
     needle starting at fraction `depth` ∈ [0, 1] of the filler, then QUESTION, key, ".". """
-    if not key.isdigit():
+    if not (key.isascii() and key.isdigit()):
         raise ConfigError(f"the pass key must be digits, got {key!r}")
     if not 0 <= depth <= 1:
         raise ConfigError(f"depth must lie in [0, 1], got {depth}")
@@ -59,6 +61,8 @@ def passkey_text(length: int, key: str, depth: float) -> PasskeyText:
 def sample(count: int, length: int, digits: int = 5, seed: int = 0) -> list[PasskeyText]:
     """`count` texts of `length` characters: random keys, depths spread evenly over [0, 1]
     (the first at 0, the last at 1) so every depth is tested."""
+    if count < 1 or digits < 1:
+        raise ConfigError(f"count and digits must be at least 1, got {count} and {digits}")
     rng = np.random.default_rng(seed)
     keys = rng.integers(0, 10, (count, digits))
     depths = np.linspace(0, 1, count) if count > 1 else np.zeros(1)

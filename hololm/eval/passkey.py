@@ -23,14 +23,15 @@ def _encode(text: str, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
 def _example(sample: passkey_text.PasskeyText, tokenizer: PreTrainedTokenizerBase
              ) -> tuple[torch.Tensor, int]:
     """(the ids up to the key's last token [L], how many of the last ids are the key's)."""
+    end = sample.answer_start + len(sample.key)
+    parts = [_encode(part, tokenizer) for part in (
+        sample.text[:sample.answer_start], sample.text[sample.answer_start:end], sample.text[end:])]
     ids = _encode(sample.text, tokenizer)
-    head = _encode(sample.text[:sample.answer_start], tokenizer)
-    tail = len(_encode(sample.text[sample.answer_start + len(sample.key):], tokenizer))
-    if not torch.equal(ids[:len(head)], head):
-        raise ConfigError("the tokenizer merges the pass key with the question before it: "
-                          "passkey accuracy is defined for tokenizers that keep them apart "
-                          "(the byte tokenizer does)")
-    return ids[:len(ids) - tail], len(ids) - tail - len(head)
+    if not torch.equal(ids, torch.cat(parts)):
+        raise ConfigError("the tokenizer merges the pass key with the text around it: passkey "
+                          "accuracy is defined for tokenizers that keep them apart (the byte "
+                          "tokenizer does)")
+    return ids[:len(ids) - len(parts[2])], len(parts[1])
 
 
 @torch.no_grad()

@@ -49,3 +49,12 @@ def test_corpus_is_reproducible_and_within_the_lengths(tmp_path):
 def test_bad_arguments(call, match):
     with pytest.raises(ConfigError, match=match):
         call()
+
+
+def test_sample_counts_and_ascii_keys():
+    with pytest.raises(ConfigError, match="count and digits must be at least 1"):
+        passkey_text.sample(0, 500)
+    with pytest.raises(ConfigError, match="must be digits"):
+        passkey_text.passkey_text(500, "١٢٣٤٥", 0.5)
+    (one,) = passkey_text.sample(1, 500)
+    assert one.text.startswith("The pass key is")

@@ -13,8 +13,9 @@ NEEDLE = list(b"The pass key is ")
 
 
 class Oracle(torch.nn.Module):
-    """Finds the needle in input_ids and predicts the key's digits at the last positions; with
-    `wrong`, predicts each digit plus one."""
+    """Reads the key from the needle and, at each position p after the question (which ends
+    at a), predicts the key's digit p + 1 − a — the next token, so a misaligned input or logit
+    scores wrong; with `wrong`, each digit plus one."""
 
     def __init__(self, wrong: bool = False):
         super().__init__()
@@ -25,9 +26,12 @@ class Oracle(torch.nn.Module):
         B, T = input_ids.shape
         logits = torch.zeros(B, logits_to_keep, VOCAB)
         for b, row in enumerate(input_ids.tolist()):
-            at = next(i for i in range(T) if row[i:i + len(NEEDLE)] == NEEDLE) + len(NEEDLE)
-            for j, digit in enumerate(row[at:at + logits_to_keep]):
-                logits[b, j, (digit - 48 + self.wrong) % 10 + 48] = 1.0
+            found = [i + len(NEEDLE) for i in range(T) if row[i:i + len(NEEDLE)] == NEEDLE]
+            key, a = row[found[0]:found[0] + 5], found[-1]  # the needle's key; the question's end
+            for j, p in enumerate(range(T - logits_to_keep, T)):
+                i = p + 1 - a
+                digit = key[i] if 0 <= i < len(key) else ord(".")
+                logits[b, j, (digit - 48 + self.wrong) % 10 + 48 if 0 <= i < 5 else digit] = 1.0
         return type("Out", (), {"logits": logits})
 
 

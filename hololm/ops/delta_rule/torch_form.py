@@ -4,6 +4,8 @@ matmul-add per chunk to pass the state on."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -75,12 +77,12 @@ class _StrictDecay(torch.autograd.Function):
 
 
 class _UnitLowerSolve(torch.autograd.Function):
-    """X = (I + tril₋₁(L))⁻¹ R for L [.., C, C], R [.., C, D] → X [.., C, D] (the unit diagonal
-    and what lies above it are never read). Both ways it solves in the right-hand form,
-    Xᵀ Aᵀ = Rᵀ on Rᵀ as a view of the row-major R: the CPU solver runs that form 2-3x faster
-    than the left-hand one, which copies every block into column-major order (autograd's
-    backward would). Backward: ∂L/∂R = A⁻ᵀ G, i.e. (∂L/∂R)ᵀ A = Gᵀ, and
-    ∂L/∂L = −tril₋₁(∂L/∂R Xᵀ)."""
+    """X = A⁻¹ R with A = I + tril₋₁(L), for L [.., C, C], R [.., C, D] → X [.., C, D] (L's
+    diagonal and what lies above it are never read). Both ways it solves in the right-hand
+    form, Xᵀ Aᵀ = Rᵀ on Rᵀ as a view of the row-major R: the CPU solver runs that form 2-3x
+    faster than the left-hand one, which copies every block into column-major order (autograd's
+    backward would). Backward, for the loss's gradient G = ∂ℓ/∂X: ∂ℓ/∂R = A⁻ᵀ G, solved as
+    (∂ℓ/∂R)ᵀ A = Gᵀ, and ∂ℓ/∂L = −tril₋₁(∂ℓ/∂R Xᵀ)."""
 
     @staticmethod
     def forward(ctx, L, R):
@@ -102,7 +104,7 @@ class _UnitLowerSolve(torch.autograd.Function):
 def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                        log_forget: torch.Tensor | None, initial_state: torch.Tensor | None,
                        chunk_size: int, dtype: torch.dtype, reset: torch.Tensor | None = None,
-                       decay_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+                       decay_mask: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The chunkwise-parallel (WY) form of the module docstring, on validated inputs computing
     in `dtype`; `reset` [B, T] bool: documents start there (the docstring's masks);
     `decay_mask`: None (Γ formed here) or the matrix memory's fused C kernel of scores ⊙ Γ
@@ -155,14 +157,14 @@ def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
         carried = fresh[..., -1:, :]  # no start in the chunk: S_0 passes, [N, B, 1, 1, 1]
         chunk_decay = carried if chunk_decay is None else chunk_decay * carried
 
-    Kb = K * b  # β_i k_i
-    # the solver reads only the strict lower triangle (unit diagonal): no mask needed
     def weighed(scores: torch.Tensor) -> torch.Tensor:
         """scores [N, B, H, C, C] ⊙ Γ (and the documents' mask)"""
         if G is None or decay_mask is None:
             return scores * decay
         return decay_mask(scores if reset is None else scores * decay, G, G, False)
 
+    Kb = K * b  # β_i k_i
+    # the solver reads only the strict lower triangle (unit diagonal): no mask needed
     lower = weighed(Kb @ K.transpose(-1, -2))  # [N, B, H, C, C]
     rhs = torch.cat([V * b, Kb if e_G is None else Kb * e_G], dim=-1)
     solved = _UnitLowerSolve.apply(lower, rhs)
