@@ -88,7 +88,7 @@ next:
        --output_dir runs/long-stdlib          (any family: holo, long, hologpt, hsn, ...)
    hololm bench ops                           (the memory ops against their references)
    docs/lm.md                                 (every family as a language model, side by side:
-                                               hololm bench lm --quick reproduces the table)
+                                               hololm bench lm --standard reproduces the table)
    make demo again continues this run; pass --max_steps to train longer.""")
 
 
