@@ -25,11 +25,9 @@ twice holds its last value rather than the sum. Three forms compute the same fun
   Everything but S_0 is computed for all chunks at once; the chunk-to-chunk pass is a loop of
   one matmul-add per chunk. Only sums of log gates over the gates they span are exponentiated
   (all <= 0), summed in float64. Backends (`backend=`, hololm/ops/backends.py): "reference",
-  "torch" (this form, torch_form.py), "cpu" (the same with Γ applied by the matrix memory's
-  fused C decay-mask kernel, matrix_memory/cpu_form.py; float32 on the CPU) and "fla"
-  (flash-linear-attention's chunked Triton kernels, fla_form.py: CUDA, half-precision q, k, v
-  as under autocast; its own numerics). "auto" takes fla where it applies and triton is on,
-  else "cpu" where its kernel is compiled, else "torch".
+  "torch" (this form, torch_form.py) and "fla" (flash-linear-attention's chunked Triton
+  kernels, fla_form.py: CUDA, half-precision q, k, v as under autocast; its own numerics).
+  "auto" takes fla where it applies and triton is on, else the PyTorch form.
 
   Packed documents (`reset=` [B, T] bool, True at a document's first token): the state
   entering such a token is dropped, S_{t-1} → 0 (f_t → 0), so each document's outputs are
@@ -50,8 +48,6 @@ output and the state are returned in that dtype. A given state must be float32 o
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from hololm.ops import backends, triton_kernels
@@ -59,7 +55,6 @@ from hololm.ops._validate import require_positive_int
 from hololm.ops.delta_rule import fla_form
 from hololm.ops.delta_rule.reference import _update, _validate, gated_delta_rule_ref
 from hololm.ops.delta_rule.torch_form import chunked_delta_rule
-from hololm.ops.matrix_memory import cpu_form
 from hololm.ops.matrix_memory.common import (
     _compute_dtype,
     _drop_at,
@@ -67,7 +62,7 @@ from hololm.ops.matrix_memory.common import (
     _validate_reset,
 )
 
-BACKENDS = ("reference", "torch", "cpu", "fla")
+BACKENDS = ("reference", "torch", "fla")
 __all__ = ["BACKENDS", "gated_delta_rule", "gated_delta_rule_ref", "gated_delta_rule_step"]
 
 
@@ -75,12 +70,11 @@ __all__ = ["BACKENDS", "gated_delta_rule", "gated_delta_rule_ref", "gated_delta_
 def gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                      log_forget: torch.Tensor | None = None,
                      initial_state: torch.Tensor | None = None, chunk_size: int = 64, *,
-                     reset: torch.Tensor | None = None, backend: str = "auto",
-                     threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     reset: torch.Tensor | None = None, backend: str = "auto"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The rule on `backend` (one of `BACKENDS` or "auto", see the module docstring), same
     arguments and results as `gated_delta_rule_ref`; `chunk_size` sets the chunks of the
-    "torch" and "cpu" forms, `threads` how many ways the C kernel splits the work (None: by
-    size)."""
+    "torch" form."""
     _validate(q, k, v, beta, log_forget, initial_state, "initial_state", 4)
     _validate_reset(reset, q, 4)
     require_positive_int("chunk_size", chunk_size)
@@ -91,14 +85,10 @@ def gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
     if backend == "fla" or (backend == "auto" and not why_not_fla and triton_kernels.enabled()):
         state = None if initial_state is None else initial_state.float()
         return fla_form.gated_delta_rule_fla(q, k, v, beta, log_forget, state)
-    backend, lib = backends.select("gated_delta_rule", backend, BACKENDS, q, dtype,
-                                   cpu_form.KERNEL)
+    backend, _ = backends.select("gated_delta_rule", backend, BACKENDS, q, dtype)
     if backend == "reference":
         return gated_delta_rule_ref(q, k, v, beta, log_forget, initial_state, reset=reset)
-    mask = {} if lib is None else {"decay_mask": functools.partial(
-        cpu_form.decay_mask, lib=lib, threads=threads)}
-    return chunked_delta_rule(q, k, v, beta, log_forget, initial_state, chunk_size, dtype, reset,
-                              **mask)
+    return chunked_delta_rule(q, k, v, beta, log_forget, initial_state, chunk_size, dtype, reset)
 
 
 def gated_delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,

@@ -4,8 +4,6 @@ matmul-add per chunk to pass the state on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -103,12 +101,10 @@ class _UnitLowerSolve(torch.autograd.Function):
 
 def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                        log_forget: torch.Tensor | None, initial_state: torch.Tensor | None,
-                       chunk_size: int, dtype: torch.dtype, reset: torch.Tensor | None = None,
-                       decay_mask: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       chunk_size: int, dtype: torch.dtype, reset: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """The chunkwise-parallel (WY) form of the module docstring, on validated inputs computing
-    in `dtype`; `reset` [B, T] bool: documents start there (the docstring's masks);
-    `decay_mask`: None (Γ formed here) or the matrix memory's fused C kernel of scores ⊙ Γ
-    (matrix_memory/cpu_form.py, float32 on the CPU: one pass each way). T need not
+    in `dtype`; `reset` [B, T] bool: documents start there (the docstring's masks). T need not
     be a multiple of `chunk_size`: the tail is zero padded (β = 0 writes nothing, log_forget = 0
     keeps the state, no reset), so padding changes neither y nor the state."""
     B, T, H, _ = q.shape
@@ -127,7 +123,7 @@ def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
     Q, K, V, b = chunked(q), chunked(k), chunked(v), chunked(beta)[..., None]
     if log_forget is None:
         decay = torch.ones(C, C, dtype=dtype, device=q.device).tril()  # Γ_ij = 1 for j <= i
-        e_G = e_rest = chunk_decay = G = None
+        e_G = e_rest = chunk_decay = None
     else:
         # in float64: G reaches thousands within a chunk for strong gates, where float32 would
         # lose the digits of the small differences G_i − G_j that matter
@@ -136,8 +132,7 @@ def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
         # A weight that spans no gate (Γ_ii, and e^{G_C − G_j} for the last j) is the constant 1,
         # not e^{x − x}: its +x − x gradient would not cancel exactly and would swamp the true,
         # tiny gradients of strong decays.
-        decay = None if decay_mask is not None else (
-            _StrictDecay.apply(G, dtype) + torch.eye(C, dtype=dtype, device=q.device))
+        decay = _StrictDecay.apply(G, dtype) + torch.eye(C, dtype=dtype, device=q.device)
         e_G = G.exp().to(dtype)[..., None]  # e^{G_i}, [N, B, H, C, 1]
         rest = F.pad(g[..., 1:], (0, 1)).flip(-1).cumsum(-1).flip(-1)  # Σ_{j<r<=C} g_r
         e_rest = rest.exp().to(dtype)[..., None]  # e^{G_C − G_j}
@@ -151,21 +146,15 @@ def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
         same = doc[..., :, None] == doc[..., None, :]  # [N, B, 1, C, C]
         fresh = (doc == 0).to(dtype)[..., None]  # token i sees S_0, [N, B, 1, C, 1]
         ends = (doc == doc[..., -1:]).to(dtype)[..., None]  # j's write reaches the chunk's end
-        decay = same if decay is None else decay * same
+        decay = decay * same
         e_G = fresh if e_G is None else e_G * fresh
         e_rest = ends if e_rest is None else e_rest * ends
         carried = fresh[..., -1:, :]  # no start in the chunk: S_0 passes, [N, B, 1, 1, 1]
         chunk_decay = carried if chunk_decay is None else chunk_decay * carried
 
-    def weighed(scores: torch.Tensor) -> torch.Tensor:
-        """scores [N, B, H, C, C] ⊙ Γ (and the documents' mask)"""
-        if G is None or decay_mask is None:
-            return scores * decay
-        return decay_mask(scores if reset is None else scores * decay, G, G, False)
-
     Kb = K * b  # β_i k_i
     # the solver reads only the strict lower triangle (unit diagonal): no mask needed
-    lower = weighed(Kb @ K.transpose(-1, -2))  # [N, B, H, C, C]
+    lower = (Kb @ K.transpose(-1, -2)) * decay  # [N, B, H, C, C]
     rhs = torch.cat([V * b, Kb if e_G is None else Kb * e_G], dim=-1)
     solved = _UnitLowerSolve.apply(lower, rhs)
     U_fixed, W = solved.split([V.shape[-1], K.shape[-1]], dim=-1)  # Ũ [.., C, Dv], W [.., C, Dk]
@@ -175,7 +164,7 @@ def chunked_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
     M = (eye if chunk_decay is None else chunk_decay * eye) - K_end @ W  # [N, B, H, Dk, Dk]
     S_in, S = _ChunkStates.apply(M, K_end @ U_fixed, _start_state(initial_state, q, v, dtype))
     U = U_fixed - W @ S_in  # [N, B, H, C, Dv]
-    reads = weighed(Q @ K.transpose(-1, -2))  # [N, B, H, C, C], j <= i
+    reads = (Q @ K.transpose(-1, -2)) * decay  # [N, B, H, C, C], j <= i
     y = (Q if e_G is None else Q * e_G) @ S_in + reads @ U
     y = y.permute(1, 0, 3, 2, 4).reshape(B, N * C, H, -1)[:, :T]
     return y, S
