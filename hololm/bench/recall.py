@@ -145,7 +145,7 @@ def run_job(job: Job) -> list[dict]:
     valid = make_split(task, "validation", profile.seed, profile.validation_examples,
                        task.train)
     lm = build_recall_model(job.family, task.vocab_size or 2, job.d_model, profile.n_layers,
-                            task.max_len)
+                            task.max_len, profile.matrix_dim)
     model = VectorModel(lm, train[0].inputs.shape[-1], train[0].targets.shape[-1]) \
         if vector else lm
     model.to(job.device).train()
@@ -385,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "to be kept (default 0.99; 0 keeps every task)")
     parser.add_argument("--seed", type=int, default=None,
                         help="base seed of data, initialisation and batch order (default 0)")
+    parser.add_argument("--matrix_dim", type=int, default=None,
+                        help="side of the square memories of hologpt and its variants, a divisor "
+                             "of every width (default: the family's, min(64, width)): their "
+                             "state is width x matrix_dim numbers per layer")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel training processes (default: CPU cores on cpu, 1 on GPU)")
@@ -400,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                      lrs=tuple(args.lrs) if args.lrs else None,
                      d_models=tuple(args.d_models) if args.d_models else None,
                      steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                     gate=args.gate)
+                     gate=args.gate, matrix_dim=args.matrix_dim)
     workers = args.workers or (os.cpu_count() or 1 if args.device == "cpu" else 1)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from hololm.errors import ConfigError
 from hololm.models.presets import build_model
-from hololm.models.registry import FAMILIES, VARIANTS, matched_shape
+from hololm.models.registry import FAMILIES, VARIANTS, family_of, matched_shape
 
 MODELS = ("holo", "holo-conv", "holo-copies", "holo-decay", "hologpt", "hologpt-conv",
           "hologpt-delta", "long", "hsn", "hsn-conv", "attention", "mamba2")
@@ -36,12 +37,17 @@ BLOCK = {"mlp_type": "swiglu", "norm_type": "rmsnorm"}
 
 
 def build_recall_model(name: str, vocab_size: int, d_model: int, n_layers: int,
-                       max_len: int) -> PreTrainedModel:
+                       max_len: int, matrix_dim: int | None = None) -> PreTrainedModel:
     """A fresh causal LM of family or variant `name` with width `d_model` and `n_layers` blocks;
-    `max_len` is the longest sequence it will see (HoloSpectralNet's gate filter length)."""
+    `max_len` is the longest sequence it will see (HoloSpectralNet's gate filter length);
+    `matrix_dim`: the side of HoloGPT's square memories (None: its family's default)."""
     if name not in KNOWN:
         raise ValueError(f"unknown family {name!r}; choose from {KNOWN}")
     shape = matched_shape(name, d_model, n_layers, max(1, d_model // HEAD_DIM))
+    if matrix_dim is not None and name not in OUTSIDE and family_of(name)[0].name == "hologpt":
+        if d_model % matrix_dim:
+            raise ConfigError(f"matrix_dim {matrix_dim} must divide the width {d_model}")
+        shape["matrix_dim"] = matrix_dim
     block = {} if name in OUTSIDE else BLOCK
     return build_model(name, "tiny", vocab_size, max_len, **shape, **block)
 

@@ -62,6 +62,9 @@ class Profile:
     task_overrides: dict = field(default_factory=dict)  # task name -> {field: value}
     # sweep the learning rates at this width only; the other widths train with the rate it chose
     sweep_d_model: int | None = None
+    # side of the square memories of hologpt and its variants (None: the family's, min(64, d)):
+    # the state-size knob of the matrix memories, as the width is for the others
+    matrix_dim: int | None = None
 
     def __post_init__(self):
         if self.schedule not in ("cosine", "constant"):

@@ -23,6 +23,7 @@ from hololm.bench.recall_models import (
 )
 from hololm.bench.recall_profiles import PROFILES, Profile, select, slice_length
 from hololm.data import synthetic
+from hololm.errors import ConfigError
 
 
 class Replay(nn.Module):
@@ -113,6 +114,21 @@ def test_every_family_builds_causal_and_vector_models(family):
         return  # no hololm blocks for a vector task
     vector = VectorModel(lm, 7, 3)
     assert vector(torch.randn(2, 10, 7)).shape == (2, 10, 3)
+
+
+def test_matrix_dim_sets_the_matrix_memories_state():
+    """--matrix_dim: hologpt and its variants hold width x matrix_dim numbers per layer (4
+    bytes each, plus the short conv's last 3 inputs of q, k, v); other families ignore it."""
+    conv = 2 * 3 * 3 * 64 * 4  # layers x kernel - 1 x q, k, v x width x bytes
+    for matrix_dim in (64, 32, 16):
+        lm = build_recall_model("hologpt-delta", 64, 64, 2, 40, matrix_dim)
+        assert state_bytes(lm, 40) == 2 * 64 * matrix_dim * 4 + conv
+    assert state_bytes(build_recall_model("hologpt-delta", 64, 64, 2, 40), 40) == \
+        2 * 64 * 64 * 4 + conv
+    assert state_bytes(build_recall_model("long", 64, 64, 2, 40, 16), 40) == \
+        state_bytes(build_recall_model("long", 64, 64, 2, 40), 40)
+    with pytest.raises(ConfigError, match="matrix_dim 24 must divide the width 64"):
+        build_recall_model("hologpt", 64, 64, 2, 40, 24)
 
 
 @pytest.mark.parametrize("name", ["quick", "standard", "full"])
