@@ -74,12 +74,16 @@ def run_one(model: str, corpus: str, carry: bool, args: argparse.Namespace) -> d
 
 
 def passkey_scores(checkpoint: str, args: argparse.Namespace) -> dict:
-    """Passkey retrieval (whole keys) at every length of `args.passkey_lengths`."""
+    """Passkey retrieval at every length of `args.passkey_lengths`: whole keys
+    (passkey_<length>) and key digits (digits_<length>; chance is 1 in 10)."""
     model, tokenizer = load_model_and_tokenizer(checkpoint)
     rows = passkey_accuracy(model, tokenizer, args.passkey_lengths, args.passkey_examples,
                             seed=args.seed + 1)
-    return {"passkey_examples": args.passkey_examples} | {
-        f"passkey_{r['length']}": r["accuracy"] for r in rows}
+    scores = {"passkey_examples": args.passkey_examples}
+    for r in rows:
+        scores |= {f"passkey_{r['length']}": r["accuracy"],
+                   f"digits_{r['length']}": r["digit_accuracy"]}
+    return scores
 
 
 def held_out_scores(checkpoint: str, corpus: str, args: argparse.Namespace) -> dict:
@@ -123,16 +127,16 @@ def _loss_table(mine: list[dict]) -> list[str]:
 
 
 def _passkey_table(mine: list[dict]) -> list[str]:
-    lengths = [int(k.removeprefix("passkey_")) for k in mine[0]
-               if k.startswith("passkey_") and k != "passkey_examples"]
+    lengths = [int(k.removeprefix("digits_")) for k in mine[0] if k.startswith("digits_")]
     lines = [f"Pass keys retrieved whole (of {mine[0]['passkey_examples']} per length, depths "
-             f"spread evenly), by text length in bytes; trained on documents of "
-             f"{PASSKEY_TRAIN['min_length']}-{PASSKEY_TRAIN['max_length']:,} bytes in windows of "
-             f"{mine[0]['seq_len']}.", "",
+             f"spread evenly) and, in brackets, key digits right (chance: 10 %), by text length "
+             f"in bytes; trained on documents of {PASSKEY_TRAIN['min_length']}-"
+             f"{PASSKEY_TRAIN['max_length']:,} bytes in windows of {mine[0]['seq_len']}.", "",
              "| model | training | " + " | ".join(f"{n:,}" for n in lengths) + " | train s |",
              "|---|---|" + "---|" * len(lengths) + "---|"]
     for r in mine:
-        cells = [f"{100 * r[f'passkey_{n}']:.0f} %" for n in lengths]
+        cells = [f"{100 * r[f'passkey_{n}']:.0f} % ({100 * r[f'digits_{n}']:.0f} %)"
+                 for n in lengths]
         lines.append(f"| {r['model']} | {r['training']} | {' | '.join(cells)} | "
                      f"{r['train_s']:.0f} |")
     return lines

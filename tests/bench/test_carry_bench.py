@@ -33,7 +33,8 @@ def test_tiny_carry_bench_scores_passkeys(tmp_path):
     with open(tmp_path / "passkey.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["training"] for r in rows] == ["fresh windows", "carried state"]
-    assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("passkey_128", "passkey_300"))
+    assert all(0 <= float(r[f"passkey_{n}"]) <= float(r[f"digits_{n}"]) <= 1
+               for r in rows for n in (128, 300))
     assert len(list((tmp_path / "passkey_corpus").glob("*.txt"))) == 3000
     assert "| long | carried state | " in (tmp_path / "carry.md").read_text()
     assert not (tmp_path / "carry.csv").exists()
