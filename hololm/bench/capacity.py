@@ -32,13 +32,13 @@ neighbour similarity, in several variants (adjacent, mean and max over δ = 1..K
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from hololm.bench.csv_rows import write_csv
 from hololm.ops.phasor import (
     generate_random_phasors,
     phasor_memory,
@@ -481,13 +481,6 @@ def plot_orthogonality(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 PROFILES = {  # quick: under ~2 minutes on 2 CPU cores
     "quick": {"hd_dims": "64,256,1024", "ortho_dims": "64,1024,8192", "steps_per_octave": 1,
               "decisions": 512, "max_delta": 512},
@@ -553,9 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                            steps_per_octave=args.steps_per_octave or profile["steps_per_octave"],
                            codebook_size=args.codebook_size,
                            decisions=args.decisions or profile["decisions"], seed=args.seed)
-    _write_csv(copy_rows, out / "copies.csv")
-    _write_csv(rows, out / "capacity.csv")
-    _write_csv(ortho, out / "orthogonality.csv")
+    write_csv(copy_rows, out / "copies.csv")
+    write_csv(rows, out / "capacity.csv")
+    write_csv(ortho, out / "orthogonality.csv")
     plot_capacity(rows, out / "capacity.png")
     plot_orthogonality(ortho, out / "orthogonality.png")
     report = "\n\n".join([

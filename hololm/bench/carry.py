@@ -21,12 +21,12 @@ default), so the two differ only in what a window starts from.
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from hololm.bench.csv_rows import write_csv
 from hololm.data import passkey_text
 from hololm.eval.checkpoints import load_model_and_tokenizer
 from hololm.eval.passkey import passkey_accuracy
@@ -40,7 +40,8 @@ CORPORA = ("shakespeare", "stdlib")
 PASSKEY = "passkey"
 PASSKEY_LENGTHS = (256, 1024, 2048, 4096, 8192, 16384)  # bytes
 PASSKEY_FOLDER = "passkey_corpus"  # the generated training documents, under --output_dir
-PASSKEY_TRAIN = {"count": 3000, "min_length": passkey_text.shortest(5), "max_length": 2048}
+PASSKEY_TRAIN = {"count": 3000, "min_length": passkey_text.shortest(passkey_text.DIGITS),
+                 "max_length": 2048}
 # width 192, 4 layers, 4 heads: the demo's shape; the phasor memory with 384 complex channels
 SHAPE = {"hidden_size": 192, "num_attention_heads": 4}
 PHASOR = {"hd_dim": 384}
@@ -106,13 +107,6 @@ def held_out_scores(checkpoint: str, corpus: str, args: argparse.Namespace) -> d
     return row
 
 
-def _write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _loss_table(mine: list[dict]) -> list[str]:
     L = mine[0]["seq_len"]
     lines = [f"| model | training | @{L} (1x) | @{4 * L} (4x) | @{16 * L} (16x) | whole "
@@ -147,7 +141,7 @@ def write_report(rows: list[dict], out: Path, command: str, minutes: float) -> s
     passkey_rows = [r for r in rows if r["corpus"] == PASSKEY]
     for mine, name in ((loss_rows, "carry.csv"), (passkey_rows, "passkey.csv")):
         if mine:
-            _write_csv(mine, out / name)
+            write_csv(mine, out / name)
     lines = [f"```bash\n{command}\n```", "", f"Made in {minutes:.1f} min."
              + (" Held-out loss (nats per byte) ± standard error over windows (documents); "
                 "`documents`: every held-out document of at least 16x the window length read "
@@ -202,10 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    shortest = passkey_text.shortest(5)
+    shortest = PASSKEY_TRAIN["min_length"]
     if PASSKEY in args.corpora and min(args.passkey_lengths) < shortest:
-        parser.error(f"--passkey_lengths must be at least {shortest} bytes (a 5-digit key's "
-                     f"needle and question), got {min(args.passkey_lengths)}")
+        parser.error(f"--passkey_lengths must be at least {shortest} bytes (a "
+                     f"{passkey_text.DIGITS}-digit key's needle and question), got "
+                     f"{min(args.passkey_lengths)}")
     if args.passkey_examples < 1:
         parser.error(f"--passkey_examples must be at least 1, got {args.passkey_examples}")
     out = Path(args.output_dir)

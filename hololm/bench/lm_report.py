@@ -5,22 +5,15 @@ per corpus loss_vs_tokens_<corpus>.png and loss_vs_time_<corpus>.png."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from hololm.bench.csv_rows import write_csv
+
 SWEEP = "| model | lr | steps | validation loss | train tokens/s | stream |"
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _loss_cell(row: dict, with_se: bool) -> str:

@@ -15,7 +15,6 @@ timed with a time budget, and skipped above `--ref_max_len`.
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import math
 import sys
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from hololm import ops
+from hololm.bench.csv_rows import write_csv
 from hololm.bench.measure import keep_freed_memory
 from hololm.bench.timing import Ceilings, measure_ceilings, median_time, real_fft_flops
 from hololm.ops import backends, kernels
@@ -262,10 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(rows))
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, args.csv)
     return 0
 
 

@@ -17,7 +17,6 @@ independent jobs spread over `--workers` processes (one thread each on CPU).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import multiprocessing
 import os
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from hololm.bench.csv_rows import write_csv
 from hololm.bench.recall_models import (
     MODELS,
     OUTSIDE,
@@ -328,13 +328,6 @@ def best_rows(rows: list[dict]) -> list[dict]:
             chosen[key] = (row["validation_score"], -row["lr"])
     return [r for r in rows if chosen[(r["task"], r["model"], r["d_model"])]
             == (r["validation_score"], -r["lr"])]
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,6 @@ prefill instead): a decoding step's cost depends on the cache's size, not on its
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import math
 import shlex
@@ -48,6 +47,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel
 
 from hololm.bench import ops as op_bench
+from hololm.bench.csv_rows import write_csv
 from hololm.bench.measure import (
     interleaved_times,
     is_out_of_memory,
@@ -506,15 +506,6 @@ def run_ops(setup: Setup, seq_len: int) -> list[dict]:
     return rows
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _ints(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -665,7 +656,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     for section, run in sections.items():
         if section in args.sections:
             results[section] = run()
-            write_csv(out / f"{section}.csv", results[section])  # kept if a later one fails
+            if results[section]:  # kept if a later section fails
+                write_csv(results[section], out / f"{section}.csv")
     header = {
         "command": "hololm bench speed " + shlex.join(sys.argv[1:] if argv is None else argv),
         "device": (torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda"

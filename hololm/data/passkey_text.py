@@ -26,6 +26,7 @@ FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. "
           "There and back again. ")
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = "What is the pass key? The pass key is "
+DIGITS = 5  # of a key, unless asked otherwise
 
 
 @dataclass(frozen=True)
@@ -58,20 +59,20 @@ def passkey_text(length: int, key: str, depth: float) -> PasskeyText:
     return PasskeyText(text, key, length - len(key) - 1)
 
 
-def sample(count: int, length: int, digits: int = 5, seed: int = 0) -> list[PasskeyText]:
+def sample(count: int, length: int, digits: int = DIGITS, seed: int = 0) -> list[PasskeyText]:
     """`count` texts of `length` characters: random keys, depths spread evenly over [0, 1]
     (the first at 0, the last at 1) so every depth is tested."""
     if count < 1 or digits < 1:
         raise ConfigError(f"count and digits must be at least 1, got {count} and {digits}")
     rng = np.random.default_rng(seed)
     keys = rng.integers(0, 10, (count, digits))
-    depths = np.linspace(0, 1, count) if count > 1 else np.zeros(1)
+    depths = np.linspace(0, 1, count)  # one text: depth 0
     return [passkey_text(length, "".join(map(str, k)), float(d))
             for k, d in zip(keys, depths, strict=True)]
 
 
 def write_corpus(folder: str | Path, count: int, min_length: int, max_length: int,
-                 digits: int = 5, seed: int = 0) -> Path:
+                 digits: int = DIGITS, seed: int = 0) -> Path:
     """`count` training texts as doc-NNNNNN.txt in `folder` (a corpus hololm's trainer reads,
     one document per file), lengths log-uniform in [min_length, max_length], random keys and
     depths. Rewritten identically for the same arguments."""

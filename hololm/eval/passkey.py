@@ -36,7 +36,8 @@ def _example(sample: passkey_text.PasskeyText, tokenizer: PreTrainedTokenizerBas
 
 @torch.no_grad()
 def passkey_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                     lengths: Sequence[int], examples: int, *, digits: int = 5, seed: int = 0,
+                     lengths: Sequence[int], examples: int, *,
+                     digits: int = passkey_text.DIGITS, seed: int = 0,
                      batch_size: int = 4) -> list[dict]:
     """One row per length (characters of text): {"length", "tokens", "examples", "accuracy"
     (keys retrieved whole), "digit_accuracy" (key tokens right)}."""
