@@ -40,8 +40,7 @@ CORPORA = ("shakespeare", "stdlib")
 PASSKEY = "passkey"
 PASSKEY_LENGTHS = (256, 1024, 2048, 4096, 8192, 16384)  # bytes
 PASSKEY_FOLDER = "passkey_corpus"  # the generated training documents, under --output_dir
-PASSKEY_TRAIN = {"count": 3000, "min_length": passkey_text.shortest(passkey_text.DIGITS),
-                 "max_length": 2048}
+PASSKEY_SHORTEST = passkey_text.shortest(passkey_text.DIGITS)  # bytes: needle and question
 # width 192, 4 layers, 4 heads: the demo's shape; the phasor memory with 384 complex channels
 SHAPE = {"hidden_size": 192, "num_attention_heads": 4}
 PHASOR = {"hd_dim": 384}
@@ -80,7 +79,9 @@ def passkey_scores(checkpoint: str, args: argparse.Namespace) -> dict:
     model, tokenizer = load_model_and_tokenizer(checkpoint)
     rows = passkey_accuracy(model, tokenizer, args.passkey_lengths, args.passkey_examples,
                             seed=args.seed + 1)
-    scores = {"passkey_examples": args.passkey_examples}
+    scores = {"passkey_examples": args.passkey_examples,
+              "passkey_documents": args.passkey_documents,
+              "passkey_max_length": args.passkey_max_length}
     for r in rows:
         scores |= {f"passkey_{r['length']}": r["accuracy"],
                    f"digits_{r['length']}": r["digit_accuracy"]}
@@ -124,8 +125,9 @@ def _passkey_table(mine: list[dict]) -> list[str]:
     lengths = [int(k.removeprefix("digits_")) for k in mine[0] if k.startswith("digits_")]
     lines = [f"Pass keys retrieved whole (of {mine[0]['passkey_examples']} per length, depths "
              f"spread evenly) and, in brackets, key digits right (chance: 10 %), by text length "
-             f"in bytes; trained on documents of {PASSKEY_TRAIN['min_length']}-"
-             f"{PASSKEY_TRAIN['max_length']:,} bytes in windows of {mine[0]['seq_len']}.", "",
+             f"in bytes; trained on {mine[0]['passkey_documents']:,} documents of "
+             f"{PASSKEY_SHORTEST}-{mine[0]['passkey_max_length']:,} bytes (log-uniform) in "
+             f"windows of {mine[0]['seq_len']}.", "",
              "| model | training | " + " | ".join(f"{n:,}" for n in lengths) + " | train s |",
              "|---|---|" + "---|" * len(lengths) + "---|"]
     for r in mine:
@@ -189,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{' '.join(map(str, PASSKEY_LENGTHS))})")
     parser.add_argument("--passkey_examples", type=int, default=20,
                         help="pass keys asked per length (default: 20)")
+    parser.add_argument("--passkey_documents", type=int, default=3000,
+                        help="generated passkey training documents (default: 3000)")
+    parser.add_argument("--passkey_max_length", type=int, default=2048,
+                        help="longest passkey training document in bytes; lengths are "
+                             f"log-uniform from {PASSKEY_SHORTEST} (default: 2048)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     return parser
 
@@ -196,19 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    shortest = PASSKEY_TRAIN["min_length"]
-    if PASSKEY in args.corpora and min(args.passkey_lengths) < shortest:
-        parser.error(f"--passkey_lengths must be at least {shortest} bytes (a "
-                     f"{passkey_text.DIGITS}-digit key's needle and question), got "
-                     f"{min(args.passkey_lengths)}")
-    if args.passkey_examples < 1:
-        parser.error(f"--passkey_examples must be at least 1, got {args.passkey_examples}")
+    for flag in ("passkey_lengths", "passkey_max_length"):
+        value = min(getattr(args, flag)) if flag == "passkey_lengths" else getattr(args, flag)
+        if PASSKEY in args.corpora and value < PASSKEY_SHORTEST:
+            parser.error(f"--{flag} must be at least {PASSKEY_SHORTEST} bytes (a "
+                         f"{passkey_text.DIGITS}-digit key's needle and question), got {value}")
+    for flag in ("passkey_examples", "passkey_documents"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("carry.csv", "passkey.csv"):  # the report names only what this run writes
         (out / stale).unlink(missing_ok=True)
     if PASSKEY in args.corpora:
-        passkey_text.write_corpus(out / PASSKEY_FOLDER, seed=args.seed, **PASSKEY_TRAIN)
+        passkey_text.write_corpus(out / PASSKEY_FOLDER, args.passkey_documents,
+                                  PASSKEY_SHORTEST, args.passkey_max_length, seed=args.seed)
     started = time.perf_counter()
     rows = [run_one(model, corpus, carry, args) for corpus in args.corpora
             for model in args.models for carry in (False, True)]

@@ -29,19 +29,27 @@ def test_tiny_carry_bench_scores_passkeys(tmp_path):
     assert cli.main(["bench", "carry", "--output_dir", str(tmp_path), "--models", "long",
                      "--corpora", "passkey", "--seq_len", "16", "--steps", "2", "--batch_size",
                      "2", "--max_train_tokens", "20000", "--passkey_lengths", "128", "300",
-                     "--passkey_examples", "2"]) == 0
+                     "--passkey_examples", "2", "--passkey_documents", "50",
+                     "--passkey_max_length", "400"]) == 0
     with open(tmp_path / "passkey.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["training"] for r in rows] == ["fresh windows", "carried state"]
     assert all(0 <= float(r[f"passkey_{n}"]) <= float(r[f"digits_{n}"]) <= 1
                for r in rows for n in (128, 300))
-    assert len(list((tmp_path / "passkey_corpus").glob("*.txt"))) == 3000
-    assert "| long | carried state | " in (tmp_path / "carry.md").read_text()
+    lengths = [len(p.read_bytes()) for p in (tmp_path / "passkey_corpus").glob("*.txt")]
+    assert len(lengths) == 50 and 103 <= min(lengths) and max(lengths) <= 400
+    report = (tmp_path / "carry.md").read_text()
+    assert "| long | carried state | " in report
+    assert "trained on 50 documents of 103-400 bytes" in report
     assert not (tmp_path / "carry.csv").exists()
 
 
-def test_passkey_lengths_below_a_key_are_refused(capsys):
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--passkey_lengths", "64"], "--passkey_lengths must be at least 103 bytes"),
+    (["--passkey_max_length", "100"], "--passkey_max_length must be at least 103 bytes"),
+    (["--passkey_documents", "0"], "--passkey_documents must be at least 1"),
+])
+def test_bad_passkey_flags_are_refused(flags, message, capsys):
     with pytest.raises(SystemExit):
-        cli.main(["bench", "carry", "--output_dir", "unused", "--corpora", "passkey",
-                  "--passkey_lengths", "64"])
-    assert "--passkey_lengths must be at least 103 bytes" in capsys.readouterr().err
+        cli.main(["bench", "carry", "--output_dir", "unused", "--corpora", "passkey", *flags])
+    assert message in capsys.readouterr().err
