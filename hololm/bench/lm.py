@@ -20,6 +20,7 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +36,9 @@ from hololm.bench.lm_report import write_report
 from hololm.bench.lm_train import Run, choose, train_run
 from hololm.devices import resolve_device
 from hololm.errors import ConfigError
+from hololm.eval.perplexity import evaluate_documents
 from hololm.models.registry import NAMES
+from hololm.train.carry import is_carriable
 from hololm.train.trainer import padded_vocab, resolve_precision
 
 MB = 2**20
@@ -57,38 +60,57 @@ def match_all(profile: Profile, vocab_size: int) -> list[Shape]:
 
 def run_corpus(profile: Profile, data: CorpusData, device: torch.device, seed: int,
                progress: bool = True) -> tuple[list[dict], list[dict], list[dict]]:
-    """Every candidate at every learning rate on one corpus. Returns (results: one per
-    candidate, its chosen run and test scores; runs: one per (candidate, lr); curves)."""
+    """Every candidate at every learning rate on one corpus, and with `profile.carry_state`
+    each pure-memory candidate once more with carried state at its chosen learning rate.
+    Returns (results: one per candidate and training, its chosen run and test scores; runs: one
+    per (candidate, training, lr); curves)."""
     vocab = padded_vocab(data.tokenizer)
     shapes = match_all(profile, vocab)
     label = data.corpus.label
     results, runs, curves = [], [], []
-    bar = tqdm(total=len(shapes) * len(profile.lrs) * profile.steps, desc=f"lm: {label}",
-               unit="step", disable=not progress, dynamic_ncols=True)
+    paired = {s.name: profile.carry_state and is_carriable(build_candidate(s, vocab, 1, "meta"))
+              for s in shapes}  # trained with carried state too, and scored on documents
+    bar = tqdm(total=(len(shapes) * len(profile.lrs) + sum(paired.values())) * profile.steps,
+               desc=f"lm: {label}", unit="step", disable=not progress, dynamic_ncols=True)
+
+    def trained_run(shape: Shape, lr: float, carry: bool) -> tuple[Run, torch.nn.Module]:
+        torch.manual_seed(seed)  # every candidate and learning rate from the same seed
+        model = build_candidate(shape, vocab, profile.seq_len)
+        name = candidate_label(shape.name, carry)
+
+        def on_step(step: int, loss: float) -> None:
+            bar.update()
+            if step % 10 == 0:
+                bar.set_postfix(model=name, lr=f"{lr:g}", loss=f"{loss:.3f}", refresh=False)
+
+        run = train_run(model, data.train, data.select, lr=lr, seq_len=profile.seq_len,
+                        batch_size=profile.batch_size, steps=profile.steps,
+                        warmup_steps=profile.warmup_steps, seed=seed, device=device,
+                        autocast=lambda: autocast_for(device), on_step=on_step,
+                        carry_state=carry)
+        bar.update(profile.steps - run.steps)  # a diverged run's remaining steps
+        runs.append(_run_row(label, name, run, profile))
+        curves.extend({"corpus": label, "model": name, "lr": lr, **point} for point in run.curve)
+        return run, model
+
     for shape in shapes:
         trained: list[tuple[Run, torch.nn.Module]] = []
         for lr in profile.lrs:
-            torch.manual_seed(seed)  # every candidate and learning rate from the same seed
-            model = build_candidate(shape, vocab, profile.seq_len)
-
-            def on_step(step: int, loss: float, name: str = shape.name, lr: float = lr) -> None:
-                bar.update()
-                if step % 10 == 0:
-                    bar.set_postfix(model=name, lr=f"{lr:g}", loss=f"{loss:.3f}", refresh=False)
-
-            run = train_run(model, data.train, data.select, lr=lr, seq_len=profile.seq_len,
-                            batch_size=profile.batch_size, steps=profile.steps,
-                            warmup_steps=profile.warmup_steps, seed=seed, device=device,
-                            autocast=lambda: autocast_for(device), on_step=on_step)
-            bar.update(profile.steps - run.steps)  # a diverged run's remaining steps
-            runs.append(_run_row(label, shape.name, run, profile))
-            curves += [{"corpus": label, "model": shape.name, "lr": lr, **point}
-                       for point in run.curve]
+            run, model = trained_run(shape, lr, carry=False)
             best = choose([r for r, _ in trained] + [run])
             trained = [(r, m) for r, m in [*trained, (run, model)] if r is best]  # keep the best
-        results.append(_evaluate(profile, data, shape, trained, device))
+        results.append(_evaluate(profile, data, shape, trained, device, paired[shape.name]))
+        if paired[shape.name] and trained:
+            run, model = trained_run(shape, trained[0][0].lr, carry=True)
+            kept = [(run, model)] if choose([run]) is run else []
+            results.append(_evaluate(profile, data, shape, kept, device, True, carry=True))
     bar.close()
     return results, runs, curves
+
+
+def candidate_label(name: str, carry: bool) -> str:
+    """How a candidate's runs are named in the tables, CSVs and plots."""
+    return f"{name} (carried state)" if carry else name
 
 
 def _run_row(corpus: str, model: str, run: Run, profile: Profile) -> dict:
@@ -100,11 +122,14 @@ def _run_row(corpus: str, model: str, run: Run, profile: Profile) -> dict:
 
 
 def _evaluate(profile: Profile, data: CorpusData, shape: Shape,
-              trained: list[tuple[Run, torch.nn.Module]], device: torch.device) -> dict:
-    """The candidate's result: its chosen run, test losses at every length and decode speed."""
-    row = {"corpus": data.corpus.label, "model": shape.name, "hidden_size": shape.hidden_size,
-           "layers": shape.num_layers, "heads": shape.heads, "params": shape.params,
-           "non_embedding": shape.non_embedding}
+              trained: list[tuple[Run, torch.nn.Module]], device: torch.device,
+              documents: bool, carry: bool = False) -> dict:
+    """The candidate's result: its chosen run, test losses at every length and decode speed,
+    and with `documents` the loss over whole held-out documents."""
+    row = {"corpus": data.corpus.label, "model": candidate_label(shape.name, carry),
+           "training": "carried state" if carry else "fresh windows",
+           "hidden_size": shape.hidden_size, "layers": shape.num_layers, "heads": shape.heads,
+           "params": shape.params, "non_embedding": shape.non_embedding}
     if not trained:
         return {**row, "status": "diverged at every lr", "lr": None, "test": []}
     (run, model), = trained
@@ -125,8 +150,26 @@ def _evaluate(profile: Profile, data: CorpusData, shape: Shape,
             profile.seq_len, device, autocast)
     except ConfigError as err:  # GPT-2 past its position table
         row["decode_tokens_per_s"] = f"refused: {err}"
+    if documents:
+        row["documents"] = _whole_documents(profile, data, model, autocast)
     row["eval_s"] = round(time.perf_counter() - started, 3)
     return row
+
+
+def _whole_documents(profile: Profile, data: CorpusData, model: torch.nn.Module,
+                     autocast: Callable[[], AbstractContextManager]) -> dict:
+    """`evaluate_documents` on the held-out documents of at least the longest test length, read
+    whole through the cache; its status says why where there is none."""
+    longest = profile.seq_len * max(profile.length_multiples)
+    try:
+        with autocast():
+            row = evaluate_documents(model, data.heldout.tokens, data.tokenizer.eos_token_id,
+                                     longest, max_documents=profile.max_documents,
+                                     chunk_size=profile.seq_len,
+                                     bytes_per_token=data.heldout.bytes_per_token)
+    except ConfigError as err:  # no document that long
+        return {"status": f"refused: {err}"}
+    return {**row, "status": "ok"}
 
 
 # flags that replace a field of the profile
@@ -142,6 +185,8 @@ PROFILE_FLAGS = {
     "select_tokens": "held-out tokens the learning rate is chosen on",
     "decode_context": "decoding tokens/s is measured after this many tokens",
     "max_train_tokens": "cap on the training tokens read (hub corpora)",
+    "max_documents": "whole held-out documents scored with --carry_state (the first that are "
+                     "at least the longest test length)",
 }
 
 
@@ -169,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in PROFILE_FLAGS.items():
         parser.add_argument(f"--{name}", type=int, default=None,
                             help=f"{text} (default: the profile's)")
+    parser.add_argument("--carry_state", action="store_true",
+                        help="also train every candidate without attention layers with carried "
+                             "state (hololm train --carry_state: contiguous streams, each window "
+                             "from the previous one's detached memory) at its chosen learning "
+                             "rate, and score both trainings on whole held-out documents too")
     parser.add_argument("--bpe_vocab_size", type=int, default=None,
                         help="vocabulary size of the BPE corpora's tokenizer (default: 4096)")
     parser.add_argument("--data_dir", default=None,
@@ -191,6 +241,7 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
     return customise(base, models=check_models(args.models) if args.models else None,
                      corpora=tuple(args.corpora) if args.corpora else None,
                      lrs=tuple(args.lrs) if args.lrs else None,
+                     carry_state=args.carry_state or None,
                      **{name: getattr(args, name) for name in PROFILE_FLAGS})
 
 
@@ -236,6 +287,13 @@ def _header(profile: Profile, seed: int, device: torch.device, sizes: list[str],
         "data": "; ".join(sizes),
         "test": f"{profile.eval_tokens:,} tokens per context length "
                 f"({', '.join(f'{m}x' for m in profile.length_multiples)} the training length)",
+        **({"carried state": "each candidate without attention layers trained once more at its "
+                             "chosen learning rate on contiguous streams (one per batch row), "
+                             "each window from the previous one's detached memory; both "
+                             "trainings also read whole held-out documents of at least "
+                             f"{profile.seq_len * max(profile.length_multiples):,} tokens (the "
+                             f"first {profile.max_documents}) through the cache"}
+           if profile.carry_state else {}),
         "device": f"{device} ({torch.get_num_threads()} threads), {precision}",
         "wall-clock": f"{(time.perf_counter() - started) / 60:.1f} min; speeds and memory are "
                       f"meaningful only on a machine left to this run",

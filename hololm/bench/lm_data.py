@@ -28,6 +28,7 @@ class CorpusData:
     train: TokenData
     select: TokenData  # the learning rate is chosen on it
     test: TokenData  # the reported losses
+    heldout: TokenData  # the corpus's held-out split alone: whole documents, each ending in EOS
 
 
 def load_corpus(corpus: Corpus, *, select_tokens: int, test_tokens: int,
@@ -57,7 +58,7 @@ def split_streams(corpus: Corpus, tokenizer: PreTrainedTokenizerBase, train: Tok
         tail = _part(train, kept + select_tokens, len(train), tokenizer)
         test = TokenData(torch.cat([heldout.tokens, tail.tokens]), None,
                          heldout.n_documents + tail.n_documents, heldout.n_bytes + tail.n_bytes)
-    return CorpusData(corpus, tokenizer, _part(train, 0, kept, None), select, test)
+    return CorpusData(corpus, tokenizer, _part(train, 0, kept, None), select, test, heldout)
 
 
 def _part(data: TokenData, start: int, stop: int,

@@ -52,6 +52,8 @@ class Profile:
     decode_steps: int
     eval_batch_size: int
     max_train_tokens: int | None = None  # cap on the training tokens read (hub corpora)
+    carry_state: bool = False  # also train each pure-memory candidate with carried state
+    max_documents: int = 20  # whole held-out documents scored where carry_state
 
 
 # hsn is left out of --quick: HSN's layers are small, so at matched parameters it is ~6x wider
@@ -103,7 +105,7 @@ def customise(profile: Profile, **changes) -> Profile:
         raise ConfigError(f"learning rates must be positive, got {profile.lrs}")
     for name in ("target_params", "depth", "width_step", "head_dim", "seq_len", "batch_size",
                  "steps", "select_tokens", "eval_tokens", "decode_context", "decode_steps",
-                 "eval_batch_size"):
+                 "eval_batch_size", "max_documents"):
         if getattr(profile, name) < 1:
             raise ConfigError(f"{name}={getattr(profile, name)} must be at least 1")
     if profile.warmup_steps >= profile.steps:

@@ -37,9 +37,11 @@ def headline_table(results: list[dict], multiples: tuple[int, ...], decode_conte
     multiple of the training length (the first with its standard error), bits per byte there,
     training and decoding speed, peak training memory and the learning rate chosen."""
     first, longer = multiples[0], multiples[1:]
+    documents = any("documents" in r for r in results)
     head = ["model", "non-embedding params", "params", f"loss @{first}x ± se",
-            *(f"@{m}x" for m in longer), f"bits/byte @{first}x", "train tokens/s",
-            f"decode tokens/s @{decode_context:,}", "peak MB", "lr"]
+            *(f"@{m}x" for m in longer), *(["whole documents ± se"] if documents else []),
+            f"bits/byte @{first}x", "train tokens/s", f"decode tokens/s @{decode_context:,}",
+            "peak MB", "lr"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         at = {row["multiple"]: row for row in r.get("test", [])}
@@ -48,6 +50,8 @@ def headline_table(results: list[dict], multiples: tuple[int, ...], decode_conte
             bpb = at[first].get("bits_per_byte")
         else:  # every learning rate diverged: nothing was scored
             losses, bpb = [r["status"], *("–" for _ in longer)], None
+        if documents:
+            losses.append(_loss_cell(r["documents"], True) if "documents" in r else "–")
         cells = [r["model"], f"{r['non_embedding'] / 1e6:.3f}M", f"{r['params'] / 1e6:.3f}M",
                  *losses, _number(bpb, 3), _number(r.get("tokens_per_s")),
                  _number(r.get("decode_tokens_per_s")), _number(r.get("peak_mb"), 1),
@@ -55,6 +59,9 @@ def headline_table(results: list[dict], multiples: tuple[int, ...], decode_conte
         lines.append("| " + " | ".join(cells) + " |")
     refusals = [f"{r['model']} @{t['multiple']}x: {t['status'].removeprefix('refused: ')}"
                 for r in results for t in r.get("test", []) if t["status"] != "ok"]
+    refusals += [f"{r['model']} whole documents: "
+                 f"{r['documents']['status'].removeprefix('refused: ')}"
+                 for r in results if r.get("documents", {}).get("status", "ok") != "ok"]
     refusals += [f"{r['model']} decoding: {r['decode_tokens_per_s'].removeprefix('refused: ')}"
                  for r in results if isinstance(r.get("decode_tokens_per_s"), str)]
     if refusals:
@@ -113,10 +120,12 @@ def write_report(out: Path, command: str, header: dict[str, str], results: list[
                  runs: list[dict], curves: list[dict], multiples: tuple[int, ...],
                  decode_context: int) -> str:
     """Every output file; returns the markdown (lm.md)."""
-    write_csv([{k: v for k, v in r.items() if k != "test"} | {
-        f"{key}@{t['multiple']}x": t.get(key) for t in r.get("test", [])
-        for key in ("loss", "loss_se", "bits_per_byte", "status")} for r in results],
-        out / "lm.csv")
+    scored = ("loss", "loss_se", "bits_per_byte", "status")
+    write_csv([{k: v for k, v in r.items() if k not in ("test", "documents")} | {
+        f"{key}@{t['multiple']}x": t.get(key) for t in r.get("test", []) for key in scored} | (
+        {f"{key}@documents": r["documents"].get(key)
+         for key in (*scored, "windows", "context_length")} if "documents" in r else {})
+        for r in results], out / "lm.csv")
     write_csv(runs, out / "lm_sweep.csv")
     write_csv(curves, out / "lm_curves.csv")
     parts = [f"`{command}`", "", "# hololm bench lm", "",

@@ -21,8 +21,9 @@ import torch
 from transformers import PreTrainedModel
 
 from hololm.bench.measure import peak_memory_bytes
-from hololm.data.packing import BatchSampler, TokenData, eval_batches
+from hololm.data.packing import BatchSampler, StreamSampler, TokenData, eval_batches
 from hololm.optim import build_optimizer
+from hololm.train.carry import CarriedStates, check_carriable
 from hololm.train.config import TrainConfig
 from hololm.train.schedule import build_scheduler
 from hololm.train.trainer import ADAMW_BETAS, LR_FLOOR, token_loss
@@ -48,21 +49,30 @@ class Run:
 def train_run(model: PreTrainedModel, data: TokenData, select: TokenData, *, lr: float,
               seq_len: int, batch_size: int, steps: int, warmup_steps: int, seed: int,
               device: torch.device, autocast: Callable[[], AbstractContextManager],
-              on_step: Callable[[int, float], None] = lambda step, loss: None) -> Run:
+              on_step: Callable[[int, float], None] = lambda step, loss: None,
+              carry_state: bool = False) -> Run:
     """Train `model` in place for `steps` steps at peak learning rate `lr`; stop early where the
-    loss or the gradient turns non-finite (the run then counts as diverged)."""
+    loss or the gradient turns non-finite (the run then counts as diverged). `carry_state`: on
+    contiguous streams from carried memories (ConfigError for a model with attention layers)."""
     model.to(device).train()
     optimizer = build_optimizer(model, "adamw", adamw_lr=lr, weight_decay=DEFAULTS.weight_decay,
                                 adamw_betas=ADAMW_BETAS)
     scheduler = build_scheduler(optimizer, warmup_steps, steps, LR_FLOOR)
-    sampler = BatchSampler(data, seq_len, batch_size, seed)
+    if carry_state:
+        check_carriable(model, type(model).__name__)
+        # no document resets: the benchmark's fresh windows read across documents as well
+        carried = CarriedStates(1, len(model.config.mixer_types), eos_token_id=None)
+        sampler = StreamSampler(data, seq_len, batch_size, grad_accum_steps=1)
+    else:
+        sampler = BatchSampler(data, seq_len, batch_size, seed)
     stream = hashlib.blake2b(digest_size=16)
     run = Run(lr)
     clip = DEFAULTS.grad_clip if DEFAULTS.grad_clip > 0 else math.inf
 
     def step(batch: dict[str, torch.Tensor]) -> float:
         with autocast():
-            loss_sum, count = token_loss(model, batch, device)
+            loss_sum, count = (carried.loss(model, batch, 0, device) if carry_state
+                               else token_loss(model, batch, device))
         loss = loss_sum / count.clamp(min=1)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

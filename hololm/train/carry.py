@@ -20,6 +20,12 @@ from hololm.errors import ConfigError
 from hololm.models.cache import HoloCache
 
 
+def is_carriable(model: torch.nn.Module) -> bool:
+    """Whether `check_carriable` accepts the model."""
+    kinds = getattr(model.config, "mixer_types", None)
+    return kinds is not None and "attention" not in kinds
+
+
 def check_carriable(model: torch.nn.Module, model_type: str) -> None:
     """A model whose every layer is a constant-size memory: no attention layer, no baseline."""
     kinds = getattr(model.config, "mixer_types", None)

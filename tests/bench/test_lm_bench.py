@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -23,7 +25,7 @@ from hololm.bench.lm_models import (
 from hololm.bench.lm_profiles import CORPORA, QUICK, customise
 from hololm.bench.lm_report import headline_table
 from hololm.bench.lm_train import Run, choose
-from hololm.data.packing import TokenData
+from hololm.data.packing import StreamSampler, TokenData
 from hololm.data.tokenizers import byte_tokenizer
 from hololm.errors import ConfigError
 from hololm.models.presets import build_model
@@ -119,6 +121,34 @@ def test_every_model_reads_the_same_batches_in_the_same_order():
         assert result["lr"] == min(mine, key=lambda r: r["val_loss"])["lr"]
         assert [t["multiple"] for t in result["test"]] == [1, 4]
     assert len(curves) == 6 * 3
+
+
+def test_carried_state_trains_each_pure_memory_again_and_reads_whole_documents():
+    profile = customise(_tiny_profile(("hologpt-delta", "holo-hybrid", "llama")), lrs=(1e-3,),
+                        carry_state=True)
+    data = _byte_data()
+    eos = torch.tensor([data.tokenizer.eos_token_id], dtype=torch.int32)
+    # documents of 100 and 30 tokens: only the first reaches the longest test length, 4 x 16
+    heldout = torch.cat([_data(100).tokens, eos, _data(30, 3).tokens, eos])
+    data = replace(data, heldout=TokenData(heldout, None, 2, 130))
+    results, runs, _ = lm.run_corpus(profile, data, torch.device("cpu"), seed=0, progress=False)
+    assert [(r["model"], r["training"]) for r in results] == [
+        ("hologpt-delta", "fresh windows"), ("hologpt-delta (carried state)", "carried state"),
+        ("holo-hybrid", "fresh windows"), ("llama", "fresh windows")]
+    fresh, carried = results[:2]
+    assert carried["lr"] == fresh["lr"] and carried["status"] == "ok"
+    for row in (fresh, carried):
+        assert row["documents"]["status"] == "ok" and row["documents"]["windows"] == 1
+        assert row["documents"]["context_length"] == 100
+    assert all("documents" not in r for r in results[2:])
+    sampler = StreamSampler(data.train, SEQ, profile.batch_size, grad_accum_steps=1)
+    stream = hashlib.blake2b(digest_size=16)
+    for _ in range(profile.steps):  # the carried run read contiguous lanes
+        stream.update(next(sampler)["input_ids"].numpy().tobytes())
+    assert runs[1]["model"] == "hologpt-delta (carried state)"
+    assert runs[1]["stream_hash"] == stream.hexdigest() != runs[0]["stream_hash"]
+    table = headline_table(results, (1, 4), 32)
+    assert "whole documents ± se" in table and table.count(" | – | ") >= 2
 
 
 def test_gpt2_past_its_positions_is_refused_with_the_reason():
