@@ -33,13 +33,22 @@ class Padding:
     Packed documents (None when the rows hold one document each): starts [B, T] bool marks each
     document's first token, where a mixer's state is dropped before the token is read;
     documents [B, past + T] long numbers the documents of the row so far (the cached tokens
-    included), so an attention layer reads only keys of its query's document."""
+    included), so an attention layer reads only keys of its query's document.
+
+    padded False: keep is all True (packed documents without padding), so the mixers skip the
+    work that padding needs."""
 
     keep: torch.Tensor
     keys: torch.Tensor
     positions: torch.Tensor
     starts: torch.Tensor | None = None
     documents: torch.Tensor | None = None
+    padded: bool = True
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """keep where some token may be padding, else None (what the ops take for "no pads")."""
+        return self.keep if self.padded else None
 
     def chunk_documents(self) -> torch.Tensor | None:
         """[B, T] long: the document of each token of the chunk, counted from 0 = the document
@@ -49,6 +58,8 @@ class Padding:
 
     def zero_pads(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, ...] with padding positions set to 0 (`where`, so a NaN there goes too)."""
+        if not self.padded:
+            return x
         keep = self.keep.view(*self.keep.shape, *([1] * (x.dim() - 2)))
         return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
 

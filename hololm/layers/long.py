@@ -87,7 +87,7 @@ class LongAttentionV5(Mixer):
         state = state or {}
         if pad is not None:
             x = pad.zero_pads(x)
-        keep, starts = (None, None) if pad is None else (pad.keep, pad.starts)  # [B, T] bool
+        keep, starts = (None, None) if pad is None else (pad.mask, pad.starts)  # [B, T] bool
         xc, conv_state = self.conv(x, state.get("conv"), keep, starts)
         xc = F.silu(xc)  # [B, T, d]
         q, k = self.qk_proj(xc).to(dtype).view(B, T, 2, H, D).unbind(2)

@@ -97,7 +97,7 @@ class MatrixMemory(Mixer):
         if self.conv is not None:
             qkv = qkv if pad is None else pad.zero_pads(qkv)
             qkv, new_state["conv"] = self.conv(qkv, state.get("conv"),
-                                               None if pad is None else pad.keep, reset)
+                                               None if pad is None else pad.mask, reset)
             qkv = F.silu(qkv)
         q, k, v = qkv.to(dtype).view(B, T, 3, H, D).unbind(2)  # [B, T, H, D]
         q, k, v = F.normalize(q, dim=-1), F.normalize(k, dim=-1), torch.tanh(v)

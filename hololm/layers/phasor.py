@@ -201,7 +201,7 @@ class PhasorAttention(Mixer):
         new_state: State = {}
         keep = starts = None
         if pad is not None:  # zero inputs write nothing (v = 0) and feed the convs zeros
-            x, keep, starts = pad.zero_pads(x), pad.keep, pad.starts
+            x, keep, starts = pad.zero_pads(x), pad.mask, pad.starts
         x_conv = x
         if self.key_conv is not None:
             x_conv, new_state["conv"] = self.key_conv(x, state.get("conv"), keep, starts)

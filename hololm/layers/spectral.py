@@ -368,7 +368,7 @@ class HoloSpectralBlock(nn.Module):
         h, conv_state = self.mixer_norm(x), {}
         if self.conv is not None:
             h = h if pad is None else pad.zero_pads(h)
-            keep, starts = (None, None) if pad is None else (pad.keep, pad.starts)
+            keep, starts = (None, None) if pad is None else (pad.mask, pad.starts)
             h, conv_state["conv"] = self.conv(h, state.get("conv"), keep, starts)
             h = F.silu(h)
         y, mixer_state = self.mixer(h, mixer_state, position, pad)

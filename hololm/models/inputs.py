@@ -172,7 +172,8 @@ def documents_of(pad: Padding | None, position_ids: torch.Tensor | None,
     positions = torch.where(keep, position_ids, 0)
     keys = pad.keys if pad is not None else torch.ones(B, past + T, dtype=torch.bool,
                                                       device=device)
-    return Padding(keep=keep, keys=keys, positions=positions, starts=starts, documents=documents)
+    return Padding(keep=keep, keys=keys, positions=positions, starts=starts, documents=documents,
+                   padded=pad is not None)
 
 
 def validate_labels(labels, input_ids: torch.Tensor, vocab_size: int,
