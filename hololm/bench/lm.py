@@ -99,11 +99,13 @@ def run_corpus(profile: Profile, data: CorpusData, device: torch.device, seed: i
             run, model = trained_run(shape, lr, carry=False)
             best = choose([r for r, _ in trained] + [run])
             trained = [(r, m) for r, m in [*trained, (run, model)] if r is best]  # keep the best
-        results.append(_evaluate(profile, data, shape, trained, device, paired[shape.name]))
+        results.append(_evaluate(profile, data, shape, trained, device,
+                                 documents=paired[shape.name]))
         if paired[shape.name] and trained:
             run, model = trained_run(shape, trained[0][0].lr, carry=True)
             kept = [(run, model)] if choose([run]) is run else []
-            results.append(_evaluate(profile, data, shape, kept, device, True, carry=True))
+            results.append(_evaluate(profile, data, shape, kept, device, documents=True,
+                                     carry=True))
     bar.close()
     return results, runs, curves
 
@@ -131,7 +133,8 @@ def _evaluate(profile: Profile, data: CorpusData, shape: Shape,
            "hidden_size": shape.hidden_size, "layers": shape.num_layers, "heads": shape.heads,
            "params": shape.params, "non_embedding": shape.non_embedding}
     if not trained:
-        return {**row, "status": "diverged at every lr", "lr": None, "test": []}
+        status = "diverged" if carry else "diverged at every lr"  # carried: one lr, the chosen
+        return {**row, "status": status, "lr": None, "test": []}
     (run, model), = trained
     tokens = run.steps * profile.batch_size * profile.seq_len
     row.update(status="ok", lr=run.lr, val_loss=run.val_loss, tokens_per_s=tokens / run.train_s,

@@ -34,8 +34,10 @@ def _number(value: float | str | None, digits: int = 0) -> str:
 
 def headline_table(results: list[dict], multiples: tuple[int, ...], decode_context: int) -> str:
     """One line per candidate (the results of one corpus): counts, the test loss at each
-    multiple of the training length (the first with its standard error), bits per byte there,
-    training and decoding speed, peak training memory and the learning rate chosen."""
+    multiple of the training length (the first with its standard error), the loss over whole
+    held-out documents where any candidate was scored on them (`--carry_state`), bits per byte
+    at the first multiple, training and decoding speed, peak training memory and the learning
+    rate chosen."""
     first, longer = multiples[0], multiples[1:]
     documents = any("documents" in r for r in results)
     head = ["model", "non-embedding params", "params", f"loss @{first}x ± se",

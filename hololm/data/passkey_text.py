@@ -75,7 +75,7 @@ def write_corpus(folder: str | Path, count: int, min_length: int, max_length: in
                  digits: int = DIGITS, seed: int = 0) -> Path:
     """`count` training texts as doc-NNNNNN.txt in `folder` (a corpus hololm's trainer reads,
     one document per file), lengths log-uniform in [min_length, max_length], random keys and
-    depths. Rewritten identically for the same arguments."""
+    depths. Rewritten identically for the same arguments; earlier doc-*.txt files go."""
     if min_length < shortest(digits) or max_length < min_length:
         raise ConfigError(f"lengths must satisfy {shortest(digits)} <= min_length <= max_length, "
                           f"got {min_length} and {max_length}")
@@ -83,6 +83,8 @@ def write_corpus(folder: str | Path, count: int, min_length: int, max_length: in
     lengths = np.exp(rng.uniform(math.log(min_length), math.log(max_length + 1), count))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("doc-*.txt"):  # an earlier, larger corpus's: the trainer reads all
+        stale.unlink()
     for i, length in enumerate(lengths.astype(int)):
         key = "".join(map(str, rng.integers(0, 10, digits)))
         text = passkey_text(int(length), key, float(rng.uniform())).text

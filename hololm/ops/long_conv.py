@@ -221,15 +221,19 @@ def _segmented_fft_conv(stream: torch.Tensor, kernel: torch.Tensor, reset: torch
     sizes = sizes.index_add(0, row, torch.ones_like(row))  # entries per segment row
     # 0 for an empty row (a reset on the first entry leaves segment 0 empty): no class
     classes = torch.where(sizes > 1, 2 ** torch.log2(sizes.double()).ceil().long(), sizes)
+    size_of, class_of = torch.stack([sizes, classes]).tolist()  # the one sync: shapes below
+    order = torch.argsort(classes[row], stable=True)  # the entries, grouped by class
     entries = stream.reshape(batch * length, *channels)
-    where, outputs = [], []
-    for size in torch.unique(classes[classes > 0]).tolist():  # a few length classes
+    where, outputs, taken = [], [], 0
+    for size in sorted(set(class_of) - {0}):  # a few length classes
         mine = classes == size  # [rows]
         index = torch.cumsum(mine, 0) - 1  # each row's place in its class
-        members = mine[row].nonzero().flatten()  # the entries of this class's rows
-        longest = int(sizes[mine].max())
+        mine_sizes = [n for n, c in zip(size_of, class_of, strict=True) if c == size]
+        longest = max(mine_sizes)
+        members = order[taken:taken + sum(mine_sizes)]  # the entries of this class's rows
+        taken += sum(mine_sizes)
         slot = index[row[members]] * longest + within[members]
-        rows = entries.new_zeros(int(mine.sum()) * longest, *channels)
+        rows = entries.new_zeros(len(mine_sizes) * longest, *channels)
         # index_select, not [ ]: its backward is an index_add (indexing's sorts for accumulate)
         rows = rows.index_copy(0, slot, entries.index_select(0, members))
         y = _fft_conv(rows.view(-1, longest, *channels), kernel, 0)  # [rows, longest, *C]

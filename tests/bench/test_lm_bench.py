@@ -23,7 +23,7 @@ from hololm.bench.lm_models import (
     non_embedding_params,
 )
 from hololm.bench.lm_profiles import CORPORA, QUICK, customise
-from hololm.bench.lm_report import headline_table
+from hololm.bench.lm_report import headline_table, write_report
 from hololm.bench.lm_train import Run, choose
 from hololm.data.packing import StreamSampler, TokenData
 from hololm.data.tokenizers import byte_tokenizer
@@ -123,7 +123,7 @@ def test_every_model_reads_the_same_batches_in_the_same_order():
     assert len(curves) == 6 * 3
 
 
-def test_carried_state_trains_each_pure_memory_again_and_reads_whole_documents():
+def test_carried_state_trains_each_pure_memory_again_and_reads_whole_documents(tmp_path):
     profile = customise(_tiny_profile(("hologpt-delta", "holo-hybrid", "llama")), lrs=(1e-3,),
                         carry_state=True)
     data = _byte_data()
@@ -131,7 +131,8 @@ def test_carried_state_trains_each_pure_memory_again_and_reads_whole_documents()
     # documents of 100 and 30 tokens: only the first reaches the longest test length, 4 x 16
     heldout = torch.cat([_data(100).tokens, eos, _data(30, 3).tokens, eos])
     data = replace(data, heldout=TokenData(heldout, None, 2, 130))
-    results, runs, _ = lm.run_corpus(profile, data, torch.device("cpu"), seed=0, progress=False)
+    results, runs, curves = lm.run_corpus(profile, data, torch.device("cpu"), seed=0,
+                                          progress=False)
     assert [(r["model"], r["training"]) for r in results] == [
         ("hologpt-delta", "fresh windows"), ("hologpt-delta (carried state)", "carried state"),
         ("holo-hybrid", "fresh windows"), ("llama", "fresh windows")]
@@ -149,6 +150,17 @@ def test_carried_state_trains_each_pure_memory_again_and_reads_whole_documents()
     assert runs[1]["stream_hash"] == stream.hexdigest() != runs[0]["stream_hash"]
     table = headline_table(results, (1, 4), 32)
     assert "whole documents ± se" in table and table.count(" | – | ") >= 2
+    write_report(tmp_path, "hololm bench lm", {}, results, runs, curves, (1, 4), 32)
+    with open(tmp_path / "lm.csv") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert rows["hologpt-delta (carried state)"]["windows@documents"] == "1"
+    assert float(rows["hologpt-delta"]["loss@documents"]) > 0
+    assert rows["llama"]["loss@documents"] == ""
+    short = replace(data, heldout=TokenData(torch.cat([_data(30).tokens, eos]), None, 1, 30))
+    model = build_candidate(match_shape("hologpt-delta", 100_000, vocab_size=VOCAB, seq_len=SEQ,
+                                        depth=2, width_step=16, head_dim=16), VOCAB, SEQ)
+    refused = lm._whole_documents(profile, short, model, _no_autocast)
+    assert refused == {"status": "refused: no held-out document has 64 tokens or more"}
 
 
 def test_gpt2_past_its_positions_is_refused_with_the_reason():

@@ -38,6 +38,10 @@ def test_corpus_is_reproducible_and_within_the_lengths(tmp_path):
     assert texts == [p.read_text() for p in sorted(b.glob("*.txt"))]
     assert len(texts) == 40 and all(120 <= len(t) <= 900 for t in texts)
     assert max(len(t) for t in texts) > 3 * min(len(t) for t in texts)  # log-uniform spread
+    (a / "notes.txt").write_text("kept")
+    passkey_text.write_corpus(a, 10, 120, 900, seed=1)  # a smaller corpus in the same folder
+    assert sorted(p.name for p in a.glob("*.txt")) == [
+        *(f"doc-{i:06d}.txt" for i in range(10)), "notes.txt"]
 
 
 @pytest.mark.parametrize("call, match", [

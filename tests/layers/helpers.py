@@ -48,13 +48,16 @@ def backbone_style_init(layer) -> None:
         p.normal_(0, 0.02) if p.dim() > 1 else p.zero_()
 
 
-def packed(lengths: tuple[tuple[int, ...], ...]) -> Padding:
+def packed(lengths: tuple[tuple[int, ...], ...], padded: bool = False) -> Padding:
     """The `Padding` of rows that pack documents of these lengths (no padding tokens), as the
-    model builds it from position_ids restarting at 0."""
+    model builds it from position_ids restarting at 0; `padded` True: as it is built where an
+    attention mask could hold padding (every token real all the same), so the layers take their
+    padding path."""
     positions = torch.tensor([[i for n in row for i in range(n)] for row in lengths])  # [B, T]
     starts = positions == 0
     return Padding(keep=torch.ones_like(starts), keys=torch.ones_like(starts),
-                   positions=positions, starts=starts, documents=starts.long().cumsum(1) - 1)
+                   positions=positions, starts=starts, documents=starts.long().cumsum(1) - 1,
+                   padded=padded)
 
 
 def run_packed(layer, x: torch.Tensor, pad: Padding, lengths: list[int]):
@@ -64,7 +67,7 @@ def run_packed(layer, x: torch.Tensor, pad: Padding, lengths: list[int]):
     for n in lengths:
         part = Padding(keep=pad.keep[:, pos:pos + n], keys=pad.keys[:, :pos + n],
                        positions=pad.positions[:, pos:pos + n], starts=pad.starts[:, pos:pos + n],
-                       documents=pad.documents[:, :pos + n])
+                       documents=pad.documents[:, :pos + n], padded=pad.padded)
         y, state = layer(x[:, pos:pos + n], state, position=pos, pad=part)
         ys.append(y)
         pos += n
@@ -73,13 +76,13 @@ def run_packed(layer, x: torch.Tensor, pad: Padding, lengths: list[int]):
 
 
 def assert_packed_equals_alone(layer, x: torch.Tensor, lengths: tuple[tuple[int, ...], ...],
-                               tol: float) -> None:
+                               tol: float, padded: bool = False) -> None:
     """A packed batch through `layer` against each of its documents run alone from a fresh
     state: the outputs, ∂L/∂(x, params) of a fixed random linear loss of the outputs, and each
     row's final state (its last document's; a buffer of recent inputs holds zeros before it)."""
     x = x.detach().requires_grad_()
     w = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
-    y, state = layer(x, None, 0, pad=packed(lengths))
+    y, state = layer(x, None, 0, pad=packed(lengths, padded))
     grads = torch.autograd.grad((y * w).sum(), [x, *layer.parameters()], allow_unused=True)
 
     alone, total, last_states = torch.empty_like(y), 0, []

@@ -201,20 +201,22 @@ def test_invalid_arguments():
 PACKED = ((5, 1, 9, 3), (18,))  # row 0 packs four documents (one of a single token)
 
 
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("chunk_size", [4, 16])
-def test_packed_documents_equal_each_alone(chunk_size):
+def test_packed_documents_equal_each_alone(chunk_size, padded):
     """Each document of a packed row gets the outputs and gradients it gets alone (starts inside
     and on the scan's chunks), and the state handed on is its last document's."""
     torch.manual_seed(0)
     assert_packed_equals_alone(_layer(chunk_size=chunk_size), torch.randn(2, 18, D_MODEL),
-                               PACKED, 1e-5)
+                               PACKED, 1e-5, padded)
 
 
-def test_packed_pieces_equal_the_full_packed_forward():
+@pytest.mark.parametrize("padded", [False, True])
+def test_packed_pieces_equal_the_full_packed_forward(padded):
     """Chunks that cut documents, single tokens among them (the decoding step): the outputs and
     the final state equal the whole packed forward."""
     torch.manual_seed(0)
-    layer, x, pad = _layer(chunk_size=4), torch.randn(2, 18, D_MODEL), packed(PACKED)
+    layer, x, pad = _layer(chunk_size=4), torch.randn(2, 18, D_MODEL), packed(PACKED, padded)
     y, state = layer(x, None, 0, pad=pad)
     y2, state2 = run_packed(layer, x, pad, [4, 1, 1, 7, 1, 4])
     assert_close(y2, y, 1e-5, "y")

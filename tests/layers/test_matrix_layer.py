@@ -221,18 +221,20 @@ def test_state_bytes_match_and_do_not_grow(dtype, setting):
     assert layer.state_bytes(3, 10) == layer.state_bytes(3, 10**6)
 
 
-def _packed(starts: torch.Tensor) -> Padding:
+def _packed(starts: torch.Tensor, padded: bool) -> Padding:
     """The `Padding` of unpadded rows packing documents that begin where starts [B, T] is True
-    (what the model builds from position_ids; only keep and starts reach this layer)."""
+    (what the model builds from position_ids; only keep and starts reach this layer); `padded`
+    True takes the layer's padding path all the same."""
     steps = torch.arange(starts.shape[1]).expand_as(starts)
     first = torch.where(starts, steps, 0).cummax(1).values  # each token's document start
     keep = torch.ones_like(starts)
     return Padding(keep=keep, keys=keep, positions=steps - first, starts=starts,
-                   documents=starts.long().cumsum(1))
+                   documents=starts.long().cumsum(1), padded=padded)
 
 
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("setting", ["hologpt", "hologpt-read-before-write", "conv", "delta"])
-def test_packed_documents_equal_each_document_alone(setting):
+def test_packed_documents_equal_each_document_alone(setting, padded):
     """A row packing documents (starts at t = 0, mid-chunk, on chunk boundaries, in a row, the
     last token) gives each document's outputs and final memory as run alone; in pieces through
     the state, prefix then token by token, it equals the whole packed call."""
@@ -241,7 +243,7 @@ def test_packed_documents_equal_each_document_alone(setting):
     layer = _layer(chunk_size=8, **kwargs)
     T = 37
     x, starts = torch.randn(B, T, D_MODEL), make_reset(B, T, 8)
-    y, state = layer(x, pad=_packed(starts))
+    y, state = layer(x, pad=_packed(starts, padded))
     for b, row in enumerate(starts.tolist()):
         bounds = [0, *(t for t in range(1, T) if row[t]), T]
         for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
@@ -249,10 +251,11 @@ def test_packed_documents_equal_each_document_alone(setting):
             assert_close(y[b:b + 1, start:stop], y_doc, 1e-5, f"row {b} tokens {start}:{stop}")
         assert_close(state["memory"][b:b + 1], state_doc["memory"], 1e-5, f"row {b} memory")
     split = 19
-    y_p, state_p = layer(x[:, :split], pad=_packed(starts[:, :split]))
+    y_p, state_p = layer(x[:, :split], pad=_packed(starts[:, :split], padded))
     ys = [y_p]
     for t in range(split, T):
-        y_p, state_p = layer(x[:, t:t + 1], state_p, position=t, pad=_packed(starts[:, t:t + 1]))
+        y_p, state_p = layer(x[:, t:t + 1], state_p, position=t,
+                             pad=_packed(starts[:, t:t + 1], padded))
         ys.append(y_p)
     assert_close(torch.cat(ys, 1), y, 1e-5, "prefix then token by token")
     assert_close(state_p["memory"], state["memory"], 1e-5, "memory in pieces")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -165,14 +166,18 @@ def test_full_equals_prefix_rest_and_steps(cfg):
 PACKED = ((6, 1, 13, 10), (17, 13))
 
 
-def _packed_pad(lengths=PACKED, start: int = 0, stop: int = 30, past_documents=None):
-    """The Padding of tokens [start, stop) of rows packing documents of `lengths`."""
+def _packed_pad(lengths=PACKED, start: int = 0, stop: int = 30, past_documents=None,
+                padded: bool = False):
+    """The Padding of tokens [start, stop) of rows packing documents of `lengths`, as the model
+    builds it; `padded` True: as built where a mask could hold padding (the padding path)."""
     pos = torch.tensor([[i for n in row for i in range(n)] for row in lengths])
-    return documents_of(None, pos[:, start:stop], past_documents, start, stop - start)
+    pad = documents_of(None, pos[:, start:stop], past_documents, start, stop - start)
+    return replace(pad, padded=True) if padded and pad is not None else pad
 
 
+@pytest.mark.parametrize("padded", [False, True])
 @configs
-def test_packed_documents_run_alone(cfg):
+def test_packed_documents_run_alone(cfg, padded):
     """Each document of a packed row gives the outputs and parameter gradients it gives alone,
     and the packed row through the state in chunks that cut documents (token by token at the
     end) gives the full packed forward."""
@@ -180,7 +185,7 @@ def test_packed_documents_run_alone(cfg):
     x = torch.randn(B, 30, D_MODEL)
     w = torch.randn(B, 30, D_MODEL, generator=torch.Generator().manual_seed(3))
     params = list(layer.parameters())
-    y, _ = layer(x, pad=_packed_pad())
+    y, _ = layer(x, pad=_packed_pad(padded=padded))
     packed_grads = torch.autograd.grad((y * w).sum(), params, allow_unused=True)
     expected, total = torch.empty_like(y), 0
     for row, parts in enumerate(PACKED):
@@ -198,7 +203,7 @@ def test_packed_documents_run_alone(cfg):
         assert_close(got, want, 1e-5, "packed gradient")
     ys, state, documents = [], None, None
     for start, stop in ((0, 5), (5, 7), (7, 20), *((t, t + 1) for t in range(20, 30))):
-        pad = _packed_pad(start=start, stop=stop, past_documents=documents)
+        pad = _packed_pad(start=start, stop=stop, past_documents=documents, padded=padded)
         out, state = layer(x[:, start:stop], state, start, pad)
         ys.append(out)
         documents = None if pad is None else pad.documents  # None: plain positions so far

@@ -339,21 +339,23 @@ def test_bad_arguments_are_refused():
 PACKED = ((5, 1, 9, 3), (18,))  # row 0 packs four documents (one of a single token)
 
 
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("name", LAYERS)
-def test_packed_documents_equal_each_alone(name):
+def test_packed_documents_equal_each_alone(name, padded):
     """Each document of a packed row gets the outputs and gradients it gets alone, and the
     state handed on is its last document's: the bundle, the ages and the n_t counts, the gate's
     causal convolution over max_seq_len (16) tokens and the short conv all restart."""
     torch.manual_seed(0)
-    assert_packed_equals_alone(_layers()[name], torch.randn(2, 18, D), PACKED, 1e-5)
+    assert_packed_equals_alone(_layers()[name], torch.randn(2, 18, D), PACKED, 1e-5, padded)
 
 
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("name", LAYERS)
-def test_packed_pieces_equal_the_full_packed_forward(name):
+def test_packed_pieces_equal_the_full_packed_forward(name, padded):
     """Chunks that cut documents, single tokens among them (the decoding step): the outputs and
     the final state equal the whole packed forward."""
     torch.manual_seed(0)
-    layer, x, pad = _layers()[name], torch.randn(2, 18, D), packed(PACKED)
+    layer, x, pad = _layers()[name], torch.randn(2, 18, D), packed(PACKED, padded)
     y, state = layer(x, None, 0, pad=pad)
     y2, state2 = run_packed(layer, x, pad, [4, 1, 1, 7, 1, 4])
     assert_close(y2, y, 1e-5, "y")
