@@ -60,8 +60,8 @@ to continue from. A state without its position is refused: the mixer's 1/sqrt(n_
 
 Packed documents (`pad.starts`, `hololm.layers.base.Padding`): at a document's first token every
 part starts afresh, so each document's outputs are those it has alone. The mixer's bundle drops
-the hologram entering that token (the diagonal scan's `reset`; without decay, the cumsum less
-the sum entering the document), its n_t counts from the document's start (p_t =
+the hologram entering that token (the diagonal scan's `reset`; without decay too, as a scan
+with λ = 1 in place of the cumsum), its n_t counts from the document's start (p_t =
 pad.positions, the index in the document), and the hologram handed on holds the last document
 only; the gate convolves each document alone (`causal_fft_conv`'s `reset`: earlier documents
 and the buffer read as zeros) and hands on a buffer holding zeros before the last document; the
@@ -134,31 +134,6 @@ def _check_input(x: torch.Tensor, dim: int | None, position: int) -> None:
         raise ValueError(f"position must be an int >= 0, got {position!r}")
 
 
-def _restarted_cumsum(bound: torch.Tensor, h0: torch.Tensor | None,
-                      starts: torch.Tensor | None) -> torch.Tensor:
-    """h_t = h0 + Σ_{s≤t} bound_s, restarted (h0 and earlier tokens dropped) at every token of
-    `starts` [B, T]: one cumsum of the whole chunk, less, for each token, the running sum just
-    before its document's start (a gather; no loop over documents). bound [B, T, d]."""
-    B, T, d = bound.shape
-    if starts is None:
-        h = cumsum(bound, dim=1)  # [B, T, d]
-        return h if h0 is None else h + h0.unsqueeze(1)
-    # in float64: a difference of float32 sums would carry the rounding of everything summed
-    # before the document, large against its first tokens' sums where the inputs have a mean
-    h = cumsum(bound.to(torch.float64), dim=1)
-    h0 = None if h0 is None else h0.to(torch.float64)
-    if h0 is not None:
-        h = h + h0.unsqueeze(1)
-    before = torch.cat([h.new_zeros(B, 1, d) if h0 is None else h0.unsqueeze(1), h], dim=1)
-    index = torch.arange(T, device=bound.device).expand(B, T)
-    first = torch.where(starts, index, 0).cummax(1).values  # [B, T]: the document's start
-    restarted = starts.long().cumsum(1) > 0  # [B, T]: a start at or before t in this chunk
-    # before[b, first]: the sum entering the document's first token; 0 where none started
-    rows = (torch.arange(B, device=bound.device)[:, None] * (T + 1) + first).flatten()
-    base = before.reshape(B * (T + 1), d).index_select(0, rows).view(B, T, d)
-    return (h - base * restarted.unsqueeze(-1).to(h.dtype)).to(bound.dtype)
-
-
 class HolographicMixer(Mixer):
     """Bind with a learned key, bundle causally over time, unbind with another key (2·dim
     parameters). `decay` in (0, 1) makes the bundle forget: h_t = decay·h_{t−1} + bound_t."""
@@ -186,9 +161,13 @@ class HolographicMixer(Mixer):
         a padding token (bound_t = 0) does not decay the hologram, and a document's first token
         (pad.starts) drops it."""
         starts = None if pad is None else pad.starts  # [B, T] bool
-        if self.decay is None:
-            return _restarted_cumsum(bound, h0, starts)
-        log_decay = torch.full_like(bound, math.log(self.decay))
+        if self.decay is None and starts is None:
+            h = cumsum(bound, dim=1)  # [B, T, d]
+            return h if h0 is None else h + h0.unsqueeze(1)
+        # a cumsum with resets is the scan with λ = 1: exact per document, no loop over them (a
+        # cumsum less the sum entering each document must run in float64 to be as exact, and
+        # then measured no faster)
+        log_decay = torch.full_like(bound, 0.0 if self.decay is None else math.log(self.decay))
         if pad is not None:
             log_decay = pad.zero_pads(log_decay)  # [B, T, d]
         log_decay = log_decay.unsqueeze(2)  # [B, T, 1, d]
