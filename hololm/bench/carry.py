@@ -203,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in ("passkey_lengths", "passkey_max_length"):
-        value = min(getattr(args, flag)) if flag == "passkey_lengths" else getattr(args, flag)
+    lengths = {"passkey_lengths": min(args.passkey_lengths),
+               "passkey_max_length": args.passkey_max_length}
+    for flag, value in lengths.items():
         if PASSKEY in args.corpora and value < PASSKEY_SHORTEST:
             parser.error(f"--{flag} must be at least {PASSKEY_SHORTEST} bytes (a "
                          f"{passkey_text.DIGITS}-digit key's needle and question), got {value}")

@@ -163,11 +163,10 @@ def _whole_documents(profile: Profile, data: CorpusData, model: torch.nn.Module,
                      autocast: Callable[[], AbstractContextManager]) -> dict:
     """`evaluate_documents` on the held-out documents of at least the longest test length, read
     whole through the cache; its status says why where there is none."""
-    longest = profile.seq_len * max(profile.length_multiples)
     try:
         with autocast():
             row = evaluate_documents(model, data.heldout.tokens, data.tokenizer.eos_token_id,
-                                     longest, max_documents=profile.max_documents,
+                                     profile.longest, max_documents=profile.max_documents,
                                      chunk_size=profile.seq_len,
                                      bytes_per_token=data.heldout.bytes_per_token)
     except ConfigError as err:  # no document that long
@@ -261,9 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         corpus = CORPORA[name]
         if args.bpe_vocab_size is not None and corpus.tokenizer == "bpe":
             corpus = replace(corpus, bpe_vocab_size=args.bpe_vocab_size)
-        longest = profile.seq_len * max(profile.length_multiples)
         data = load_corpus(corpus, select_tokens=profile.select_tokens,
-                           test_tokens=profile.eval_tokens + longest + 1,
+                           test_tokens=profile.eval_tokens + profile.longest + 1,
                            cache_dir=args.cache_dir, data_dir=args.data_dir,
                            max_train_tokens=profile.max_train_tokens)
         sizes.append(f"{corpus.label}: {len(data.train):,} training, {len(data.select):,} "
@@ -294,8 +292,8 @@ def _header(profile: Profile, seed: int, device: torch.device, sizes: list[str],
                              "chosen learning rate on contiguous streams (one per batch row), "
                              "each window from the previous one's detached memory; both "
                              "trainings also read whole held-out documents of at least "
-                             f"{profile.seq_len * max(profile.length_multiples):,} tokens (the "
-                             f"first {profile.max_documents}) through the cache"}
+                             f"{profile.longest:,} tokens (the first {profile.max_documents}) "
+                             "through the cache"}
            if profile.carry_state else {}),
         "device": f"{device} ({torch.get_num_threads()} threads), {precision}",
         "wall-clock": f"{(time.perf_counter() - started) / 60:.1f} min; speeds and memory are "

@@ -55,6 +55,11 @@ class Profile:
     carry_state: bool = False  # also train each pure-memory candidate with carried state
     max_documents: int = 20  # whole held-out documents scored where carry_state
 
+    @property
+    def longest(self) -> int:
+        """The longest test length in tokens."""
+        return self.seq_len * max(self.length_multiples)
+
 
 # hsn is left out of --quick: HSN's layers are small, so at matched parameters it is ~6x wider
 # than the rest, and its vocabulary projection made it the slowest candidate by 3-5x

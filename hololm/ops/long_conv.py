@@ -224,23 +224,22 @@ def _segmented_fft_conv(stream: torch.Tensor, kernel: torch.Tensor, reset: torch
     size_of, class_of = torch.stack([sizes, classes]).tolist()  # the one sync: shapes below
     order = torch.argsort(classes[row], stable=True)  # the entries, grouped by class
     entries = stream.reshape(batch * length, *channels)
-    where, outputs, taken = [], [], 0
+    outputs, taken = [], 0  # outputs: in the order of `order`, class by class
     for size in sorted(set(class_of) - {0}):  # a few length classes
         mine = classes == size  # [rows]
         index = torch.cumsum(mine, 0) - 1  # each row's place in its class
         mine_sizes = [n for n, c in zip(size_of, class_of, strict=True) if c == size]
-        longest = max(mine_sizes)
-        members = order[taken:taken + sum(mine_sizes)]  # the entries of this class's rows
-        taken += sum(mine_sizes)
+        longest, count = max(mine_sizes), sum(mine_sizes)
+        members = order[taken:taken + count]  # the entries of this class's rows
+        taken += count
         slot = index[row[members]] * longest + within[members]
         rows = entries.new_zeros(len(mine_sizes) * longest, *channels)
         # index_select, not [ ]: its backward is an index_add (indexing's sorts for accumulate)
         rows = rows.index_copy(0, slot, entries.index_select(0, members))
         y = _fft_conv(rows.view(-1, longest, *channels), kernel, 0)  # [rows, longest, *C]
-        where.append(members)
         outputs.append(y.reshape(-1, *channels).index_select(0, slot))
     y = outputs[0].new_zeros(batch * length, *channels)
-    y = y.index_copy(0, torch.cat(where), torch.cat(outputs))
+    y = y.index_copy(0, order, torch.cat(outputs))  # every entry is in exactly one class
     return y.view(batch, length, *channels)[:, n_past:]
 
 
